@@ -1,0 +1,200 @@
+"""``MemoryClient``: the one class that owns a channel to a raremem server.
+
+Typed methods take and return numpy arrays. Every call has a deadline; calls that are safe to
+repeat (reads, and lookups that do not update) are retried on UNAVAILABLE with exponential
+backoff. Errors reach the caller as ``grpc.RpcError`` with the server's status and message.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, fields
+
+import grpc
+import numpy as np
+
+from proto import memory_pb2 as pb
+from proto import memory_pb2_grpc as pb_grpc
+from proto.tensors import from_tensor, to_tensor
+
+MAX_MESSAGE = 256 * 1024 * 1024
+INDEX_KINDS = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
+
+
+@dataclass
+class Neighbors:
+    ids: np.ndarray           # (b, k) int64, -1 past `found`
+    similarities: np.ndarray  # (b, k) float32
+    weights: np.ndarray       # (b, k) float32
+    values: np.ndarray        # (b, k) int64
+    sources: np.ndarray       # (b, k) int64
+    keys: np.ndarray | None = None  # (b, k, d)
+
+
+@dataclass
+class LookupResult:
+    """Same fields as the in-process store's result (see proto/memory.proto for each)."""
+
+    result: np.ndarray
+    found: np.ndarray
+    top_weight: np.ndarray
+    top_similarity: np.ndarray
+    positive_key: np.ndarray | None = None
+    negative_key: np.ndarray | None = None
+    positive_slot: np.ndarray | None = None
+    negative_slot: np.ndarray | None = None
+    loss: np.ndarray | None = None
+    correct: np.ndarray | None = None
+    written_slot: np.ndarray | None = None
+    top_key: np.ndarray | None = None
+    mean_key: np.ndarray | None = None
+    neighbors: Neighbors | None = None
+
+
+def _tensors(msg, cls):
+    """Decode every set Tensor field of ``msg`` named like a field of dataclass ``cls``."""
+    out = {}
+    for f in fields(cls):
+        if f.name != "neighbors" and msg.HasField(f.name):
+            out[f.name] = from_tensor(getattr(msg, f.name), f.name)
+    return out
+
+
+def _message_dict(msg) -> dict:
+    """A Stats or MemoryInfo message as plain Python (tensors as numpy)."""
+    out = {}
+    for desc, value in msg.ListFields():
+        if desc.message_type is not None and desc.message_type.name == "Tensor":
+            out[desc.name] = from_tensor(value, desc.name)
+        elif desc.message_type is not None:
+            out[desc.name] = _message_dict(value)
+        elif desc.enum_type is not None:
+            out[desc.name] = desc.enum_type.values_by_number[value].name.lower()
+        else:
+            out[desc.name] = value
+    return out
+
+
+def info_dict(info: pb.MemoryInfo) -> dict:
+    d = _message_dict(info)
+    d.setdefault("filled", 0)
+    d.setdefault("total_writes", 0)
+    d["config"].setdefault("index", "exact")
+    return d
+
+
+class MemoryClient:
+    """``with MemoryClient("127.0.0.1:50051") as mem: mem.lookup("name", queries, labels)``."""
+
+    def __init__(self, address: str, token: str | None = None, timeout: float = 30.0,
+                 retries: int = 4, backoff: float = 0.1, root_certificates: bytes | None = None,
+                 max_message_bytes: int = MAX_MESSAGE):
+        self.address, self.timeout, self.retries, self.backoff = address, timeout, retries, backoff
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if root_certificates is not None:
+            creds = grpc.ssl_channel_credentials(root_certificates)
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        self.stub = pb_grpc.MemoryStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __enter__(self) -> "MemoryClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Block until the channel connects (raises grpc.FutureTimeoutError)."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    def _call(self, method: str, request, idempotent: bool, timeout: float | None = None):
+        rpc = getattr(self.stub, method)
+        for attempt in range(self.retries + 1):
+            try:
+                return rpc(request, timeout=timeout or self.timeout, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                if not idempotent or exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ memories
+    def create_memory(self, name: str, key_dim: int, size: int, *, index: str = "exact",
+                      exist_ok: bool = False, device: str = "", **options) -> dict:
+        """Create a memory; ``options`` are MemoryConfig fields (choose_k, alpha, age_noise, ...)."""
+        if index not in INDEX_KINDS:
+            raise ValueError(f"index must be one of {sorted(INDEX_KINDS)}")
+        config = pb.MemoryConfig(key_dim=key_dim, size=size, index=INDEX_KINDS[index], device=device,
+                                 **options)
+        req = pb.CreateMemoryRequest(name=name, config=config, exist_ok=exist_ok)
+        return info_dict(self._call("CreateMemory", req, idempotent=exist_ok))
+
+    def delete_memory(self, name: str) -> bool:
+        return self._call("DeleteMemory", pb.MemoryName(name=name), idempotent=False).deleted
+
+    def list_memories(self) -> list[dict]:
+        resp = self._call("ListMemories", pb.ListMemoriesRequest(), idempotent=True)
+        return [info_dict(m) for m in resp.memories]
+
+    def stats(self, name: str, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> dict:
+        req = pb.GetStatsRequest(name=name, age_bins=age_bins, top_values=top_values, with_hash=with_hash)
+        resp = self._call("GetStats", req, idempotent=True)
+        out = _message_dict(resp)
+        out["info"] = info_dict(resp.info)
+        return out
+
+    # ------------------------------------------------------------------ data path
+    def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
+               update: bool = False, use_recent: bool = False, sources: np.ndarray | None = None,
+               k: int = 0, nprobe: int = 0, weight_terms: bool = False, neighbors: bool = False,
+               neighbor_keys: bool = False, timeout: float | None = None) -> LookupResult:
+        req = pb.LookupRequest(
+            name=name, queries=to_tensor(queries), update=update, use_recent=use_recent, k=k,
+            nprobe=nprobe, return_weight_terms=weight_terms, return_neighbors=neighbors,
+            return_neighbor_keys=neighbor_keys)
+        if labels is not None:
+            req.labels.CopyFrom(to_tensor(labels))
+        if sources is not None:
+            req.sources.CopyFrom(to_tensor(sources))
+        resp = self._call("Lookup", req, idempotent=not update, timeout=timeout)
+        res = LookupResult(**_tensors(resp, LookupResult))
+        if resp.HasField("neighbors"):
+            res.neighbors = Neighbors(**_tensors(resp.neighbors, Neighbors))
+        return res
+
+    def write(self, name: str, keys: np.ndarray, labels: np.ndarray,
+              sources: np.ndarray | None = None, use_recent: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Apply the update rule to (keys, labels); returns (written_slot, correct)."""
+        req = pb.WriteRequest(name=name, keys=to_tensor(keys), labels=to_tensor(labels),
+                              use_recent=use_recent)
+        if sources is not None:
+            req.sources.CopyFrom(to_tensor(sources))
+        resp = self._call("Write", req, idempotent=False)
+        return from_tensor(resp.written_slot), from_tensor(resp.correct)
+
+    def read_slots(self, name: str, ids: np.ndarray | None = None, start: int = 0,
+                   stop: int = 0) -> dict[str, np.ndarray]:
+        """Slots by ids, or the range [start, stop): ids, keys, values, ages, sources."""
+        req = pb.ReadSlotsRequest(name=name, start=start, stop=stop)
+        if ids is not None:
+            req.ids.CopyFrom(to_tensor(np.asarray(ids, dtype=np.int64)))
+        resp = self._call("ReadSlots", req, idempotent=True)
+        return {f: from_tensor(getattr(resp, f), f) for f in ("ids", "keys", "values", "ages", "sources")}
+
+    # ------------------------------------------------------------------ admin
+    def reset(self, name: str) -> dict:
+        return info_dict(self._call("Reset", pb.MemoryName(name=name), idempotent=True))
+
+    def snapshot(self, name: str = "", path: str = "") -> tuple[list[str], int]:
+        resp = self._call("Snapshot", pb.SnapshotRequest(name=name, path=path), idempotent=True)
+        return list(resp.paths), resp.bytes
+
+    def restore(self, name: str, path: str = "") -> dict:
+        return info_dict(self._call("Restore", pb.RestoreRequest(name=name, path=path), idempotent=True))

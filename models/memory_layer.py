@@ -1,0 +1,111 @@
+"""The memory layer of "Learning to Remember Rare Events" (Kaiser et al. 2017, §2) as an
+``nn.Module``: a trainable query projection, L2 normalisation, one lookup in a memory backend,
+and the memory loss with exact gradients w.r.t. the input.
+
+The backend is either the in-process store (``"local"``) or a remote server (``"HOST:PORT"``);
+both answer ``lookup`` with the same fields, so the layer never knows which one it has. Keys
+are constants for autograd: only the query carries gradient (DESIGN §1 step 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LocalBackend:
+    """A ``server.store.MemoryStore`` in this process (imports torch first: DESIGN §5)."""
+
+    def __init__(self, key_dim: int, size: int, **config):
+        from server.config import MemoryConfig  # noqa: PLC0415 - faiss after torch
+        from server.store import MemoryStore  # noqa: PLC0415
+
+        self.store = MemoryStore(MemoryConfig(key_dim=key_dim, size=size, **config))
+        self.alpha = self.store.config.alpha
+        self.inverse_temperature = self.store.config.inverse_temperature
+
+    def lookup(self, queries, labels=None, **kwargs):
+        from server.store import LookupSpec  # noqa: PLC0415
+
+        return self.store.lookup(LookupSpec(queries, labels, **kwargs))
+
+    def reset(self) -> None:
+        self.store.reset()
+
+
+class RemoteBackend:
+    """A named memory on a raremem server, created if absent."""
+
+    def __init__(self, address: str, name: str, key_dim: int, size: int, token: str | None = None, **config):
+        from client import MemoryClient  # noqa: PLC0415
+
+        self.client = MemoryClient(address, token=token)
+        self.name = name
+        cfg = self.client.create_memory(name, key_dim, size, exist_ok=True, **config)["config"]
+        self.alpha, self.inverse_temperature = cfg["alpha"], cfg["inverse_temperature"]
+
+    def lookup(self, queries, labels=None, **kwargs):
+        return self.client.lookup(self.name, queries, labels, **kwargs)
+
+    def reset(self) -> None:
+        self.client.reset(self.name)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def make_backend(memory: str, name: str, key_dim: int, size: int, token: str | None = None, **config):
+    """``memory`` is "local" or "HOST:PORT"; ``config`` holds MemoryConfig fields."""
+    if memory == "local":
+        return LocalBackend(key_dim, size, **config)
+    return RemoteBackend(memory, name, key_dim, size, token=token, **config)
+
+
+@dataclass
+class MemoryOutput:
+    result: torch.Tensor   # (B,) int64: value of the nearest key, -1 if memory is empty
+    weight: torch.Tensor   # (B,) float32: softmax weight w_1 of that key, differentiable in x
+    loss: torch.Tensor     # (B,) float32: relu(s_n - s_p + alpha), differentiable in x
+    correct: torch.Tensor | None  # (B,) bool, with labels
+    raw: object            # the backend's full answer (neighbours, slots, ...)
+
+
+class MemoryLayer(nn.Module):
+    def __init__(self, key_dim: int, backend):
+        super().__init__()
+        self.backend = backend
+        # DESIGN §3: d x d query projection, no bias, N(0, 0.01) (the paper's code: truncated normal)
+        self.query_proj = nn.Linear(key_dim, key_dim, bias=False)
+        nn.init.trunc_normal_(self.query_proj.weight, std=0.01, a=-0.02, b=0.02)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, update: bool = True,
+                use_recent: bool = True, sources: torch.Tensor | None = None,
+                weight_grad: bool = False) -> MemoryOutput:
+        """x (B, d) in any float dtype; the query path runs in float32 whatever the embedder uses."""
+        q = F.normalize(self.query_proj(x.float()), dim=-1)                 # (B, d) unit rows
+        np_labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
+        res = self.backend.lookup(
+            np.ascontiguousarray(q.detach().cpu().numpy()), np_labels,
+            update=update and labels is not None, use_recent=use_recent and labels is not None,
+            sources=None if sources is None else sources.cpu().numpy().astype(np.int64),
+            weight_terms=weight_grad)
+
+        def t(a):
+            return torch.from_numpy(np.asarray(a)).to(q.device)
+
+        w1 = t(res.top_weight)                                              # (B,)
+        if weight_grad:  # value w_1, gradient t * w_1 * (K[n_1] - sum_i w_i K[n_i])
+            grad = self.backend.inverse_temperature * w1[:, None] * (t(res.top_key) - t(res.mean_key))
+            w1 = w1 + ((q - q.detach()) * grad).sum(-1)                     # (B,)
+        if labels is None:
+            loss, correct = torch.zeros_like(w1), None
+        else:
+            s_pos = (q * t(res.positive_key)).sum(-1)                       # (B,); 0 if no positive
+            s_neg = (q * t(res.negative_key)).sum(-1)                       # (B,); 0 if no negative
+            loss = F.relu(s_neg - s_pos + self.backend.alpha)
+            correct = t(res.correct)
+        return MemoryOutput(result=t(res.result), weight=w1, loss=loss, correct=correct, raw=res)

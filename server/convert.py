@@ -1,0 +1,71 @@
+"""Domain objects <-> protobuf messages on the server side (small pure functions)."""
+
+from __future__ import annotations
+
+from proto import memory_pb2 as pb
+from proto.tensors import from_tensor, optional_tensor, to_tensor
+from server.config import MemoryConfig
+from server.errors import InvalidArgument
+from server.service import MemoryInfo
+from server.store import LookupResult, LookupSpec
+
+_KIND_TO_PB = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
+_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()} | {pb.INDEX_KIND_UNSPECIFIED: "exact"}
+_OPTIONAL = ("choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top",
+             "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed")
+
+
+def config_from_pb(msg: pb.MemoryConfig) -> MemoryConfig:
+    if msg.index not in _PB_TO_KIND:
+        raise InvalidArgument(f"unknown index kind {msg.index}")
+    kwargs = {name: getattr(msg, name) for name in _OPTIONAL if msg.HasField(name)}
+    return MemoryConfig(key_dim=int(msg.key_dim), size=int(msg.size), index=_PB_TO_KIND[msg.index],
+                        device=msg.device, **kwargs)
+
+
+def config_to_pb(config: MemoryConfig) -> pb.MemoryConfig:
+    return pb.MemoryConfig(key_dim=config.key_dim, size=config.size, index=_KIND_TO_PB[config.index],
+                           device=config.device, **{name: getattr(config, name) for name in _OPTIONAL})
+
+
+def info_to_pb(info: MemoryInfo) -> pb.MemoryInfo:
+    return pb.MemoryInfo(name=info.name, config=config_to_pb(info.config), filled=info.filled,
+                         total_writes=info.total_writes)
+
+
+def lookup_spec_from_pb(req: pb.LookupRequest) -> LookupSpec:
+    return LookupSpec(
+        queries=from_tensor(req.queries, "queries"),
+        labels=optional_tensor(req, "labels"),
+        update=req.update, use_recent=req.use_recent,
+        sources=optional_tensor(req, "sources"),
+        k=req.k, nprobe=req.nprobe, weight_terms=req.return_weight_terms,
+        neighbors=req.return_neighbors, neighbor_keys=req.return_neighbor_keys)
+
+
+def lookup_result_to_pb(res: LookupResult) -> pb.LookupResponse:
+    msg = pb.LookupResponse()
+    for name in ("result", "found", "top_weight", "top_similarity", "positive_key", "negative_key",
+                 "positive_slot", "negative_slot", "loss", "correct", "written_slot", "top_key",
+                 "mean_key"):
+        value = getattr(res, name)
+        if value is not None:
+            getattr(msg, name).CopyFrom(to_tensor(value))
+    if res.neighbors is not None:
+        nb = res.neighbors
+        msg.neighbors.CopyFrom(pb.Neighbors(
+            ids=to_tensor(nb.ids), similarities=to_tensor(nb.similarities),
+            weights=to_tensor(nb.weights), values=to_tensor(nb.values),
+            sources=to_tensor(nb.sources), keys=to_tensor(nb.keys) if nb.keys is not None else None))
+    return msg
+
+
+def stats_to_pb(stats: dict) -> pb.Stats:
+    tensors = ("age_bin_edges", "age_counts", "top_values", "top_value_counts")
+    scalars = {k: v for k, v in stats.items() if k not in tensors and k != "info"}
+    return pb.Stats(info=info_to_pb(stats["info"]), **scalars,
+                    **{k: to_tensor(stats[k]) for k in tensors})
+
+
+def slots_to_pb(slots: dict) -> pb.ReadSlotsResponse:
+    return pb.ReadSlotsResponse(**{k: to_tensor(v) for k, v in slots.items()})

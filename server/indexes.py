@@ -1,0 +1,236 @@
+"""Nearest-neighbour backends over the store's key array (DESIGN §1, "Index kinds").
+
+Every index sees the store's ``keys`` array (size, d) and the number ``n`` of filled slots.
+Filled slots are always the prefix ``[0, n)``: empty slots are filled in index order and
+only a reset empties them again, so searching the prefix keeps empty slots out of every answer.
+
+``search`` returns similarities (float32) and slot ids (int64), both (b, k), in any order;
+missing neighbours have id -1. The store sorts and masks; indexes only find candidates.
+``on_write(slots, n)`` is called after the store changed those rows of ``keys``; ``n`` is the
+number of filled slots after the write.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from server.config import MemoryConfig
+
+# DESIGN §5: faiss-cpu only takes its BLAS path from 1000 queries on; forcing it made exact
+# k=256 search 1.5-4x faster at b = 16..256 with identical results.
+faiss.cvar.distance_compute_blas_threshold = 1
+
+
+def _check_faiss_input(queries: np.ndarray, d: int) -> np.ndarray:
+    """The one guard at the FAISS boundary: (b, d) float32, C-contiguous."""
+    assert queries.ndim == 2 and queries.shape[1] == d, queries.shape
+    assert queries.dtype == np.float32 and queries.flags.c_contiguous
+    return queries
+
+
+class ExactIndex:
+    """Brute-force inner product with FAISS over the filled prefix; no copy of the keys."""
+
+    approximate = False
+
+    def __init__(self, config: MemoryConfig, keys: np.ndarray):
+        self.keys = keys
+
+    def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
+        queries = _check_faiss_input(queries, self.keys.shape[1])
+        return faiss.knn(queries, self.keys[:n], k, metric=faiss.METRIC_INNER_PRODUCT)
+
+    def on_write(self, slots: np.ndarray, n: int) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def nbytes(self) -> int:
+        return 0
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+
+class TorchExactIndex(ExactIndex):
+    """Exact search as ``mm + topk`` on a torch device (CUDA), with a mirror of the keys there.
+
+    torch is imported only when such a memory is created, so the CPU server needs no torch.
+    """
+
+    def __init__(self, config: MemoryConfig, keys: np.ndarray):
+        import torch  # noqa: PLC0415 - optional dependency
+
+        super().__init__(config, keys)
+        self.torch = torch
+        self.device = torch.device(config.device)
+        self.mirror = torch.from_numpy(keys).to(self.device)  # (size, d)
+
+    def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
+        torch = self.torch
+        q = torch.from_numpy(_check_faiss_input(queries, self.keys.shape[1])).to(self.device)
+        sims, ids = torch.topk(q @ self.mirror[:n].T, k, dim=1)  # (b, k)
+        return sims.cpu().numpy(), ids.cpu().numpy().astype(np.int64)
+
+    def on_write(self, slots: np.ndarray, n: int) -> None:
+        if len(slots):
+            idx = self.torch.from_numpy(slots).to(self.device)
+            self.mirror[idx] = self.torch.from_numpy(self.keys[slots]).to(self.device)
+
+    def reset(self) -> None:
+        self.mirror.zero_()
+
+    def nbytes(self) -> int:
+        return self.mirror.numel() * self.mirror.element_size()
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.mirror.copy_(self.torch.from_numpy(self.keys))
+
+
+class IVFIndex:
+    """FAISS IVF-Flat (inner product) with a hashtable direct map, so rewritten keys move
+    between lists in place (``update_vectors``). Until enough keys exist to train the coarse
+    quantizer (39 per list, FAISS's own minimum), it answers exactly over the prefix."""
+
+    approximate = True
+
+    def __init__(self, config: MemoryConfig, keys: np.ndarray):
+        self.keys = keys
+        self.nlist = config.ivf_nlist
+        self.default_nprobe = config.ivf_nprobe
+        self.train_size = min(keys.shape[0], 39 * self.nlist)
+        self.exact = ExactIndex(config, keys)
+        self._new_index()
+
+    def _new_index(self) -> None:
+        d = self.keys.shape[1]
+        self.quantizer = faiss.IndexFlatIP(d)
+        self.index = faiss.IndexIVFFlat(self.quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+        self.index.cp.spherical = True  # keys are unit vectors: spherical k-means centroids
+        self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.present = np.zeros(self.keys.shape[0], dtype=bool)  # slot is in the index
+
+    @property
+    def trained(self) -> bool:
+        return self.index.is_trained
+
+    def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
+        if not self.trained:
+            return self.exact.search(queries, k, n, nprobe)
+        params = faiss.SearchParametersIVF(nprobe=min(nprobe or self.default_nprobe, self.nlist))
+        return self.index.search(_check_faiss_input(queries, self.keys.shape[1]), k, params=params)
+
+    def on_write(self, slots: np.ndarray, n: int) -> None:
+        if not self.trained:
+            if n >= self.train_size:  # enough keys: train, then index the whole prefix
+                self.index.train(self.keys[:n])
+                self.index.add_with_ids(self.keys[:n], np.arange(n, dtype=np.int64))
+                self.present[:n] = True
+            return
+        slots = np.unique(slots)
+        old, new = slots[self.present[slots]], slots[~self.present[slots]]
+        if len(old):
+            self.index.update_vectors(old, np.ascontiguousarray(self.keys[old]))
+        if len(new):
+            self.index.add_with_ids(np.ascontiguousarray(self.keys[new]), new)
+            self.present[new] = True
+
+    def reset(self) -> None:
+        self._new_index()
+
+    def nbytes(self) -> int:
+        return int(self.present.sum()) * (self.keys.shape[1] * 4 + 8) + self.nlist * self.keys.shape[1] * 4
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"ivf_index": faiss.serialize_index(self.index), "ivf_present": self.present}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.index = faiss.deserialize_index(np.asarray(state["ivf_index"], dtype=np.uint8))
+        self.present = np.array(state["ivf_present"], dtype=bool)
+
+
+class LSHIndex:
+    """The paper's random-hyperplane LSH: ``tables`` hash tables of ``2**bits`` buckets, each
+    bucket a ring of ``bucket_size`` slot ids (the newest write replaces the oldest entry).
+    The candidates of a query are the union of its buckets; every write re-hashes the slot.
+    Stale entries (a slot whose key moved to another bucket) stay until pushed out; they are
+    still real slots, scored with their current keys, so they cost recall, never correctness."""
+
+    approximate = True
+
+    def __init__(self, config: MemoryConfig, keys: np.ndarray):
+        self.keys = keys
+        self.tables, self.bits, self.bucket = config.lsh_tables, config.lsh_bits, config.lsh_bucket_size
+        rng = np.random.default_rng([config.seed, 0x15A])
+        d = keys.shape[1]
+        self.planes = rng.standard_normal((d, self.tables * self.bits)).astype(np.float32)
+        self.powers = (1 << np.arange(self.bits, dtype=np.int64))  # (bits,)
+        self.reset()
+
+    def reset(self) -> None:
+        n_buckets = 1 << self.bits
+        self.buckets = np.full((self.tables, n_buckets, self.bucket), -1, dtype=np.int32)
+        self.cursor = np.zeros((self.tables, n_buckets), dtype=np.int64)
+
+    def _codes(self, x: np.ndarray) -> np.ndarray:
+        """Bucket of each row in each table: (m, tables) int64."""
+        signs = (x @ self.planes > 0).reshape(len(x), self.tables, self.bits)
+        return signs.astype(np.int64) @ self.powers
+
+    def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
+        b = len(queries)
+        codes = self._codes(queries)                                    # (b, T)
+        cand = self.buckets[np.arange(self.tables), codes].reshape(b, -1).astype(np.int64)
+        cand.sort(axis=1)                                               # (b, T * bucket)
+        dup = np.zeros_like(cand, dtype=bool)
+        dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
+        cand[dup | (cand >= n)] = -1
+        sims = np.einsum("bd,bcd->bc", queries, self.keys[np.maximum(cand, 0)])
+        sims[cand < 0] = -np.inf
+        width = cand.shape[1]
+        if k < width:
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+            return np.take_along_axis(sims, top, 1), np.take_along_axis(cand, top, 1)
+        pad = k - width
+        return (np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf),
+                np.pad(cand, ((0, 0), (0, pad)), constant_values=-1))
+
+    def on_write(self, slots: np.ndarray, n: int) -> None:
+        codes = self._codes(self.keys[slots])                           # (m, T)
+        for t in range(self.tables):
+            code = codes[:, t]
+            order = np.argsort(code, kind="stable")                     # writes in order, grouped
+            code, slot = code[order], slots[order]
+            starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+            counts = np.diff(np.r_[starts, len(code)])
+            rank = np.arange(len(code)) - np.repeat(starts, counts)
+            count = np.repeat(counts, counts)
+            keep = rank >= count - self.bucket                          # a ring keeps the newest
+            pos = (self.cursor[t, code] + rank) % self.bucket
+            self.buckets[t, code[keep], pos[keep]] = slot[keep]
+            self.cursor[t, code[starts]] = (self.cursor[t, code[starts]] + counts) % self.bucket
+
+    def nbytes(self) -> int:
+        return self.buckets.nbytes + self.cursor.nbytes + self.planes.nbytes
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"lsh_buckets": self.buckets, "lsh_cursor": self.cursor}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.buckets = np.array(state["lsh_buckets"], dtype=np.int32)
+        self.cursor = np.array(state["lsh_cursor"], dtype=np.int64)
+
+
+def make_index(config: MemoryConfig, keys: np.ndarray):
+    if config.index == "ivf":
+        return IVFIndex(config, keys)
+    if config.index == "lsh":
+        return LSHIndex(config, keys)
+    if config.device and config.device != "cpu":
+        return TorchExactIndex(config, keys)
+    return ExactIndex(config, keys)

@@ -1,0 +1,98 @@
+"""``raremem-server``: serve named memories over gRPC until SIGTERM or SIGINT.
+
+On a signal it reports NOT_SERVING, lets in-flight calls finish (``--grace``), snapshots
+every memory with unsaved writes into ``--data-dir`` and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2
+
+from server import metrics
+from server.service import MemoryService
+from server.servicer import DEFAULT_MAX_MESSAGE, create_server
+
+log = logging.getLogger("raremem.server")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="raremem-server", description=__doc__.splitlines()[0])
+    p.add_argument("--host", default=env("RAREMEM_HOST", "127.0.0.1"),
+                   help="address to bind [127.0.0.1; 0.0.0.0 for every interface]")
+    p.add_argument("--port", type=int, default=int(env("RAREMEM_PORT", "50051")), help="gRPC port [50051]")
+    p.add_argument("--data-dir", type=Path, default=env("RAREMEM_DATA_DIR"),
+                   help="snapshots live here and are restored on start [none: nothing persists]")
+    p.add_argument("--snapshot-interval", type=float, default=float(env("RAREMEM_SNAPSHOT_INTERVAL", "300")),
+                   help="seconds between timed snapshots of changed memories; 0 = off [300]")
+    p.add_argument("--metrics-port", type=int, default=int(env("RAREMEM_METRICS_PORT", "9464")),
+                   help="Prometheus /metrics port; -1 = off [9464]")
+    p.add_argument("--token", default=env("RAREMEM_TOKEN"), help="bearer token for every rpc [env RAREMEM_TOKEN]")
+    p.add_argument("--admin-token", default=env("RAREMEM_ADMIN_TOKEN"),
+                   help="bearer token for Reset, Restore, DeleteMemory [env RAREMEM_ADMIN_TOKEN]")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key")
+    p.add_argument("--max-batch", type=int, default=16384, help="queries per request and per merged search")
+    p.add_argument("--max-message-mb", type=int, default=DEFAULT_MAX_MESSAGE >> 20, help="gRPC message limit")
+    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
+    p.add_argument("--log-format", choices=("text", "json"), default=env("RAREMEM_LOG_FORMAT", "text"))
+    p.add_argument("--log-level", default=env("RAREMEM_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if args.log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    if bool(args.tls_cert) != bool(args.tls_key):
+        log.error("--tls-cert and --tls-key go together")
+        return 2
+    tls = (args.tls_key.read_bytes(), args.tls_cert.read_bytes()) if args.tls_cert else None
+
+    service = MemoryService(args.data_dir, max_batch=args.max_batch,
+                            snapshot_interval=args.snapshot_interval)
+    server, port, health_servicer = create_server(
+        service, f"{args.host}:{args.port}", token=args.token, admin_token=args.admin_token,
+        max_message_bytes=args.max_message_mb << 20, tls=tls)
+    if args.metrics_port >= 0:
+        mport = metrics.serve_metrics(args.metrics_port, args.host)
+        log.info("metrics on http://%s:%d/metrics", args.host, mport)
+    server.start()
+    log.info("serving on %s:%d (%d memories restored, data dir %s)", args.host, port,
+             len(service.list()), args.data_dir or "none")
+    print(f"raremem-server listening on {args.host}:{port}", flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    stop.wait()
+    log.info("shutting down: NOT_SERVING, %.1fs grace", args.grace)
+    health_servicer.enter_graceful_shutdown()
+    server.stop(args.grace).wait()
+    saved = service.close(snapshot=True)
+    log.info("stopped; snapshots written: %s", ", ".join(saved) or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

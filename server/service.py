@@ -1,0 +1,295 @@
+"""Named memories: creation, batching, statistics and persistence (DESIGN §2).
+
+Raises the domain errors of ``server.errors``; knows nothing of gRPC. Each memory has a lock
+(serialising every access to its store) and a batcher (merging concurrent lookups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from server import metrics, persistence
+from server.batching import Batcher
+from server.config import MemoryConfig
+from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from server.store import Counters, LookupResult, LookupSpec, MemoryStore
+
+log = logging.getLogger("raremem.service")
+
+
+@dataclass
+class MemoryInfo:
+    name: str
+    config: MemoryConfig
+    filled: int
+    total_writes: int
+
+
+@dataclass
+class Managed:
+    """A store with its lock, batcher and persistence bookkeeping."""
+
+    name: str
+    store: MemoryStore
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    batcher: Batcher | None = None
+    writes_at_snapshot: int = 0
+    last_snapshot: float = 0.0
+    writes_lost_at_restore: int = 0
+
+    def info(self) -> MemoryInfo:
+        s = self.store
+        return MemoryInfo(self.name, s.config, s.filled, s.counters.total_writes)
+
+
+class MemoryService:
+    def __init__(self, data_dir: Path | None = None, max_batch: int = 16384,
+                 snapshot_interval: float = 0.0, restore: bool = True):
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.max_batch = max_batch
+        self._memories: dict[str, Managed] = {}
+        self._lock = threading.Lock()  # guards the dict, not the memories
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        if self.data_dir:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if restore:
+                self._restore_all()
+            self._start(self._count_writes_loop, 1.0)
+            if snapshot_interval > 0:
+                self._start(self._snapshot_loop, snapshot_interval)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _start(self, loop, period: float) -> None:
+        thread = threading.Thread(target=loop, args=(period,), daemon=True, name=loop.__name__)
+        thread.start()
+        self._threads.append(thread)
+
+    def _count_writes_loop(self, period: float) -> None:
+        last = None
+        while not self._stop.wait(period):
+            counts = {m.name: m.store.counters.total_writes for m in self._all()}
+            if counts != last:
+                persistence.write_counts(self.data_dir, counts)
+                last = counts
+
+    def _snapshot_loop(self, period: float) -> None:
+        while not self._stop.wait(period):
+            for m in self._all():
+                if m.store.counters.total_writes != m.writes_at_snapshot:
+                    try:
+                        self._snapshot_one(m, None)
+                    except Exception:  # noqa: BLE001 - keep serving; the next tick retries
+                        log.exception("timed snapshot of %s failed", m.name)
+
+    def close(self, snapshot: bool = True) -> list[str]:
+        """Stop background work; snapshot every memory with unsaved writes (if persistent)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        saved = []
+        if snapshot and self.data_dir:
+            for m in self._all():
+                if m.store.counters.total_writes != m.writes_at_snapshot or not m.last_snapshot:
+                    saved.append(self._snapshot_one(m, None)[0])
+            persistence.write_counts(self.data_dir, {m.name: m.store.counters.total_writes for m in self._all()})
+        for m in self._all():
+            m.batcher.close()
+        return saved
+
+    def _restore_all(self) -> None:
+        counts = persistence.read_counts(self.data_dir)
+        for name, path in persistence.find_snapshots(self.data_dir).items():
+            try:
+                m = self._install(name, MemoryStore.from_state(persistence.load(path)))
+            except Exception:  # noqa: BLE001 - one bad file must not keep the others down
+                log.exception("could not restore %s from %s", name, path)
+                continue
+            m.writes_at_snapshot = m.store.counters.total_writes
+            m.last_snapshot = path.stat().st_mtime
+            m.writes_lost_at_restore = max(0, counts.get(name, 0) - m.writes_at_snapshot)
+            level = logging.WARNING if m.writes_lost_at_restore else logging.INFO
+            log.log(level, "restored %s: %d filled slots; %d writes since its snapshot were lost",
+                    name, m.store.filled, m.writes_lost_at_restore)
+
+    # ------------------------------------------------------------------ registry
+    def _all(self) -> list[Managed]:
+        with self._lock:
+            return list(self._memories.values())
+
+    def _get(self, name: str) -> Managed:
+        with self._lock:
+            m = self._memories.get(name)
+        if m is None:
+            raise NotFound(f"no memory named {name!r}")
+        return m
+
+    def _install(self, name: str, store: MemoryStore) -> Managed:
+        m = Managed(name, store)
+
+        def run(specs):
+            with m.lock:
+                before = dataclasses.replace(m.store.counters)
+                results = m.store.lookup_many(specs)
+                after = dataclasses.replace(m.store.counters)
+            self._record(m, specs, before, after)
+            return results
+
+        m.batcher = Batcher(name, run, self.max_batch, store.config.size)
+        with self._lock:
+            old = self._memories.get(name)
+            self._memories[name] = m
+        if old:
+            old.batcher.close()
+        return m
+
+    @staticmethod
+    def _record(m: Managed, specs: list[LookupSpec], before: Counters, after: Counters) -> None:
+        metrics.BATCH_ROWS.labels(m.name).observe(sum(len(s.queries) for s in specs))
+        metrics.BATCH_REQUESTS.labels(m.name).observe(len(specs))
+        metrics.FILL.labels(m.name).set(m.store.filled)
+        metrics.WRITES.labels(m.name, "correct").inc(after.correct_writes - before.correct_writes)
+        metrics.WRITES.labels(m.name, "fresh").inc(after.fresh_writes - before.fresh_writes)
+        metrics.EVICTIONS.labels(m.name).inc(after.evictions - before.evictions)
+
+    def create(self, name: str, config: MemoryConfig, exist_ok: bool = False) -> MemoryInfo:
+        persistence.check_name(name)
+        config = config.resolved()
+        with self._lock:
+            existing = self._memories.get(name)
+        if existing:
+            if exist_ok and existing.store.config == config:
+                return existing.info()
+            raise AlreadyExists(f"memory {name!r} exists" + (" with another config" if exist_ok else ""))
+        m = self._install(name, MemoryStore(config))
+        log.info("created %s: %s", name, config)
+        return m.info()
+
+    def delete(self, name: str) -> bool:
+        m = self._get(name)
+        with self._lock:
+            self._memories.pop(name, None)
+        m.batcher.close()
+        metrics.forget_memory(name)
+        if self.data_dir:
+            (self.data_dir / persistence.default_file(name)).unlink(missing_ok=True)
+        log.info("deleted %s", name)
+        return True
+
+    def list(self) -> list[MemoryInfo]:
+        return sorted((m.info() for m in self._all()), key=lambda i: i.name)
+
+    def info(self, name: str) -> MemoryInfo:
+        return self._get(name).info()
+
+    # ------------------------------------------------------------------ data path
+    def _check_rows(self, b: int) -> None:
+        if b > self.max_batch:
+            raise ResourceExhausted(f"batch of {b} queries exceeds the server limit of {self.max_batch}")
+
+    def lookup(self, name: str, spec: LookupSpec) -> LookupResult:
+        m = self._get(name)
+        self._check_rows(len(spec.queries) if hasattr(spec.queries, "__len__") else 0)
+        m.store.check(spec)  # reject bad input here, so it never fails a merged batch
+        if spec.update and len(spec.queries) > m.store.config.size:
+            raise InvalidArgument(f"{len(spec.queries)} updating queries exceed the memory size "
+                                  f"{m.store.config.size}")
+        return m.batcher.submit(spec)
+
+    def write(self, name: str, keys: np.ndarray, labels: np.ndarray,
+              sources: np.ndarray | None = None, use_recent: bool = False) -> LookupResult:
+        if labels is None:
+            raise InvalidArgument("write needs labels")
+        return self.lookup(name, LookupSpec(keys, labels, update=True, use_recent=use_recent,
+                                            sources=sources))
+
+    def read_slots(self, name: str, ids: np.ndarray | None = None, start: int = 0,
+                   stop: int = 0) -> dict[str, np.ndarray]:
+        m = self._get(name)
+        if ids is None:
+            size = m.store.config.size
+            if not 0 <= start <= stop <= size:
+                raise InvalidArgument(f"range [{start}, {stop}) is not within [0, {size}]")
+            ids = np.arange(start, stop, dtype=np.int64)
+        self._check_rows(len(ids))
+        with m.lock:
+            return {k: np.array(v) for k, v in m.store.read(ids).items()}
+
+    def reset(self, name: str) -> MemoryInfo:
+        m = self._get(name)
+        with m.lock:
+            m.store.reset()
+        metrics.FILL.labels(name).set(0)
+        return m.info()
+
+    def stats(self, name: str, age_bins: int = 10, top_values: int = 10,
+              with_hash: bool = False) -> dict:
+        if not 0 <= age_bins <= 1000 or not 0 <= top_values <= 10000:
+            raise InvalidArgument("age_bins must be in 0..1000 and top_values in 0..10000")
+        m = self._get(name)
+        with m.lock:
+            s = m.store
+            ages = s.ages[: s.filled].copy()
+            values, counts = np.unique(s.values[: s.filled], return_counts=True)
+            out = {
+                "info": m.info(), "bytes": s.nbytes(), "lookups": s.counters.lookups,
+                "correct_writes": s.counters.correct_writes, "fresh_writes": s.counters.fresh_writes,
+                "evictions": s.counters.evictions,
+                "writes_since_snapshot": s.counters.total_writes - m.writes_at_snapshot,
+                "state_hash": s.state_hash() if with_hash else "",
+            }
+        bins = age_bins or 10
+        hist, edges = np.histogram(ages, bins=bins) if len(ages) else (np.zeros(bins, np.int64), np.zeros(bins + 1))
+        order = np.lexsort((values, -counts))[:top_values]
+        out.update(
+            age_bin_edges=edges.astype(np.float32), age_counts=hist.astype(np.int64),
+            top_values=values[order].astype(np.int64), top_value_counts=counts[order].astype(np.int64),
+            distinct_values=len(values), last_snapshot_unix=m.last_snapshot,
+            writes_lost_at_restore=m.writes_lost_at_restore)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def _need_dir(self) -> Path:
+        if not self.data_dir:
+            raise FailedPrecondition("the server runs without --data-dir: nothing can be saved")
+        return self.data_dir
+
+    def _snapshot_one(self, m: Managed, path: str | None) -> tuple[str, int]:
+        data_dir = self._need_dir()
+        rel = path or persistence.default_file(m.name)
+        target = persistence.resolve(data_dir, rel)
+        with m.lock:  # copy under the lock, write outside it
+            state = {k: np.array(v) for k, v in m.store.state().items()}
+            writes = m.store.counters.total_writes
+        nbytes = persistence.save(target, state)
+        if path is None or target == data_dir.resolve() / persistence.default_file(m.name):
+            m.writes_at_snapshot, m.last_snapshot = writes, time.time()
+        log.info("snapshot of %s: %s (%d bytes)", m.name, rel, nbytes)
+        return rel, nbytes
+
+    def snapshot(self, name: str = "", path: str = "") -> tuple[list[str], int]:
+        self._need_dir()
+        if not name:
+            if path:
+                raise InvalidArgument("a path needs a memory name")
+            done = [self._snapshot_one(m, None) for m in self._all()]
+        else:
+            done = [self._snapshot_one(self._get(name), path or None)]
+        return [p for p, _ in done], sum(n for _, n in done)
+
+    def restore(self, name: str, path: str = "") -> MemoryInfo:
+        persistence.check_name(name)
+        data_dir = self._need_dir()
+        target = persistence.resolve(data_dir, path or persistence.default_file(name))
+        store = MemoryStore.from_state(persistence.load(target))
+        m = self._install(name, store)
+        m.writes_at_snapshot, m.last_snapshot = store.counters.total_writes, time.time()
+        log.info("restored %s from %s", name, path or "its default snapshot")
+        return m.info()

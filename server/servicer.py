@@ -1,0 +1,187 @@
+"""The gRPC layer: decode, call the service, encode; one table maps domain errors to codes.
+
+No memory logic lives here. ``create_server`` wires health checking, reflection, the auth
+interceptor and the message-size limits, and binds 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import time
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from proto import memory_pb2 as pb
+from proto import memory_pb2_grpc as pb_grpc
+from proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
+from server import convert, errors, metrics
+from server.service import MemoryService
+
+log = logging.getLogger("raremem.servicer")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Memory"].full_name
+ADMIN_METHODS = frozenset({"Reset", "Restore", "DeleteMemory"})
+
+_STATUS = (  # first match wins
+    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (TensorError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
+)
+
+
+def status_for(exc: Exception) -> grpc.StatusCode:
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _rpc(method):
+    """Time the call, count it, and turn domain errors into their status codes."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status
+            code = status_for(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", name)
+                context.abort(code, f"internal error: {type(exc).__name__}: {exc}")
+            context.abort(code, str(exc))
+        finally:
+            metrics.REQUESTS.labels(name, code.name).inc()
+            metrics.LATENCY.labels(name).observe(time.perf_counter() - start)
+
+    return wrapper
+
+
+class MemoryServicer(pb_grpc.MemoryServicer):
+    def __init__(self, service: MemoryService):
+        self.service = service
+
+    @_rpc
+    def CreateMemory(self, request, context):
+        config = convert.config_from_pb(request.config)
+        return convert.info_to_pb(self.service.create(request.name, config, request.exist_ok))
+
+    @_rpc
+    def DeleteMemory(self, request, context):
+        return pb.DeleteMemoryResponse(deleted=self.service.delete(request.name))
+
+    @_rpc
+    def ListMemories(self, request, context):
+        return pb.ListMemoriesResponse(memories=[convert.info_to_pb(i) for i in self.service.list()])
+
+    @_rpc
+    def GetStats(self, request, context):
+        stats = self.service.stats(request.name, request.age_bins or 10, request.top_values or 10,
+                                   request.with_hash)
+        return convert.stats_to_pb(stats)
+
+    @_rpc
+    def Lookup(self, request, context):
+        spec = convert.lookup_spec_from_pb(request)
+        return convert.lookup_result_to_pb(self.service.lookup(request.name, spec))
+
+    @_rpc
+    def Write(self, request, context):
+        res = self.service.write(request.name, from_tensor(request.keys, "keys"),
+                                 optional_tensor(request, "labels"),
+                                 optional_tensor(request, "sources"), request.use_recent)
+        return pb.WriteResponse(written_slot=to_tensor(res.written_slot),
+                                correct=to_tensor(res.correct))
+
+    @_rpc
+    def ReadSlots(self, request, context):
+        ids = optional_tensor(request, "ids")
+        return convert.slots_to_pb(self.service.read_slots(request.name, ids, request.start, request.stop))
+
+    @_rpc
+    def Reset(self, request, context):
+        return convert.info_to_pb(self.service.reset(request.name))
+
+    @_rpc
+    def Snapshot(self, request, context):
+        paths, nbytes = self.service.snapshot(request.name, request.path)
+        return pb.SnapshotResponse(paths=paths, bytes=nbytes)
+
+    @_rpc
+    def Restore(self, request, context):
+        return convert.info_to_pb(self.service.restore(request.name, request.path))
+
+
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Bearer tokens: ``token`` opens ordinary rpcs, ``admin_token`` also the admin rpcs
+    (Reset, Restore, DeleteMemory). With only ``token`` set it opens everything; with only
+    ``admin_token`` set, ordinary rpcs are open. Health checks and reflection stay open."""
+
+    def __init__(self, token: str | None, admin_token: str | None):
+        self.token, self.admin_token = token, admin_token
+
+    @staticmethod
+    def _deny(code, message):
+        def abort(request, context):
+            context.abort(code, message)
+        return grpc.unary_unary_rpc_method_handler(abort)
+
+    def intercept_service(self, continuation, details):
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        if service != SERVICE_NAME:
+            return continuation(details)
+        given = dict(details.invocation_metadata).get("authorization", "")
+        given = given[7:] if given.startswith("Bearer ") else None
+
+        def matches(token):
+            return token is not None and given is not None and hmac.compare_digest(given, token)
+
+        if method in ADMIN_METHODS and (self.admin_token or self.token):
+            if matches(self.admin_token or self.token):
+                return continuation(details)
+            if matches(self.token):
+                return self._deny(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the admin token")
+            return self._deny(grpc.StatusCode.UNAUTHENTICATED, f"{method} needs the admin token")
+        if self.token and not (matches(self.token) or matches(self.admin_token)):
+            return self._deny(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        return continuation(details)
+
+
+DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
+
+
+def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token: str | None = None,
+                  admin_token: str | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+                  workers: int = 32, tls: tuple[bytes, bytes] | None = None):
+    """Build (not start) a server; returns (server, port, health servicer). Port 0 picks one."""
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
+                         interceptors=[TokenInterceptor(token, admin_token)], options=options)
+    pb_grpc.add_MemoryServicer_to_server(MemoryServicer(service), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    if tls:
+        key, cert = tls
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}")
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer

@@ -1,0 +1,374 @@
+"""The memory M = (K, V, A) of DESIGN §1: lookup, loss terms and the update rule.
+
+Pure numpy + an index backend; no gRPC, no threads (the service serialises access). One call,
+``lookup_many``, serves a list of requests merged into one search: every request sees the
+memory as it was before the call, and their updates follow in request order with fresh slots
+distinct across all of them. Ages then read exactly as if the requests had run one by one.
+
+Shapes: b = queries in a call, k = neighbours, d = key_dim, N = size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from server.config import MemoryConfig
+from server.errors import InvalidArgument
+from server.indexes import make_index
+
+EMPTY = -1  # value of an empty slot; also "no slot" in id arrays
+
+
+@dataclass
+class LookupSpec:
+    """One request. ``queries`` (b, d) float32; ``labels``/``sources`` (b,) int64 or None."""
+
+    queries: np.ndarray
+    labels: np.ndarray | None = None
+    update: bool = False
+    use_recent: bool = False
+    sources: np.ndarray | None = None
+    k: int = 0                      # 0 = config.choose_k
+    nprobe: int = 0                 # IVF only; 0 = config.ivf_nprobe
+    weight_terms: bool = False      # fill top_key and mean_key
+    neighbors: bool = False         # fill the neighbour lists
+    neighbor_keys: bool = False     # and the neighbour keys
+
+
+@dataclass
+class Neighbors:
+    ids: np.ndarray           # (b, k) int64, -1 past `found`
+    similarities: np.ndarray  # (b, k) float32, -inf past `found`
+    weights: np.ndarray       # (b, k) float32, 0 past `found`
+    values: np.ndarray        # (b, k) int64
+    sources: np.ndarray       # (b, k) int64
+    keys: np.ndarray | None = None  # (b, k, d) float32
+
+
+@dataclass
+class LookupResult:
+    result: np.ndarray          # (b,) int64: V[n_1], -1 if none
+    found: np.ndarray           # (b,) int64
+    top_weight: np.ndarray      # (b,) float32: w_1
+    top_similarity: np.ndarray  # (b,) float32: s_1, -inf if none
+    # with labels
+    positive_key: np.ndarray | None = None   # (b, d), zeros if none
+    negative_key: np.ndarray | None = None   # (b, d), zeros if none
+    positive_slot: np.ndarray | None = None  # (b,) int64
+    negative_slot: np.ndarray | None = None  # (b,) int64
+    loss: np.ndarray | None = None           # (b,) float32
+    correct: np.ndarray | None = None        # (b,) bool
+    written_slot: np.ndarray | None = None   # (b,) int64, -1 where nothing was written
+    # with weight_terms: d w_1 / d q = t * w_1 * (top_key - mean_key)
+    top_key: np.ndarray | None = None        # (b, d)
+    mean_key: np.ndarray | None = None       # (b, d)
+    neighbors: Neighbors | None = None
+
+
+@dataclass
+class Counters:
+    lookups: int = 0          # queries served
+    correct_writes: int = 0   # slots averaged into
+    fresh_writes: int = 0     # slots given a new key
+    evictions: int = 0        # fresh writes over a filled slot
+
+    @property
+    def total_writes(self) -> int:
+        return self.correct_writes + self.fresh_writes
+
+
+def _normalise_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32, copy=False)
+
+
+def _best(score: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise max of ``score`` (b, c) and its slot id, ties to the lower slot id; -1 if the
+    row is all -inf."""
+    best = score.max(axis=1)
+    hit = (score == best[:, None]) & np.isfinite(score)
+    slot = np.where(hit, ids, np.iinfo(np.int64).max).min(axis=1)
+    return best, np.where(np.isfinite(best), slot, EMPTY)
+
+
+class MemoryStore:
+    """A memory of ``config.size`` slots. Not thread-safe: callers serialise."""
+
+    def __init__(self, config: MemoryConfig):
+        self.config = config = config.resolved()
+        n, d = config.size, config.key_dim
+        self.keys = np.zeros((n, d), dtype=np.float32)       # K: unit rows where filled
+        self.values = np.full(n, EMPTY, dtype=np.int64)      # V
+        self.ages = np.zeros(n, dtype=np.float32)            # A
+        self.sources = np.full(n, EMPTY, dtype=np.int64)     # provenance of the last write
+        self.recent: dict[int, int] = {}                     # value -> slot last written for it
+        self.filled = 0                                      # filled slots are [0, filled)
+        self.rng = np.random.default_rng(config.seed)        # eviction noise
+        self.counters = Counters()
+        self.index = make_index(config, self.keys)
+
+    # ------------------------------------------------------------------ validation
+    def check(self, spec: LookupSpec) -> np.ndarray:
+        """Validate a request and return its queries normalised. Raises InvalidArgument;
+        the memory is untouched until every request of a call has passed."""
+        q, cfg = spec.queries, self.config
+        if not isinstance(q, np.ndarray) or q.ndim != 2:
+            raise InvalidArgument(f"queries must be a 2-d array (b, d), got shape {getattr(q, 'shape', None)}")
+        if q.dtype != np.float32:
+            raise InvalidArgument(f"queries must be float32, got {q.dtype}")
+        b, d = q.shape
+        if d != cfg.key_dim:
+            raise InvalidArgument(f"queries have dimension {d}, memory key_dim is {cfg.key_dim}")
+        bad = ~np.isfinite(q).all(axis=1)
+        if bad.any():
+            raise InvalidArgument(f"queries contain NaN or inf (row {int(np.argmax(bad))})")
+        norms = np.linalg.norm(q, axis=1)
+        if (norms == 0).any():
+            raise InvalidArgument(f"queries contain a zero row (row {int(np.argmax(norms == 0))})")
+        for name in ("labels", "sources"):
+            arr = getattr(spec, name)
+            if arr is None:
+                continue
+            if not isinstance(arr, np.ndarray) or arr.dtype != np.int64 or arr.shape != (b,):
+                raise InvalidArgument(
+                    f"{name} must be int64 of shape ({b},), got {getattr(arr, 'dtype', type(arr))} "
+                    f"{getattr(arr, 'shape', '')}")
+        if spec.labels is not None and (spec.labels < 0).any():
+            raise InvalidArgument("labels must be >= 0 (-1 marks empty slots)")
+        if spec.update and spec.labels is None:
+            raise InvalidArgument("update needs labels")
+        if spec.sources is not None and not spec.update:
+            raise InvalidArgument("sources are only stored by updates")
+        if spec.use_recent and spec.labels is None:
+            raise InvalidArgument("use_recent needs labels")
+        if not 0 <= spec.k <= cfg.size:
+            raise InvalidArgument(f"k must be in 1..{cfg.size} (0 = default {cfg.choose_k}), got {spec.k}")
+        if spec.nprobe < 0:
+            raise InvalidArgument(f"nprobe must be >= 0, got {spec.nprobe}")
+        if spec.neighbor_keys and not spec.neighbors:
+            raise InvalidArgument("neighbor_keys needs neighbors")
+        return (q / norms[:, None]).astype(np.float32)
+
+    # ------------------------------------------------------------------ lookup
+    def lookup(self, spec: LookupSpec) -> LookupResult:
+        return self.lookup_many([spec])[0]
+
+    def lookup_many(self, specs: list[LookupSpec]) -> list[LookupResult]:
+        queries = [self.check(s) for s in specs]
+        n_update = sum(len(q) for s, q in zip(specs, queries) if s.update)
+        if n_update > self.config.size:
+            raise InvalidArgument(
+                f"{n_update} updating queries in one batch exceed the memory size {self.config.size}")
+        results, plans = [], []
+        for spec, q in zip(specs, queries):
+            res, plan = self._lookup_one(spec, q)
+            results.append(res)
+            plans.append(plan)
+        self.counters.lookups += sum(len(q) for q in queries)
+        if n_update:
+            self._update(specs, queries, plans, results)
+        return results
+
+    def _search(self, q: np.ndarray, k: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k filled slots per query, sorted by (-similarity, slot id); (b, k) each."""
+        b, n = len(q), self.filled
+        kk = min(k, n)
+        if kk == 0 or b == 0:
+            return np.full((b, k), -np.inf, np.float32), np.full((b, k), EMPTY, np.int64)
+        sims, ids = self.index.search(q, kk, n, nprobe)
+        sims = np.where(ids >= 0, sims, -np.inf).astype(np.float32)
+        order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -sims), axis=1)
+        sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+        ids = np.where(np.isfinite(sims), ids, EMPTY)
+        pad = k - kk
+        return (np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf),
+                np.pad(ids, ((0, 0), (0, pad)), constant_values=EMPTY))
+
+    def _lookup_one(self, spec: LookupSpec, q: np.ndarray):
+        cfg, b, d = self.config, len(q), self.config.key_dim
+        k = spec.k or cfg.choose_k
+        sims, ids = self._search(q, k, spec.nprobe)               # (b, k)
+        valid = ids >= 0
+        safe = np.maximum(ids, 0)
+        values = np.where(valid, self.values[safe], EMPTY)         # (b, k)
+        found = valid.sum(axis=1)
+        logits = np.where(valid, cfg.inverse_temperature * sims, -np.inf)
+        top = np.where(valid[:, :1], logits[:, :1], 0.0)           # max logit (sorted)
+        weights = np.where(valid, np.exp(logits - top), 0.0)
+        weights = (weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)
+        res = LookupResult(
+            result=values[:, 0].copy(), found=found.astype(np.int64),
+            top_weight=weights[:, 0].copy(), top_similarity=sims[:, 0].copy())
+        if spec.weight_terms:
+            res.top_key = np.where(valid[:, :1], self.keys[safe[:, 0]], 0).astype(np.float32)
+            res.mean_key = np.einsum("bk,bkd->bd", weights, self.keys[safe]).astype(np.float32)
+        if spec.neighbors:
+            res.neighbors = Neighbors(
+                ids=ids, similarities=sims, weights=weights, values=values,
+                sources=np.where(valid, self.sources[safe], EMPTY),
+                keys=np.where(valid[..., None], self.keys[safe], 0).astype(np.float32)
+                if spec.neighbor_keys else None)
+        plan = None
+        if spec.labels is not None:
+            plan = self._loss_terms(spec, q, sims, ids, values, res)
+        return res, plan
+
+    def _loss_terms(self, spec, q, sims, ids, values, res):
+        """Positive/negative, loss and correctness (DESIGN §1 step 3) for a labelled request."""
+        cfg, labels, b = self.config, spec.labels, len(q)
+        if spec.use_recent:  # recent[v] joins the pool unless it is already a neighbour
+            extra = np.array([self.recent.get(int(v), EMPTY) for v in labels], dtype=np.int64)
+            extra[(extra[:, None] == ids).any(axis=1)] = EMPTY
+            has = extra >= 0
+            extra_sim = np.where(has, np.einsum("bd,bd->b", q, self.keys[np.maximum(extra, 0)]), -np.inf)
+            ids = np.concatenate([ids, extra[:, None]], axis=1)
+            sims = np.concatenate([sims, extra_sim[:, None].astype(np.float32)], axis=1)
+            values = np.concatenate([values, np.where(has, self.values[np.maximum(extra, 0)], EMPTY)[:, None]], 1)
+        valid = ids >= 0
+        match = values == labels[:, None]
+        s_pos, pos = _best(np.where(valid & match, sims, -np.inf), ids)
+        s_neg, neg = _best(np.where(valid & ~match, sims, -np.inf), ids)
+        s_pos = np.where(pos >= 0, s_pos, 0.0)   # no positive: s_p = 0 (and a zero key)
+        s_neg = np.where(neg >= 0, s_neg, 0.0)
+        zero = np.zeros((b, cfg.key_dim), np.float32)
+        res.positive_slot, res.negative_slot = pos, neg
+        res.positive_key = np.where((pos >= 0)[:, None], self.keys[np.maximum(pos, 0)], zero)
+        res.negative_key = np.where((neg >= 0)[:, None], self.keys[np.maximum(neg, 0)], zero)
+        res.loss = np.maximum(s_neg - s_pos + cfg.alpha, 0.0).astype(np.float32)
+        c = min(cfg.correct_in_top, values.shape[1])
+        res.correct = (values[:, :c] == labels[:, None]).any(axis=1)
+        res.written_slot = np.full(b, EMPTY, np.int64)
+        return pos
+
+    # ------------------------------------------------------------------ update
+    def _update(self, specs, queries, positives, results) -> None:
+        """DESIGN §1 step 4 over every updating request, in order."""
+        cfg = self.config
+        upd = [i for i, s in enumerate(specs) if s.update]
+        # Each request ages the memory by one; a slot written by request j is then as old as
+        # the number of updating requests after j.
+        later = {j: len(upd) - 1 - r for r, j in enumerate(upd)}
+        rows = [(j, results[j].correct) for j in upd]
+        correct_slots = np.concatenate([positives[j][c] for j, c in rows])
+        n_fresh = sum(int((~c).sum()) for _, c in rows)
+
+        # Fresh slots: empty ones in index order, then the oldest by noisy age, never a slot
+        # that a correct query of this call averages into; distinct across the call.
+        n_before = self.filled
+        n_empty = min(n_fresh, cfg.size - n_before)
+        fresh = np.arange(n_before, n_before + n_empty, dtype=np.int64)
+        n_evict = n_fresh - n_empty
+        if n_evict:
+            noisy = self.ages[:n_before].astype(np.float64)
+            if cfg.age_noise > 0:
+                noisy = noisy + self.rng.uniform(-cfg.age_noise, cfg.age_noise, n_before)
+            noisy[correct_slots] = -np.inf
+            # the n_evict largest, ties to the lower slot id, without sorting all N
+            thr = np.partition(noisy, n_before - n_evict)[n_before - n_evict]
+            above = np.flatnonzero(noisy > thr)
+            cand = np.concatenate([above, np.flatnonzero(noisy == thr)[:n_evict - len(above)]])
+            cand = cand[np.lexsort((cand, -noisy[cand]))]
+            fresh = np.concatenate([fresh, cand])
+
+        self.ages += len(upd)
+        written_all = []
+        cursor = 0
+        for j, correct in rows:
+            spec, q, res, later_j = specs[j], queries[j], results[j], later[j]
+            src = spec.sources if spec.sources is not None else np.full(len(q), EMPTY, np.int64)
+            slots = np.empty(len(q), np.int64)
+            # correct: K[p] <- normalise(q + K[p]); sequential so repeated p's accumulate
+            rows_c = np.flatnonzero(correct)
+            pos = positives[j][rows_c]
+            if len(np.unique(pos)) == len(pos):
+                self.keys[pos] = _normalise_rows(q[rows_c] + self.keys[pos])
+            else:
+                for r, p in zip(rows_c, pos):
+                    self.keys[p] = _normalise_rows(q[r:r + 1] + self.keys[p:p + 1])[0]
+            slots[rows_c] = pos
+            # incorrect: write (q, v) into the next fresh slot
+            rows_i = np.flatnonzero(~correct)
+            mine = fresh[cursor:cursor + len(rows_i)]
+            cursor += len(rows_i)
+            for s in mine:  # a slot that changes value is no longer recent for its old value
+                old = int(self.values[s])
+                if old != EMPTY and self.recent.get(old) == s:
+                    del self.recent[old]
+            self.keys[mine] = q[rows_i]
+            self.values[mine] = spec.labels[rows_i]
+            slots[rows_i] = mine
+            self.ages[slots] = later_j
+            self.sources[slots] = src
+            for v, s in zip(spec.labels.tolist(), slots.tolist()):
+                self.recent[v] = s
+            res.written_slot = slots
+            written_all.append(slots)
+
+        self.filled = n_before + n_empty
+        self.counters.correct_writes += len(correct_slots)
+        self.counters.fresh_writes += n_fresh
+        self.counters.evictions += n_evict
+        self.index.on_write(np.unique(np.concatenate(written_all)), self.filled)
+
+    # ------------------------------------------------------------------ maintenance
+    def reset(self) -> None:
+        self.keys[:] = 0
+        self.values[:] = EMPTY
+        self.ages[:] = 0
+        self.sources[:] = EMPTY
+        self.recent.clear()
+        self.filled = 0
+        self.index.reset()
+
+    def read(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        if ids.dtype != np.int64 or ids.ndim != 1:
+            raise InvalidArgument(f"ids must be a 1-d int64 array, got {ids.dtype} {ids.shape}")
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.config.size):
+            raise InvalidArgument(f"slot ids must be in [0, {self.config.size})")
+        return {"ids": ids, "keys": self.keys[ids], "values": self.values[ids],
+                "ages": self.ages[ids], "sources": self.sources[ids]}
+
+    def nbytes(self) -> int:
+        arrays = (self.keys, self.values, self.ages, self.sources)
+        return sum(a.nbytes for a in arrays) + self.index.nbytes() + 16 * len(self.recent)
+
+    def recent_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        items = sorted(self.recent.items())
+        return (np.array([v for v, _ in items], np.int64), np.array([s for _, s in items], np.int64))
+
+    def state_hash(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.keys, self.values, self.ages, self.sources, *self.recent_arrays()):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to continue exactly where this memory stands."""
+        rv, rs = self.recent_arrays()
+        meta = {"config": self.config.to_dict(), "filled": self.filled,
+                "counters": vars(self.counters), "rng": self.rng.bit_generator.state}
+        return {"keys": self.keys, "values": self.values, "ages": self.ages,
+                "sources": self.sources, "recent_values": rv, "recent_slots": rs,
+                "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.index.state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "MemoryStore":
+        meta = json.loads(bytes(state["meta"]).decode())
+        store = cls(MemoryConfig.from_dict(meta["config"]))
+        for name in ("keys", "values", "ages", "sources"):
+            src = np.asarray(state[name])
+            dst = getattr(store, name)
+            if src.shape != dst.shape or src.dtype != dst.dtype:
+                raise InvalidArgument(f"snapshot array {name} has {src.dtype}{src.shape}, "
+                                      f"expected {dst.dtype}{dst.shape}")
+            dst[...] = src
+        store.recent = dict(zip(state["recent_values"].tolist(), state["recent_slots"].tolist()))
+        store.filled = int(meta["filled"])
+        store.counters = Counters(**meta["counters"])
+        store.rng.bit_generator.state = meta["rng"]
+        store.index.load_state(state)
+        return store

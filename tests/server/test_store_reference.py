@@ -1,0 +1,182 @@
+"""The in-process store against the independent reference memory (DESIGN §1, §6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.config import MemoryConfig
+from server.store import LookupSpec, MemoryStore
+from tests.reference_memory import ReferenceMemory
+from tests.workloads import clustered_batches
+
+# size, d, k, b, classes, age_noise, correct_in_top, repeated labels
+CASES = [
+    (64, 16, 8, 8, 200, 8.0, 1, True),      # evicts from the start, labels repeat in a batch
+    (256, 32, 32, 16, 600, 0.0, 1, True),   # fills, then evicts; no noise
+    (512, 64, 64, 32, 900, 8.0, 3, False),  # larger k, correct within the top 3
+    (100, 8, 100, 4, 300, 2.0, 1, True),     # k = size: every filled slot is a neighbour
+]
+
+
+def to_spec(req, **extra):
+    return LookupSpec(req["queries"], req["labels"], update=req["update"], use_recent=req["use_recent"],
+                      sources=req["sources"], k=req["k"] or 0, neighbors=True, **extra)
+
+
+def padded(lists, k, fill):
+    return np.array([x + [fill] * (k - len(x)) for x in lists])
+
+
+NEAR_TIE = 1e-6  # float32 similarities cannot order slots closer than this
+
+
+def assert_same_neighbours(ids, sims, outs, k, ctx):
+    """Equal lists, except that slots whose reference similarities differ by less than
+    NEAR_TIE may trade places (float32 sgemm vs the reference's float64 dot products)."""
+    want_ids, want_sims = padded([o["ids"] for o in outs], k, -1), padded([o["sims"] for o in outs], k, -np.inf)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5, err_msg=ctx)
+    for i, j in np.argwhere(ids != want_ids):
+        ref_sim = dict(zip(outs[i]["ids"], outs[i]["sims"]))
+        last = len(outs[i]["ids"]) - 1
+        got = ref_sim.get(int(ids[i, j]))
+        assert (got is not None and abs(got - want_sims[i, j]) < NEAR_TIE) or (
+            got is None and j == last and abs(sims[i, j] - want_sims[i, j]) < NEAR_TIE), \
+            f"{ctx}: query {i} rank {j}: slot {ids[i, j]} instead of {want_ids[i, j]}"
+
+
+def assert_same_answers(res, outs, k, step):
+    ctx = f"step {step}"
+    assert_same_neighbours(res.neighbors.ids, res.neighbors.similarities, outs, k, ctx)
+    np.testing.assert_array_equal(res.result, [o["result"] for o in outs], ctx)
+    np.testing.assert_allclose(res.top_weight, [o["top_weight"] for o in outs], atol=1e-4, err_msg=ctx)
+    np.testing.assert_array_equal(res.positive_slot, [o["pos"] for o in outs], ctx)
+    np.testing.assert_array_equal(res.negative_slot, [o["neg"] for o in outs], ctx)
+    np.testing.assert_allclose(res.loss, [o["loss"] for o in outs], atol=1e-5, err_msg=ctx)
+    np.testing.assert_allclose(res.positive_key, [o["pos_key"] for o in outs], atol=1e-6, err_msg=ctx)
+    np.testing.assert_allclose(res.negative_key, [o["neg_key"] for o in outs], atol=1e-6, err_msg=ctx)
+    np.testing.assert_array_equal(res.correct, [o["correct"] for o in outs], ctx)
+    np.testing.assert_array_equal(res.written_slot, [o["written"] for o in outs], ctx)
+
+
+def assert_same_state(keys, values, ages, sources, recent, ref):
+    np.testing.assert_allclose(keys, ref.K, atol=1e-5)
+    np.testing.assert_array_equal(values, ref.V)
+    np.testing.assert_array_equal(ages, ref.A)
+    np.testing.assert_array_equal(sources, ref.S)
+    assert recent == ref.recent
+
+
+@pytest.mark.parametrize("size, d, k, b, classes, noise, top, repeat", CASES)
+def test_store_matches_reference(size, d, k, b, classes, noise, top, repeat):
+    cfg = MemoryConfig(key_dim=d, size=size, choose_k=k, age_noise=noise, correct_in_top=top, seed=7)
+    store = MemoryStore(cfg)
+    ref = ReferenceMemory(size, d, k, age_noise=noise, correct_in_top=top, seed=7)
+    for step, req in enumerate(clustered_batches(size + d, d, classes, b, 200, repeat_labels=repeat)):
+        res = store.lookup(to_spec(req))
+        assert_same_answers(res, ref.call([dict(req)])[0], k, step)
+    assert store.counters.evictions > 0 and store.counters.correct_writes > 0
+    assert_same_state(store.keys, store.values, store.ages, store.sources, store.recent, ref)
+
+
+def test_merged_requests_match_reference():
+    """Several requests in one call: all see the memory before the call; updates in order,
+    fresh slots distinct across the call, ages as if run one by one."""
+    d, size, k = 16, 48, 8
+    store = MemoryStore(MemoryConfig(key_dim=d, size=size, choose_k=k, age_noise=0.0))
+    ref = ReferenceMemory(size, d, k, age_noise=0.0)
+    gen = clustered_batches(3, d, 80, 6, 240)
+    for step in range(60):
+        reqs = [next(gen) for _ in range(4)]
+        reqs[1]["update"] = False  # a pure lookup in the middle of a merged call
+        reqs[1]["sources"] = None
+        reqs[1]["use_recent"] = False
+        results = store.lookup_many([to_spec(r) for r in reqs])
+        outs = ref.call([dict(r) for r in reqs])
+        for res, out, req in zip(results, outs, reqs):
+            if not req["update"]:
+                for o in out:
+                    o["written"] = -1
+            assert_same_answers(res, out, k, step)
+    assert_same_state(store.keys, store.values, store.ages, store.sources, store.recent, ref)
+
+
+def test_empty_memory_and_inference():
+    store = MemoryStore(MemoryConfig(key_dim=4, size=8, choose_k=4))
+    q = np.eye(4, dtype=np.float32)[:2]
+    res = store.lookup(LookupSpec(q, neighbors=True))
+    assert (res.result == -1).all() and (res.found == 0).all() and (res.top_weight == 0).all()
+    res = store.lookup(LookupSpec(q, np.array([3, 4]), update=False))
+    np.testing.assert_allclose(res.loss, [0.1, 0.1], atol=1e-7)  # s_p = s_n = 0: loss = alpha
+    assert store.filled == 0 and store.counters.total_writes == 0  # no update without the flag
+
+
+def test_negative_cosines_pick_the_true_positive():
+    """The reference code's pitfall: masking by multiplication picks a wrong positive when all
+    true positives have negative cosine. Ours masks with -inf."""
+    store = MemoryStore(MemoryConfig(key_dim=2, size=4, choose_k=4, age_noise=0))
+    keys = np.array([[-1, 0.1], [0, 1]], np.float32)
+    store.lookup(LookupSpec(keys, np.array([5, 6]), update=True))
+    res = store.lookup(LookupSpec(np.array([[1, 0]], np.float32), np.array([5])))
+    assert res.positive_slot[0] == 0 and res.negative_slot[0] == 1
+    s_pos = float(keys[0] @ [1, 0] / np.linalg.norm(keys[0]))
+    np.testing.assert_allclose(res.loss, [max(0, 0.0 - s_pos + 0.1)], atol=1e-6)
+
+
+def test_ties_go_to_the_lower_slot():
+    store = MemoryStore(MemoryConfig(key_dim=3, size=6, choose_k=3, age_noise=0))
+    e = np.eye(3, dtype=np.float32)
+    store.lookup(LookupSpec(np.stack([e[1], e[0], e[0]]), np.array([1, 2, 3]), update=True))
+    res = store.lookup(LookupSpec(e[:1], neighbors=True))
+    assert res.neighbors.ids[0].tolist() == [1, 2, 0]  # slots 1 and 2 tie; 1 first
+
+
+def test_recent_is_dropped_when_its_slot_changes_value():
+    store = MemoryStore(MemoryConfig(key_dim=2, size=1, choose_k=1, age_noise=0))
+    e = np.eye(2, dtype=np.float32)
+    store.lookup(LookupSpec(e[:1], np.array([1]), update=True))
+    assert store.recent == {1: 0}
+    store.lookup(LookupSpec(e[1:], np.array([2]), update=True))  # evicts value 1 from slot 0
+    assert store.recent == {2: 0}
+
+
+def test_age_noise_spreads_evictions_but_keeps_them_old():
+    """With noise, evicted slots are not strictly the oldest, yet never young ones."""
+    d, size = 8, 256
+    store = MemoryStore(MemoryConfig(key_dim=d, size=size, choose_k=4, age_noise=8.0, seed=1))
+    rng = np.random.default_rng(0)
+    ages_at_eviction = []
+    for step in range(120):
+        q = rng.standard_normal((8, d)).astype(np.float32)
+        if store.filled == size:
+            before = store.ages.copy()
+        res = store.lookup(LookupSpec(q, rng.integers(0, 10**6, 8), update=True))
+        if store.filled == size and step > 40:
+            ages_at_eviction += before[res.written_slot].tolist()
+    ages = np.array(ages_at_eviction)
+    assert ages.min() >= ages.max() - 2 * 8.0  # within the noise band of the oldest
+    assert len(np.unique(ages)) > 1            # not always the strict oldest
+
+
+def test_deterministic_with_seed():
+    runs = []
+    for _ in range(2):
+        store = MemoryStore(MemoryConfig(key_dim=16, size=64, choose_k=8, age_noise=8.0, seed=3))
+        for req in clustered_batches(5, 16, 100, 8, 50):
+            store.lookup(to_spec(req))
+        runs.append(store.state_hash())
+    assert runs[0] == runs[1]
+
+
+def test_state_round_trip_continues_identically():
+    cfg = MemoryConfig(key_dim=16, size=64, choose_k=8, age_noise=8.0, seed=3)
+    a = MemoryStore(cfg)
+    gen = list(clustered_batches(9, 16, 100, 8, 60))
+    for req in gen[:30]:
+        a.lookup(to_spec(req))
+    b = MemoryStore.from_state({k: np.array(v) for k, v in a.state().items()})
+    assert a.state_hash() == b.state_hash()
+    for req in gen[30:]:
+        ra, rb = a.lookup(to_spec(req)), b.lookup(to_spec(req))
+        np.testing.assert_array_equal(ra.written_slot, rb.written_slot)
+    assert a.state_hash() == b.state_hash()  # the eviction RNG state travelled too
