@@ -62,9 +62,13 @@ def _tensors(msg, cls):
 
 
 def _message_dict(msg) -> dict:
-    """A Stats or MemoryInfo message as plain Python (tensors as numpy)."""
+    """A Stats, MemoryInfo or MemoryConfig message as plain Python (tensors as numpy); scalars
+    at their default are included, unset optional fields and sub-messages are not."""
     out = {}
-    for desc, value in msg.ListFields():
+    for desc in msg.DESCRIPTOR.fields:
+        if desc.has_presence and not msg.HasField(desc.name):
+            continue
+        value = getattr(msg, desc.name)
         if desc.message_type is not None and desc.message_type.name == "Tensor":
             out[desc.name] = from_tensor(value, desc.name)
         elif desc.message_type is not None:
@@ -74,14 +78,6 @@ def _message_dict(msg) -> dict:
         else:
             out[desc.name] = value
     return out
-
-
-def info_dict(info: pb.MemoryInfo) -> dict:
-    d = _message_dict(info)
-    d.setdefault("filled", 0)
-    d.setdefault("total_writes", 0)
-    d["config"].setdefault("index", "exact")
-    return d
 
 
 class MemoryClient:
@@ -134,21 +130,19 @@ class MemoryClient:
         config = pb.MemoryConfig(key_dim=key_dim, size=size, index=INDEX_KINDS[index], device=device,
                                  **options)
         req = pb.CreateMemoryRequest(name=name, config=config, exist_ok=exist_ok)
-        return info_dict(self._call("CreateMemory", req, idempotent=exist_ok))
+        return _message_dict(self._call("CreateMemory", req, idempotent=exist_ok))
 
     def delete_memory(self, name: str) -> bool:
         return self._call("DeleteMemory", pb.MemoryName(name=name), idempotent=False).deleted
 
     def list_memories(self) -> list[dict]:
         resp = self._call("ListMemories", pb.ListMemoriesRequest(), idempotent=True)
-        return [info_dict(m) for m in resp.memories]
+        return [_message_dict(m) for m in resp.memories]
 
     def stats(self, name: str, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> dict:
         req = pb.GetStatsRequest(name=name, age_bins=age_bins, top_values=top_values, with_hash=with_hash)
         resp = self._call("GetStats", req, idempotent=True)
-        out = _message_dict(resp)
-        out["info"] = info_dict(resp.info)
-        return out
+        return _message_dict(resp)
 
     # ------------------------------------------------------------------ data path
     def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
@@ -190,11 +184,11 @@ class MemoryClient:
 
     # ------------------------------------------------------------------ admin
     def reset(self, name: str) -> dict:
-        return info_dict(self._call("Reset", pb.MemoryName(name=name), idempotent=True))
+        return _message_dict(self._call("Reset", pb.MemoryName(name=name), idempotent=True))
 
     def snapshot(self, name: str = "", path: str = "") -> tuple[list[str], int]:
         resp = self._call("Snapshot", pb.SnapshotRequest(name=name, path=path), idempotent=True)
         return list(resp.paths), resp.bytes
 
     def restore(self, name: str, path: str = "") -> dict:
-        return info_dict(self._call("Restore", pb.RestoreRequest(name=name, path=path), idempotent=True))
+        return _message_dict(self._call("Restore", pb.RestoreRequest(name=name, path=path), idempotent=True))

@@ -1,0 +1,217 @@
+"""The service through gRPC: agreement with the reference, and the bad-input matrix."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+import numpy as np
+import pytest
+
+from client import MemoryClient
+from proto import memory_pb2 as pb
+from proto.tensors import to_tensor
+from tests.conftest import running_server
+from tests.reference_memory import ReferenceMemory
+from tests.server.test_store_reference import assert_same_answers, assert_same_state
+from tests.workloads import clustered_batches
+
+
+def read_state(client, name, size):
+    slots = client.read_slots(name, start=0, stop=size)
+    return slots["keys"], slots["values"], slots["ages"], slots["sources"]
+
+
+@pytest.mark.parametrize("size, d, k, b, noise", [(128, 32, 16, 16, 8.0), (300, 16, 64, 8, 0.0)])
+def test_remote_matches_reference(client, size, d, k, b, noise):
+    client.create_memory("ref", d, size, choose_k=k, age_noise=noise, seed=11)
+    ref = ReferenceMemory(size, d, k, age_noise=noise, seed=11)
+    for step, req in enumerate(clustered_batches(21, d, 3 * size, b, 200)):
+        res = client.lookup("ref", req["queries"], req["labels"], update=True, use_recent=True,
+                            sources=req["sources"], neighbors=True)
+        assert_same_answers(res, ref.call([dict(req)])[0], k, step)
+    keys, values, ages, sources = read_state(client, "ref", size)
+    # recent is not readable over the wire; every step's positives (use_recent) exercise it
+    assert_same_state(keys, values, ages, sources, None, ref)
+    stats = client.stats("ref")
+    assert stats["evictions"] > 0 and stats["info"]["filled"] == size
+
+
+def test_write_applies_the_update_rule(client):
+    client.create_memory("w", 8, 16, choose_k=4, age_noise=0.0)
+    ref = ReferenceMemory(16, 8, 4, age_noise=0.0)
+    for req in clustered_batches(2, 8, 40, 4, 30):
+        slots, correct = client.write("w", req["queries"], req["labels"], sources=req["sources"])
+        out = ref.call([dict(req, use_recent=False)])[0]
+        assert slots.tolist() == [o["written"] for o in out]
+        assert correct.tolist() == [o["correct"] for o in out]
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def raw_lookup(stub, **fields):
+    return stub.Lookup(pb.LookupRequest(**fields), timeout=10)
+
+
+Q = np.ones((2, 8), np.float32)
+L = np.array([1, 2], np.int64)
+
+
+def bad_inputs():
+    nan, inf, zero = Q.copy(), Q.copy(), Q.copy()
+    nan[1, 3], inf[0, 0], zero[1] = np.nan, np.inf, 0
+    ragged = to_tensor(Q)
+    ragged.data = ragged.data[:-3]
+    return {
+        "wrong dim": (dict(queries=to_tensor(np.ones((2, 7), np.float32))), "INVALID_ARGUMENT", "dimension 7"),
+        "1-d queries": (dict(queries=to_tensor(np.ones(8, np.float32))), "INVALID_ARGUMENT", "2-d"),
+        "int64 queries": (dict(queries=to_tensor(np.ones((2, 8), np.int64))), "INVALID_ARGUMENT", "float32"),
+        "float32 labels": (dict(queries=to_tensor(Q), labels=to_tensor(np.ones(2, np.float32)), update=True),
+                           "INVALID_ARGUMENT", "labels must be int64"),
+        "NaN row": (dict(queries=to_tensor(nan)), "INVALID_ARGUMENT", "NaN"),
+        "inf row": (dict(queries=to_tensor(inf)), "INVALID_ARGUMENT", "inf"),
+        "zero row": (dict(queries=to_tensor(zero)), "INVALID_ARGUMENT", "zero row"),
+        "ragged bytes": (dict(queries=ragged), "INVALID_ARGUMENT", "do not fit shape"),
+        "unknown dtype": (dict(queries=pb.Tensor(dtype=7, shape=[2, 8], data=b"\0" * 64)),
+                          "INVALID_ARGUMENT", "dtype code"),
+        "labels wrong length": (dict(queries=to_tensor(Q), labels=to_tensor(np.array([1, 2, 3])), update=True),
+                                "INVALID_ARGUMENT", "shape (2,)"),
+        "negative label": (dict(queries=to_tensor(Q), labels=to_tensor(np.array([1, -1])), update=True),
+                           "INVALID_ARGUMENT", ">= 0"),
+        "sources wrong length": (dict(queries=to_tensor(Q), labels=to_tensor(L), update=True,
+                                      sources=to_tensor(np.array([1]))), "INVALID_ARGUMENT", "sources"),
+        "update without labels": (dict(queries=to_tensor(Q), update=True), "INVALID_ARGUMENT", "needs labels"),
+        "k < 0": (dict(queries=to_tensor(Q), k=-1), "INVALID_ARGUMENT", "k must be in 1..32"),
+        "k > size": (dict(queries=to_tensor(Q), k=33), "INVALID_ARGUMENT", "k must be in 1..32"),
+        "update batch > size": (dict(queries=to_tensor(np.ones((33, 8), np.float32)),
+                                     labels=to_tensor(np.arange(33)), update=True),
+                                "INVALID_ARGUMENT", "exceed the memory size"),
+        "oversize batch": (dict(queries=to_tensor(np.ones((4097, 8), np.float32))),
+                           "RESOURCE_EXHAUSTED", "server limit of 4096"),
+    }
+
+
+def test_bad_input_gets_the_right_status_and_changes_nothing(tmp_path):
+    with running_server(tmp_path, max_batch=4096) as (address, _), MemoryClient(address) as client:
+        client.create_memory("m", 8, 32, choose_k=4)
+        for req in clustered_batches(1, 8, 50, 8, 10):
+            client.lookup("m", req["queries"], req["labels"], update=True, sources=req["sources"])
+        before = client.stats("m", with_hash=True)["state_hash"]
+        for what, (fields, code, words) in bad_inputs().items():
+            with pytest.raises(grpc.RpcError) as exc:
+                raw_lookup(client.stub, name="m", **fields)
+            assert exc.value.code().name == code, what
+            assert words in exc.value.details(), (what, exc.value.details())
+            assert client.stats("m", with_hash=True)["state_hash"] == before, what
+        assert client.stats("m")["info"]["total_writes"] == 80
+
+
+def test_unknown_memory_and_names(client):
+    with pytest.raises(grpc.RpcError) as exc:
+        client.lookup("nope", Q)
+    assert exc.value.code() == grpc.StatusCode.NOT_FOUND and "nope" in exc.value.details()
+    for name in ("", "../x", "a//b", ".hidden", "a/../b", "x" * 201, "sp ace"):
+        with pytest.raises(grpc.RpcError) as exc:
+            client.create_memory(name, 8, 8)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+    client.create_memory("ok/name-1", 8, 8)
+    with pytest.raises(grpc.RpcError) as exc:
+        client.create_memory("ok/name-1", 8, 8)
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert client.create_memory("ok/name-1", 8, 8, exist_ok=True)["name"] == "ok/name-1"
+    with pytest.raises(grpc.RpcError) as exc:
+        client.create_memory("ok/name-1", 8, 16, exist_ok=True)
+    assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS and "another config" in exc.value.details()
+
+
+@pytest.mark.parametrize("config, words", [
+    (dict(key_dim=0, size=8), "key_dim"), (dict(key_dim=8, size=0), "size"),
+    (dict(key_dim=8, size=8, choose_k=9), "choose_k"), (dict(key_dim=8, size=8, alpha=float("nan")), "alpha"),
+    (dict(key_dim=8, size=8, index=9), "index"), (dict(key_dim=8, size=8, device="tpu"), "device"),
+])
+def test_bad_configs(client, config, words):
+    with pytest.raises(grpc.RpcError) as exc:
+        client.stub.CreateMemory(pb.CreateMemoryRequest(name="c", config=pb.MemoryConfig(**config)))
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in exc.value.details()
+
+
+def test_read_slots_bounds(client):
+    client.create_memory("r", 4, 10)
+    for kwargs in (dict(start=5, stop=11), dict(start=-1, stop=2), dict(ids=[10]), dict(ids=[-1])):
+        with pytest.raises(grpc.RpcError) as exc:
+            client.read_slots("r", **kwargs)
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, kwargs
+
+
+def test_malformed_bytes_on_the_wire(server):
+    """A request whose bytes are not a LookupRequest at all."""
+    address, _ = server
+    with grpc.insecure_channel(address) as channel:
+        call = channel.unary_unary("/raremem.v1.Memory/Lookup")  # raw bytes in, raw bytes out
+        with pytest.raises(grpc.RpcError) as exc:
+            call(b"\xff\xff\xff garbage", timeout=5)
+    assert exc.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+# ---------------------------------------------------------------------- tokens and paths
+
+
+def test_tokens(tmp_path):
+    with running_server(tmp_path, token="user-t", admin_token="admin-t") as (address, _):
+        with MemoryClient(address, retries=0) as anon, MemoryClient(address, token="wrong") as wrong, \
+                MemoryClient(address, token="user-t") as user, MemoryClient(address, token="admin-t") as admin:
+            for c in (anon, wrong):
+                with pytest.raises(grpc.RpcError) as exc:
+                    c.list_memories()
+                assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            user.create_memory("t", 4, 8)
+            user.lookup("t", np.eye(4, dtype=np.float32), np.arange(4), update=True)
+            before = admin.stats("t", with_hash=True)["state_hash"]
+            for call in (lambda c: c.reset("t"), lambda c: c.delete_memory("t"), lambda c: c.restore("t")):
+                with pytest.raises(grpc.RpcError) as exc:
+                    call(user)
+                assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                with pytest.raises(grpc.RpcError) as exc:
+                    call(anon)
+                assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert admin.stats("t", with_hash=True)["state_hash"] == before
+            assert admin.reset("t")["filled"] == 0
+
+
+def test_snapshot_paths_stay_in_the_data_dir(tmp_path):
+    data = tmp_path / "data"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with running_server(data) as (address, _), MemoryClient(address) as client:
+        client.create_memory("p", 4, 8)
+        client.lookup("p", np.eye(4, dtype=np.float32), np.arange(4), update=True)
+        before = client.stats("p", with_hash=True)["state_hash"]
+        os.symlink(outside, data / "link")
+        for path in ("../escape.npz", str(outside / "abs.npz"), "link/x.npz", "a/../../x.npz"):
+            for call in (lambda: client.snapshot("p", path), lambda: client.restore("p", path)):
+                with pytest.raises(grpc.RpcError) as exc:
+                    call()
+                assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, path
+        assert not list(outside.iterdir()) and not (tmp_path / "escape.npz").exists()
+        with pytest.raises(grpc.RpcError) as exc:
+            client.restore("p", "missing.npz")
+        assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+        (data / "junk.npz").write_bytes(b"not a zip")
+        with pytest.raises(grpc.RpcError) as exc:
+            client.restore("p", "junk.npz")
+        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert client.stats("p", with_hash=True)["state_hash"] == before
+
+
+def test_health_and_reflection(server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(server[0]) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="raremem.v1.Memory"))
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in answer.list_services_response.service}
+        assert "raremem.v1.Memory" in names
