@@ -95,7 +95,7 @@ class MemoryLayer(nn.Module):
             weight_terms=weight_grad)
 
         def t(a):
-            return torch.from_numpy(np.asarray(a)).to(q.device)
+            return torch.tensor(a, device=q.device)  # a copy: wire arrays are read-only
 
         w1 = t(res.top_weight)                                              # (B,)
         if weight_grad:  # value w_1, gradient t * w_1 * (K[n_1] - sum_i w_i K[n_i])

@@ -241,7 +241,7 @@ class MemoryService:
             out = {
                 "info": m.info(), "bytes": s.nbytes(), "lookups": s.counters.lookups,
                 "correct_writes": s.counters.correct_writes, "fresh_writes": s.counters.fresh_writes,
-                "evictions": s.counters.evictions,
+                "evictions": s.counters.evictions, "unread_evictions": s.counters.unread_evictions,
                 "writes_since_snapshot": s.counters.total_writes - m.writes_at_snapshot,
                 "state_hash": s.state_hash() if with_hash else "",
             }

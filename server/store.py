@@ -75,6 +75,7 @@ class Counters:
     correct_writes: int = 0   # slots averaged into
     fresh_writes: int = 0     # slots given a new key
     evictions: int = 0        # fresh writes over a filled slot
+    unread_evictions: int = 0  # evicted fresh writes no lookup had returned (n_1 or positive)
 
     @property
     def total_writes(self) -> int:
@@ -105,6 +106,7 @@ class MemoryStore:
         self.ages = np.zeros(n, dtype=np.float32)            # A
         self.sources = np.full(n, EMPTY, dtype=np.int64)     # provenance of the last write
         self.recent: dict[int, int] = {}                     # value -> slot last written for it
+        self.was_read = np.zeros(n, dtype=bool)              # returned as n_1 or positive since written
         self.filled = 0                                      # filled slots are [0, filled)
         self.rng = np.random.default_rng(config.seed)        # eviction noise
         self.counters = Counters()
@@ -199,6 +201,7 @@ class MemoryStore:
         top = np.where(valid[:, :1], logits[:, :1], 0.0)           # max logit (sorted)
         weights = np.where(valid, np.exp(logits - top), 0.0)
         weights = (weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-30)).astype(np.float32)
+        self.was_read[ids[valid[:, 0], 0]] = True
         res = LookupResult(
             result=values[:, 0].copy(), found=found.astype(np.int64),
             top_weight=weights[:, 0].copy(), top_similarity=sims[:, 0].copy())
@@ -235,6 +238,7 @@ class MemoryStore:
         s_neg = np.where(neg >= 0, s_neg, 0.0)
         zero = np.zeros((b, cfg.key_dim), np.float32)
         res.positive_slot, res.negative_slot = pos, neg
+        self.was_read[pos[pos >= 0]] = True
         res.positive_key = np.where((pos >= 0)[:, None], self.keys[np.maximum(pos, 0)], zero)
         res.negative_key = np.where((neg >= 0)[:, None], self.keys[np.maximum(neg, 0)], zero)
         res.loss = np.maximum(s_neg - s_pos + cfg.alpha, 0.0).astype(np.float32)
@@ -297,6 +301,8 @@ class MemoryStore:
                 old = int(self.values[s])
                 if old != EMPTY and self.recent.get(old) == s:
                     del self.recent[old]
+            self.counters.unread_evictions += int((~self.was_read[mine] & (self.values[mine] != EMPTY)).sum())
+            self.was_read[mine] = False
             self.keys[mine] = q[rows_i]
             self.values[mine] = spec.labels[rows_i]
             slots[rows_i] = mine
@@ -319,6 +325,7 @@ class MemoryStore:
         self.values[:] = EMPTY
         self.ages[:] = 0
         self.sources[:] = EMPTY
+        self.was_read[:] = False
         self.recent.clear()
         self.filled = 0
         self.index.reset()
@@ -352,14 +359,14 @@ class MemoryStore:
         meta = {"config": self.config.to_dict(), "filled": self.filled,
                 "counters": vars(self.counters), "rng": self.rng.bit_generator.state}
         return {"keys": self.keys, "values": self.values, "ages": self.ages,
-                "sources": self.sources, "recent_values": rv, "recent_slots": rs,
+                "sources": self.sources, "was_read": self.was_read, "recent_values": rv, "recent_slots": rs,
                 "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.index.state()}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "MemoryStore":
         meta = json.loads(bytes(state["meta"]).decode())
         store = cls(MemoryConfig.from_dict(meta["config"]))
-        for name in ("keys", "values", "ages", "sources"):
+        for name in ("keys", "values", "ages", "sources", "was_read"):
             src = np.asarray(state[name])
             dst = getattr(store, name)
             if src.shape != dst.shape or src.dtype != dst.dtype:
