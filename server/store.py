@@ -164,9 +164,10 @@ class MemoryStore:
         if n_update > self.config.size:
             raise InvalidArgument(
                 f"{n_update} updating queries in one batch exceed the memory size {self.config.size}")
+        found = self._search_merged(specs, queries)
         results, plans = [], []
-        for spec, q in zip(specs, queries):
-            res, plan = self._lookup_one(spec, q)
+        for spec, q, (sims, ids) in zip(specs, queries, found):
+            res, plan = self._lookup_one(spec, q, sims, ids)
             results.append(res)
             plans.append(plan)
         self.counters.lookups += sum(len(q) for q in queries)
@@ -189,10 +190,25 @@ class MemoryStore:
         return (np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf),
                 np.pad(ids, ((0, 0), (0, pad)), constant_values=EMPTY))
 
-    def _lookup_one(self, spec: LookupSpec, q: np.ndarray):
-        cfg, b, d = self.config, len(q), self.config.key_dim
-        k = spec.k or cfg.choose_k
-        sims, ids = self._search(q, k, spec.nprobe)               # (b, k)
+    def _search_merged(self, specs, queries) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One search per distinct nprobe over all requests' queries, with the largest k;
+        each request then takes the first k columns of its rows (the lists are sorted)."""
+        out = [None] * len(specs)
+        for nprobe in sorted({s.nprobe for s in specs}):
+            members = [i for i, s in enumerate(specs) if s.nprobe == nprobe]
+            k_max = max(specs[i].k or self.config.choose_k for i in members)
+            q = np.concatenate([queries[i] for i in members]) if len(members) > 1 else queries[members[0]]
+            sims, ids = self._search(q, k_max, nprobe)
+            start = 0
+            for i in members:
+                b, k = len(queries[i]), specs[i].k or self.config.choose_k
+                out[i] = (sims[start:start + b, :k], ids[start:start + b, :k])
+                start += b
+        return out
+
+    def _lookup_one(self, spec: LookupSpec, q: np.ndarray, sims: np.ndarray, ids: np.ndarray):
+        """Answer one request from its neighbour lists ``sims``, ``ids`` (b, k)."""
+        cfg, b = self.config, len(q)
         valid = ids >= 0
         safe = np.maximum(ids, 0)
         values = np.where(valid, self.values[safe], EMPTY)         # (b, k)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,10 +10,9 @@ import numpy as np
 import pytest
 
 from client import MemoryClient
+from server.spawn import spawn_server
 from tests.conftest import running_server
 from tests.workloads import clustered_batches
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def fill(client, name, steps, seed=0):
@@ -47,24 +42,8 @@ def test_snapshot_restore_round_trip(tmp_path, index):
         assert client.stats("copy", with_hash=True)["state_hash"] == before["state_hash"]
 
 
-def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
-    """Start ``raremem-server`` on a free port; returns (process, address, start-up log)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "server.main", "--port", "0", "--metrics-port", "-1",
-         "--data-dir", str(data_dir), *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 60
-    lines = []
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        m = re.search(r"listening on ([\d.]+:\d+)", line)
-        if m:
-            return proc, m.group(1), "".join(lines)
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError("server did not start:\n" + "".join(lines))
+def start_server(data_dir: Path, *extra: str):
+    return spawn_server("--metrics-port", "-1", "--data-dir", str(data_dir), *extra)
 
 
 def stop(proc, sig) -> str:

@@ -181,3 +181,21 @@ def test_state_round_trip_continues_identically():
         ra, rb = a.lookup(to_spec(req)), b.lookup(to_spec(req))
         np.testing.assert_array_equal(ra.written_slot, rb.written_slot)
     assert a.state_hash() == b.state_hash()  # the eviction RNG state travelled too
+
+
+def test_merged_requests_share_one_search():
+    """Merging is only worth it if the merged requests cost one search, not one each."""
+    store = MemoryStore(MemoryConfig(key_dim=8, size=64, choose_k=8))
+    store.lookup(LookupSpec(np.eye(8, dtype=np.float32), np.arange(8), update=True))
+    calls = []
+    search = store.index.search
+    store.index.search = lambda q, k, n, nprobe: calls.append((len(q), k)) or search(q, k, n, nprobe)
+    rng = np.random.default_rng(0)
+    specs = [LookupSpec(rng.standard_normal((b, 8)).astype(np.float32), k=k, neighbors=True)
+             for b, k in ((3, 2), (5, 8), (1, 4))]
+    results = store.lookup_many(specs)
+    assert calls == [(9, 8)]
+    for spec, res in zip(specs, results):  # each answer equals the one it gets alone
+        alone = store.lookup(spec)
+        np.testing.assert_array_equal(res.neighbors.ids, alone.neighbors.ids)
+        np.testing.assert_array_equal(res.result, alone.result)

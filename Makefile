@@ -1,0 +1,29 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - the main job: a memory server and a real run against it
+#   make test   - the test suite (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench proto
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: on these machines 2.13.0 is a local CPU wheel, a bare
+	# "torch" would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/lookup.py
+
+proto: setup
+	$(PY) -m proto.generate

@@ -1,0 +1,30 @@
+"""Start ``raremem-server`` as a child process on a free port (for launchers, demos, tests)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn_server(*args: str, timeout: float = 60.0) -> tuple[subprocess.Popen, str, str]:
+    """Run ``python -m server.main --port 0 ARGS``; return (process, "host:port", start-up log).
+
+    The child's combined stdout/stderr stays readable from ``process.stdout`` afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "server.main", "--port", "0", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, lines = time.time() + timeout, []
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        found = re.search(r"listening on (\S+:\d+)", line)
+        if found:
+            return proc, found.group(1), "".join(lines)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("raremem-server did not start:\n" + "".join(lines))
