@@ -32,7 +32,7 @@ def _check_faiss_input(queries: np.ndarray, d: int) -> np.ndarray:
 class ExactIndex:
     """Brute-force inner product with FAISS over the filled prefix; no copy of the keys."""
 
-    approximate = False
+    sorted = True  # rows come back by decreasing similarity
 
     def __init__(self, config: MemoryConfig, keys: np.ndarray):
         self.keys = keys
@@ -97,7 +97,7 @@ class IVFIndex:
     between lists in place (``update_vectors``). Until enough keys exist to train the coarse
     quantizer (39 per list, FAISS's own minimum), it answers exactly over the prefix."""
 
-    approximate = True
+    sorted = True
 
     def __init__(self, config: MemoryConfig, keys: np.ndarray):
         self.keys = keys
@@ -161,7 +161,7 @@ class LSHIndex:
     Stale entries (a slot whose key moved to another bucket) stay until pushed out; they are
     still real slots, scored with their current keys, so they cost recall, never correctness."""
 
-    approximate = True
+    sorted = False
 
     def __init__(self, config: MemoryConfig, keys: np.ndarray):
         self.keys = keys

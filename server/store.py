@@ -182,13 +182,20 @@ class MemoryStore:
         if kk == 0 or b == 0:
             return np.full((b, k), -np.inf, np.float32), np.full((b, k), EMPTY, np.int64)
         sims, ids = self.index.search(q, kk, n, nprobe)
-        sims = np.where(ids >= 0, sims, -np.inf).astype(np.float32)
-        order = np.lexsort((np.where(ids >= 0, ids, np.iinfo(np.int64).max), -sims), axis=1)
-        sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+        sims = np.asarray(sims, dtype=np.float32)
+        missing = ids < 0
+        if missing.any():  # approximate kinds may find fewer than k
+            sims = np.where(missing, -np.inf, sims).astype(np.float32)
+        # FAISS returns rows by decreasing similarity; the order among equal similarities is
+        # ours to fix (lower slot first), and LSH returns rows unsorted.
+        if not self.index.sorted or (sims[:, 1:] == sims[:, :-1]).any():
+            order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, ids), -sims), axis=1)
+            sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
         ids = np.where(np.isfinite(sims), ids, EMPTY)
-        pad = k - kk
-        return (np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf),
-                np.pad(ids, ((0, 0), (0, pad)), constant_values=EMPTY))
+        if kk == k:
+            return sims, ids
+        return (np.pad(sims, ((0, 0), (0, k - kk)), constant_values=-np.inf),
+                np.pad(ids, ((0, 0), (0, k - kk)), constant_values=EMPTY))
 
     def _search_merged(self, specs, queries) -> list[tuple[np.ndarray, np.ndarray]]:
         """One search per distinct nprobe over all requests' queries, with the largest k;
