@@ -5,6 +5,11 @@ worker thread. Request threads enqueue a validated ``LookupSpec`` and wait; the 
 everything queued (up to the row limits), runs it as one ``lookup_many`` and hands each
 request its own result. Under load batches grow on their own; alone, a request waits only for
 the thread hand-off.
+
+Every search of a memory runs on that one thread on purpose: OpenMP keeps a thread team per
+calling thread, so searching from whichever gRPC thread took the request wakes a cold team
+each time. Tried here: running idle requests in the calling thread made a remote b=16 lookup
+at N=65536 40% slower than the hand-off does.
 """
 
 from __future__ import annotations

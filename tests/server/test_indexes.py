@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from bench.recall import clustered_memory, recall
 from server.config import MemoryConfig
 from server.indexes import TorchExactIndex
 from server.store import LookupSpec, MemoryStore
@@ -36,34 +37,10 @@ def test_torch_exact_matches_reference(device):
     assert store.lookup(LookupSpec(np.ones((1, 32), np.float32))).result[0] == -1
 
 
-def clustered_memory(kind, n=20000, d=64, clusters=200, seed=0, **opts):
-    """A full memory of clustered unit keys (as learned embeddings are) and fresh queries."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, d)).astype(np.float32)
-    labels = rng.integers(0, clusters, n)
-    keys = centres[labels] + 1.0 * rng.standard_normal((n, d)).astype(np.float32)
-    store = MemoryStore(MemoryConfig(key_dim=d, size=n, choose_k=32, index=kind, seed=seed, **opts))
-    for i in range(0, n, 2000):  # fill through the update rule, so the index sees every write
-        store.lookup(LookupSpec(keys[i:i + 2000], np.arange(i, i + 2000), update=True))
-    q_labels = rng.integers(0, clusters, 500)
-    queries = centres[q_labels] + 1.0 * rng.standard_normal((500, d)).astype(np.float32)
-    return store, queries
-
-
-def recall(store, queries, k=32, nprobe=0):
-    exact = MemoryStore(store.config.__class__(**{**store.config.to_dict(), "index": "exact"}))
-    exact.keys[:], exact.values[:], exact.filled = store.keys, store.values, store.filled
-    want = exact.lookup(LookupSpec(queries, k=k, neighbors=True)).neighbors.ids
-    got = store.lookup(LookupSpec(queries, k=k, nprobe=nprobe, neighbors=True)).neighbors.ids
-    top1 = float((got[:, 0] == want[:, 0]).mean())
-    rec = float(np.mean([len(set(g[g >= 0]) & set(w)) / k for g, w in zip(got, want)]))
-    return top1, rec
-
-
 def test_ivf_recall_on_clustered_keys():
     store, queries = clustered_memory("ivf", ivf_nlist=128)
     assert store.index.trained and store.index.present.sum() == store.filled
-    rows = {nprobe: recall(store, queries, nprobe=nprobe) for nprobe in (1, 8, 32)}
+    rows = {nprobe: recall(store, queries, nprobe=nprobe)[:2] for nprobe in (1, 8, 32)}
     print("\nivf (nlist 128) nprobe -> (top-1 agreement, recall@32):", rows)
     assert rows[32][0] >= 0.97 and rows[32][1] >= 0.9
     assert rows[1][1] <= rows[8][1] <= rows[32][1]  # more lists visited, more found
@@ -71,7 +48,7 @@ def test_ivf_recall_on_clustered_keys():
 
 def test_lsh_recall_on_clustered_keys():
     store, queries = clustered_memory("lsh", lsh_tables=16, lsh_bits=8, lsh_bucket_size=64)
-    top1, rec = recall(store, queries)
+    top1, rec, _ = recall(store, queries)
     print(f"\nlsh (16 tables x 8 bits, buckets of 64): top-1 agreement {top1:.3f}, recall@32 {rec:.3f}")
     assert top1 >= 0.5 and rec >= 0.3
     found = store.lookup(LookupSpec(queries, k=32)).found
