@@ -65,16 +65,18 @@ def full_store(n: int, rng) -> MemoryStore:
     return store
 
 
-def interleaved(methods: dict, rounds: int, block: int = 4) -> dict:
+def interleaved(methods: dict, rounds: int, block: int = 16, untimed: int = 4) -> dict:
     """Median seconds per call of each method, taking turns in blocks of ``block`` calls.
 
-    The first call of each block is not timed: on 2 cores the previous method's thread pool
-    (in this process or the server's) still spins for a while and would be charged to it."""
+    The first ``untimed`` calls of each block are not timed: on 2 cores the previous method's
+    thread pool (in this process or the server's) still spins for a while and would be charged
+    to it, and the next method's pool has to wake up."""
     times = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
-            fn()
-            for _ in range(block - 1):
+            for _ in range(untimed):
+                fn()
+            for _ in range(block - untimed):
                 t0 = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - t0)
@@ -141,7 +143,7 @@ def main() -> int:
                 q = unit(rng, b)
                 qt = torch.from_numpy(q)
                 labels = rng.integers(0, n, b)
-                rounds = (3 if args.quick else 10) if n * b <= 65536 * 256 else (2 if args.quick else 5)
+                rounds = (1 if args.quick else 4) if n * b <= 65536 * 256 else (1 if args.quick else 2)
                 t = interleaved({
                     "remote": lambda: client.lookup(name, q),
                     "in-process": lambda: store.lookup(LookupSpec(q)),
@@ -189,7 +191,7 @@ def markdown(r: dict) -> str:
         "# Lookup benchmark (exact, k=256, d=128)", "",
         f"`{r['command']}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores; "
         f"faiss {m['faiss']}, torch {m['torch']}, numpy {m['numpy']}. Median ms per call. Remote, "
-        "in-process and FAISS take turns in blocks of 4 calls (first of each block untimed); torch and "
+        "in-process and FAISS take turns in blocks of 16 calls (first 4 of each block untimed); torch and "
         "sgemm after them (their thread pools spin ~0.2 s after a call and slow whatever runs next). "
         "\"step\" = lookup with labels and update, one training step's memory call.", "",
         "| N | b | remote | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | remote step | "

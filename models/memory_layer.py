@@ -82,11 +82,16 @@ class MemoryLayer(nn.Module):
         self.query_proj = nn.Linear(key_dim, key_dim, bias=False)
         nn.init.trunc_normal_(self.query_proj.weight, std=0.01, a=-0.02, b=0.02)
 
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, d) activations in any float dtype -> (B, d) unit float32 queries (DESIGN §5: the
+        memory query stays in float32 whatever the embedder runs in)."""
+        return F.normalize(self.query_proj(x.float()), dim=-1)
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, update: bool = True,
                 use_recent: bool = True, sources: torch.Tensor | None = None,
                 weight_grad: bool = False) -> MemoryOutput:
-        """x (B, d) in any float dtype; the query path runs in float32 whatever the embedder uses."""
-        q = F.normalize(self.query_proj(x.float()), dim=-1)                 # (B, d) unit rows
+        """Look up x (B, d); with labels, the loss terms and (if ``update``) the memory update."""
+        q = self.query(x)                                                   # (B, d) unit rows
         np_labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
         res = self.backend.lookup(
             np.ascontiguousarray(q.detach().cpu().numpy()), np_labels,

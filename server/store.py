@@ -188,9 +188,12 @@ class MemoryStore:
             sims = np.where(missing, -np.inf, sims).astype(np.float32)
         # FAISS returns rows by decreasing similarity; the order among equal similarities is
         # ours to fix (lower slot first), and LSH returns rows unsorted.
-        if not self.index.sorted or (sims[:, 1:] == sims[:, :-1]).any():
-            order = np.lexsort((np.where(missing, np.iinfo(np.int64).max, ids), -sims), axis=1)
-            sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+        rows = (slice(None) if not self.index.sorted
+                else np.flatnonzero((sims[:, 1:] == sims[:, :-1]).any(axis=1)))
+        if not isinstance(rows, np.ndarray) or len(rows):
+            s, i = sims[rows], ids[rows]
+            order = np.lexsort((np.where(i >= 0, i, np.iinfo(np.int64).max), -s), axis=1)
+            sims[rows], ids[rows] = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
         ids = np.where(np.isfinite(sims), ids, EMPTY)
         if kk == k:
             return sims, ids

@@ -1,0 +1,1 @@
+"""The Omniglot experiment of "Learning to Remember Rare Events" (§4.1, Table 1)."""
