@@ -151,7 +151,7 @@ def train(cfg: TrainConfig, address: str, rank: int = 0) -> dict:
         step += 1
         bar.update(1)
         correct = correct.numpy()
-        row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss),
+        row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss.detach()),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             v = evaluate(model_encoder(model), val_backend, data.test, 5, cfg.shots, cfg.eval_episodes,
