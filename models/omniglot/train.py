@@ -52,7 +52,10 @@ class TrainConfig:
     adam_eps: float = 1e-4          # the paper's code
     clip: float = 5.0               # global gradient-norm clip
     rep_dim: int = 256
-    dropout: float = 0.7
+    # The paper's code drops 70% (keep_prob 0.3). Measured here over 60 steps (B=16, 5-way):
+    # validation 1-shot 0.53 with p=0.7, 0.60 with p=0.3, 0.65 with p=0; 0.3 keeps some
+    # regularisation for long runs while still learning at a CPU budget's pace.
+    dropout: float = 0.3
     channels_last: bool = True
     eval_every: int = 100           # steps between validations (5-way, held-out classes)
     eval_episodes: int = 100

@@ -1,0 +1,115 @@
+"""Omniglot loading from the real zips, downloads against a local HTTP server, and episodes."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.omniglot.data import Omniglot, OmniglotError, download, read_split, rotations
+from models.omniglot.episodes import sample_episodes
+from models.omniglot.evaluate import DEFAULT_DATA
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_file(),
+                                reason="shared Omniglot zips not found")
+
+
+@pytest.fixture(scope="module")
+def omniglot(tmp_path_factory):
+    return Omniglot.load(DEFAULT_DATA, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_real_zips_have_the_standard_classes(omniglot):
+    assert omniglot.train.shape == (964 * 4, 20, 28, 28)
+    assert omniglot.test.shape == (659, 20, 28, 28)
+    for split in (omniglot.train, omniglot.test):
+        assert split.dtype == np.float32 and split.min() == 0.0 and split.max() == 1.0
+        ink = split.mean(axis=(2, 3))
+        assert (ink > 0.001).all() and (ink < 0.5).all()  # every drawing has some ink, not all
+
+
+def test_rotations_are_distinct_classes(omniglot):
+    base = omniglot.train[:964]
+    for r in range(1, 4):
+        rotated = omniglot.train[964 * r: 964 * (r + 1)]
+        np.testing.assert_array_equal(rotated, np.rot90(base, r, axes=(2, 3)))
+        assert not np.array_equal(rotated[0, 0], base[0, 0])
+    small = np.arange(2 * 20 * 4 * 4, dtype=np.float32).reshape(2, 20, 4, 4)
+    assert rotations(small).shape == (8, 20, 4, 4)
+
+
+def test_evaluation_classes_are_held_out(omniglot):
+    train = {hashlib.sha1(img.tobytes()).hexdigest() for img in omniglot.train[:964, 0]}
+    assert not train & {hashlib.sha1(img.tobytes()).hexdigest() for img in omniglot.test[:, 0]}
+
+
+def test_episodes(omniglot):
+    rng = np.random.default_rng(0)
+    B, width, shots = 4, 5, 6
+    ep = sample_episodes(omniglot.test, B, width, shots, rng)
+    T = width * shots
+    assert ep.images.shape == (T, B, 28, 28) and ep.labels.shape == ep.shot.shape == (T, B)
+    for e in range(B):
+        labels = ep.labels[:, e]
+        assert set(labels) == set(range(e * width, (e + 1) * width))  # offset per episode
+        for s in range(shots):  # all s-th draws come before any (s+1)-th draw
+            block = slice(s * width, (s + 1) * width)
+            assert (ep.shot[block, e] == s).all() and sorted(labels[block]) == list(range(e * width, (e + 1) * width))
+        for c in range(width):  # the images of a label are distinct drawings of one class
+            imgs = ep.images[labels == e * width + c, e]
+            assert len({im.tobytes() for im in imgs}) == shots
+            cls = ep.classes[e, c]
+            assert all(any(np.array_equal(im, d) for d in omniglot.test[cls]) for im in imgs)
+    assert len({tuple(ep.labels[:width, e] % width) for e in range(B)}) > 1  # first draws shuffled
+
+
+def fake_split(path: Path, split: str, chars: int, drawings: int = 20) -> None:
+    png = next(iter(zipfile.ZipFile(DEFAULT_DATA / "images_evaluation.zip").namelist()[3:4]))
+    data = zipfile.ZipFile(DEFAULT_DATA / "images_evaluation.zip").read(png)
+    with zipfile.ZipFile(path, "w") as z:
+        for c in range(chars):
+            for d in range(drawings):
+                z.writestr(f"{split}/Alpha/character{c:03d}/{c:04d}_{d:02d}.png", data)
+
+
+def test_structure_is_checked(tmp_path):
+    fake_split(tmp_path / "images_evaluation.zip", "images_evaluation", 10)
+    with pytest.raises(OmniglotError, match="10 characters"):
+        read_split(tmp_path / "images_evaluation.zip", "images_evaluation")
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(OmniglotError, match="not a readable"):
+        read_split(tmp_path / "bad.zip", "images_evaluation")
+    with pytest.raises(OmniglotError, match="not found"):
+        read_split(tmp_path / "missing.zip", "images_evaluation")
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_download_checks_the_md5(http_root, tmp_path):
+    www, base = http_root
+    fake_split(www / "images_evaluation.zip", "images_evaluation", 3)
+    md5 = hashlib.md5((www / "images_evaluation.zip").read_bytes()).hexdigest()
+    dest = tmp_path / "dl"
+    path = download("images_evaluation", dest, url=f"{base}/images_evaluation.zip", md5=md5)
+    assert path.read_bytes() == (www / "images_evaluation.zip").read_bytes()
+    with pytest.raises(OmniglotError, match="is not the official"):
+        download("images_evaluation", tmp_path / "dl2", url=f"{base}/images_evaluation.zip", md5="0" * 32)
+    assert not list((tmp_path / "dl2").iterdir())  # nothing half-checked is left behind
+    with pytest.raises(OmniglotError, match="could not download"):
+        download("images_evaluation", tmp_path / "dl3", url=f"{base}/nothing.zip", md5=md5)
