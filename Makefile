@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   - the main job: a memory server and a real run against it
+#   make demo   - the main job: a memory server and a short Omniglot training run against it
 #   make test   - the test suite (what CI runs)
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -17,13 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) scripts/demo.py
+	$(PY) -m models.omniglot.train
 
 test: setup
 	$(PY) -m pytest -q
 
 bench: setup
 	$(PY) bench/lookup.py
+	$(PY) bench/recall.py
 
 proto: setup
 	$(PY) -m proto.generate

@@ -15,15 +15,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import faiss
@@ -32,24 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from client import MemoryClient  # noqa: E402
+from models.runinfo import machine  # noqa: E402
 from server import persistence  # noqa: E402
 from server.config import MemoryConfig  # noqa: E402
 from server.spawn import spawn_server  # noqa: E402
 from server.store import LookupSpec, MemoryStore  # noqa: E402
 
 K, D = 256, 128
-
-
-def machine() -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "-uno"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip())
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"commit": commit + ("-dirty" if dirty else ""), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version(), "faiss": faiss.__version__, "torch": torch.__version__,
-            "numpy": np.__version__, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def unit(rng, n):
@@ -190,7 +176,7 @@ def markdown(r: dict) -> str:
     lines = [
         "# Lookup benchmark (exact, k=256, d=128)", "",
         f"`{r['command']}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores; "
-        f"faiss {m['faiss']}, torch {m['torch']}, numpy {m['numpy']}. Median ms per call. Remote, "
+        f"faiss {m['faiss-cpu']}, torch {m['torch']}, numpy {m['numpy']}. Median ms per call. Remote, "
         "in-process and FAISS take turns in blocks of 16 calls (first 4 of each block untimed); torch and "
         "sgemm after them (their thread pools spin ~0.2 s after a call and slow whatever runs next). "
         "\"step\" = lookup with labels and update, one training step's memory call.", "",

@@ -17,7 +17,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.lookup import machine  # noqa: E402
+from models.runinfo import machine  # noqa: E402
 from server.config import MemoryConfig  # noqa: E402
 from server.store import LookupSpec, MemoryStore  # noqa: E402
 

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from models import runinfo
 from models.memory_layer import make_backend
 from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
@@ -94,7 +95,9 @@ def main(argv=None) -> int:
         model = load_model(args.checkpoint)
         encode, key_dim, name = model_encoder(model), model.cfg.rep_dim, "omniglot/eval"
     result = evaluate_all(encode, args.memory, key_dim, data, args.episodes, name, args.token)
-    for key, r in result.items():
+    result |= {"command": runinfo.command(), "machine": runinfo.machine()}
+    for key in ("5-way", "20-way"):
+        r = result[key]
         shots = ", ".join(f"{s}-shot {100 * a:.1f}±{100 * h:.1f}" for s, (a, h) in enumerate(zip(r["accuracy"], r["ci95"])))
         print(f"{key}: {shots}")
     if args.out:

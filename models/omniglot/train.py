@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from models import runinfo
 from models.memory_layer import make_backend
 from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
@@ -109,6 +110,18 @@ def save_checkpoint(path: Path, model, opt, cfg: TrainConfig, step: int, rng: np
     tmp.replace(path)
 
 
+def train_step(model: OmniglotModel, opt, ep, clip: float):
+    """One episode batch: empty the memory, run the episodes through it, one optimiser step."""
+    model.train()
+    model.memory.backend.reset()  # episodes start from an empty memory
+    loss, correct = model.episode_loss(torch.from_numpy(ep.images), torch.from_numpy(ep.labels))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.detach(), correct
+
+
 def train(cfg: TrainConfig, address: str, rank: int = 0) -> dict:
     """The training loop proper, against a memory at ``address`` ("local" or HOST:PORT)."""
     out = Path(cfg.out)
@@ -132,29 +145,23 @@ def train(cfg: TrainConfig, address: str, rank: int = 0) -> dict:
         torch.set_rng_state(ckpt["torch_rng"])
         print(f"resumed from step {step}", flush=True)
     print("config: " + json.dumps(dataclasses.asdict(cfg)), flush=True)
+    if not cfg.resume or not (out / "run.json").is_file():
+        (out / "run.json").write_text(json.dumps(
+            {"command": runinfo.command(), "config": dataclasses.asdict(cfg), "machine": runinfo.machine()}, indent=2))
     log = open(out / "metrics.jsonl", "a")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     bar = tqdm(total=cfg.steps, initial=step, desc="omniglot", unit="step", dynamic_ncols=True)
     start = time.perf_counter() - wall
-    mem_seconds = 0.0
     while step < cfg.steps and not stop["now"]:
         if cfg.minutes and (time.perf_counter() - start) / 60 >= cfg.minutes:
             break
-        model.train()
         ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, rng)
-        t0 = time.perf_counter()
-        model.memory.backend.reset()  # episodes start from an empty memory
-        mem_seconds += time.perf_counter() - t0
-        loss, correct = model.episode_loss(torch.from_numpy(ep.images), torch.from_numpy(ep.labels))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
+        loss, correct = train_step(model, opt, ep, cfg.clip)
         step += 1
         bar.update(1)
         correct = correct.numpy()
-        row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss.detach()),
+        row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             v = evaluate(model_encoder(model), val_backend, data.test, 5, cfg.shots, cfg.eval_episodes,
@@ -183,6 +190,10 @@ def main(argv=None) -> int:
         print(f"started raremem-server on {address}", flush=True)
     try:
         summary = train(cfg, address)
+        if proc:  # show what the replica's memory holds (its last episode batch) before stopping
+            from client.admin import main as admin  # noqa: PLC0415
+
+            admin(["--memory", address, "stats", "omniglot/replica-0"])
     finally:
         if proc:
             proc.send_signal(signal.SIGTERM)

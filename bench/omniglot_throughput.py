@@ -1,0 +1,86 @@
+"""Omniglot training throughput with the memory on a server vs in this process.
+
+Two models train side by side in one run, taking turns in blocks of steps: one through a
+raremem server (spawned here), one through the in-process store. Same config, same episodes.
+Writes results/omniglot_throughput.{json,md}.
+
+    python bench/omniglot_throughput.py [--blocks 4 --block-steps 10]
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from models.runinfo import machine  # noqa: E402
+from models.omniglot.data import Omniglot  # noqa: E402
+from models.omniglot.episodes import sample_episodes  # noqa: E402
+from models.omniglot.model import OmniglotModel  # noqa: E402
+from models.omniglot.train import TrainConfig, memory_backend, train_step  # noqa: E402
+from server.spawn import spawn_server  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--block-steps", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig()
+    data = Omniglot.load(Path(cfg.data)).train
+    proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0")
+    try:
+        runs = {}
+        for where, addr in (("remote", address), ("local", "local")):
+            torch.manual_seed(0)
+            model = OmniglotModel(cfg.model_config(), memory_backend(cfg, addr, "omniglot/throughput"))
+            runs[where] = (model, torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps))
+        seconds = {w: 0.0 for w in runs}
+        rng = np.random.default_rng(0)
+        for block in range(args.blocks + 1):  # block 0 warms up, untimed
+            episodes = [sample_episodes(data, cfg.batch, cfg.width, cfg.shots, rng) for _ in range(args.block_steps)]
+            for where, (model, opt) in runs.items():
+                t0 = time.perf_counter()
+                for ep in episodes:
+                    train_step(model, opt, ep, cfg.clip)
+                if block:
+                    seconds[where] += time.perf_counter() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    steps = args.blocks * args.block_steps
+    sps = {w: steps / s for w, s in seconds.items()}
+    out = {"machine": machine(), "command": "python bench/omniglot_throughput.py", "steps_each": steps,
+           "threads": args.threads, "config": {"batch": cfg.batch, "width": cfg.width, "shots": cfg.shots,
+                                                "memory_size": cfg.memory_size, "choose_k": cfg.choose_k},
+           "steps_per_second": sps, "remote/local": sps["remote"] / sps["local"]}
+    m = out["machine"]
+    md = "\n".join([
+        "# Omniglot training throughput: remote memory vs in-process", "",
+        f"`{out['command']}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores, "
+        f"torch threads {args.threads}. {steps} steps each, taking turns in blocks of {args.block_steps} "
+        f"(plus one untimed warm-up block); B={cfg.batch} episodes of {cfg.width}x{cfg.shots}, "
+        f"{cfg.width * cfg.shots} memory calls per step.", "",
+        "| memory | steps/s |", "|---|---:|",
+        f"| remote (raremem-server) | {sps['remote']:.3f} |", f"| in-process store | {sps['local']:.3f} |", "",
+        f"Remote / in-process: **{out['remote/local']:.3f}** (target >= 0.85).", ""])
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / "omniglot_throughput.json").write_text(json.dumps(out, indent=2))
+    (ROOT / "results" / "omniglot_throughput.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Where a number came from: commit, machine and library versions, recorded beside results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = bool(git("status", "--porcelain", "-uno"))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    versions = {}
+    for package in ("faiss-cpu", "torch", "numpy", "grpcio"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else ""), "cpu": cpu,
+            "cores": os.cpu_count(), "python": platform.python_version(), **versions,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def command() -> str:
+    """The command line that started this process, with the interpreter shown as ``python``."""
+    return " ".join(["python", *sys.orig_argv[1:]])
