@@ -56,6 +56,7 @@ class MemoryService:
         self.max_batch = max_batch
         self._memories: dict[str, Managed] = {}
         self._lock = threading.Lock()  # guards the dict, not the memories
+        self._admin_lock = threading.Lock()  # create, restore and delete run one at a time
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         if self.data_dir:
@@ -162,20 +163,22 @@ class MemoryService:
     def create(self, name: str, config: MemoryConfig, exist_ok: bool = False) -> MemoryInfo:
         persistence.check_name(name)
         config = config.resolved()
-        with self._lock:
-            existing = self._memories.get(name)
-        if existing:
-            if exist_ok and existing.store.config == config:
-                return existing.info()
-            raise AlreadyExists(f"memory {name!r} exists" + (" with another config" if exist_ok else ""))
-        m = self._install(name, MemoryStore(config))
+        with self._admin_lock:
+            with self._lock:
+                existing = self._memories.get(name)
+            if existing:
+                if exist_ok and existing.store.config == config:
+                    return existing.info()
+                raise AlreadyExists(f"memory {name!r} exists" + (" with another config" if exist_ok else ""))
+            m = self._install(name, MemoryStore(config))
         log.info("created %s: %s", name, config)
         return m.info()
 
     def delete(self, name: str) -> bool:
-        m = self._get(name)
-        with self._lock:
-            self._memories.pop(name, None)
+        with self._admin_lock:
+            m = self._get(name)
+            with self._lock:
+                self._memories.pop(name, None)
         m.batcher.close()
         metrics.forget_memory(name)
         if self.data_dir:
@@ -186,9 +189,6 @@ class MemoryService:
     def list(self) -> list[MemoryInfo]:
         return sorted((m.info() for m in self._all()), key=lambda i: i.name)
 
-    def info(self, name: str) -> MemoryInfo:
-        return self._get(name).info()
-
     # ------------------------------------------------------------------ data path
     def _check_rows(self, b: int) -> None:
         if b > self.max_batch:
@@ -196,8 +196,8 @@ class MemoryService:
 
     def lookup(self, name: str, spec: LookupSpec) -> LookupResult:
         m = self._get(name)
-        self._check_rows(len(spec.queries) if hasattr(spec.queries, "__len__") else 0)
         m.store.check(spec)  # reject bad input here, so it never fails a merged batch
+        self._check_rows(len(spec.queries))
         if spec.update and len(spec.queries) > m.store.config.size:
             raise InvalidArgument(f"{len(spec.queries)} updating queries exceed the memory size "
                                   f"{m.store.config.size}")
@@ -289,7 +289,8 @@ class MemoryService:
         data_dir = self._need_dir()
         target = persistence.resolve(data_dir, path or persistence.default_file(name))
         store = MemoryStore.from_state(persistence.load(target))
-        m = self._install(name, store)
+        with self._admin_lock:
+            m = self._install(name, store)
         m.writes_at_snapshot, m.last_snapshot = store.counters.total_writes, time.time()
         log.info("restored %s from %s", name, path or "its default snapshot")
         return m.info()

@@ -188,9 +188,11 @@ class MemoryStore:
             sims = np.where(missing, -np.inf, sims).astype(np.float32)
         # FAISS returns rows by decreasing similarity; the order among equal similarities is
         # ours to fix (lower slot first), and LSH returns rows unsorted.
-        rows = (slice(None) if not self.index.sorted
-                else np.flatnonzero((sims[:, 1:] == sims[:, :-1]).any(axis=1)))
-        if not isinstance(rows, np.ndarray) or len(rows):
+        if self.index.sorted:
+            rows = np.flatnonzero((sims[:, 1:] == sims[:, :-1]).any(axis=1))
+        else:
+            rows = np.arange(b)
+        if len(rows):
             s, i = sims[rows], ids[rows]
             order = np.lexsort((np.where(i >= 0, i, np.iinfo(np.int64).max), -s), axis=1)
             sims[rows], ids[rows] = np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
