@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import grpc
 import numpy as np
@@ -215,3 +217,18 @@ def test_health_and_reflection(server):
         answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in answer.list_services_response.service}
         assert "raremem.v1.Memory" in names
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_tls(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    with running_server(tmp_path / "d", tls=(key.read_bytes(), cert.read_bytes())) as (address, _):
+        with MemoryClient(address, root_certificates=cert.read_bytes()) as client:
+            client.create_memory("tls", 4, 8)
+            assert client.list_memories()[0]["name"] == "tls"
+        with MemoryClient(address, retries=0, timeout=3) as plain:  # no TLS: refused
+            with pytest.raises(grpc.RpcError):
+                plain.list_memories()
