@@ -1,9 +1,10 @@
 """The committed stubs are exactly what the pinned protoc generates, and tensors round-trip."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 from proto import generate
 from proto import memory_pb2 as pb
@@ -56,3 +57,22 @@ def test_malformed_tensors_are_refused(tensor, match):
 def test_unsupported_dtype_is_refused():
     with pytest.raises(TensorError, match="unsupported dtype"):
         to_tensor(np.zeros(3, np.float64))
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(st.sampled_from([np.float32, np.int64, np.bool_]),
+              array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=6)))
+def test_any_array_round_trips(array):
+    out = from_tensor(pb.Tensor.FromString(to_tensor(array).SerializeToString()))
+    assert out.shape == array.shape and out.dtype == array.dtype
+    np.testing.assert_array_equal(out, array)  # NaNs compare equal here
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.lists(st.integers(-3, 10), max_size=3), st.integers(0, 4))
+def test_arbitrary_tensor_messages_decode_or_raise_tensor_error(data, shape, dtype):
+    try:
+        out = from_tensor(pb.Tensor(dtype=dtype, shape=shape, data=data))
+    except TensorError:
+        return
+    assert out.nbytes == len(data)
