@@ -232,3 +232,20 @@ def test_tls(tmp_path):
         with MemoryClient(address, retries=0, timeout=3) as plain:  # no TLS: refused
             with pytest.raises(grpc.RpcError):
                 plain.list_memories()
+
+
+def test_prometheus_metrics(client):
+    import urllib.request
+
+    from server.metrics import serve_metrics
+
+    port = serve_metrics(0)
+    client.create_memory("metered", 4, 8)
+    client.lookup("metered", np.eye(4, dtype=np.float32), np.arange(4), update=True)
+    with pytest.raises(grpc.RpcError):
+        client.lookup("metered", np.ones((1, 3), np.float32))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'raremem_requests_total{code="OK",method="Lookup"}' in text
+    assert 'raremem_requests_total{code="INVALID_ARGUMENT",method="Lookup"}' in text
+    assert 'raremem_filled_slots{memory="metered"} 4.0' in text
+    assert 'raremem_writes_total{kind="fresh",memory="metered"} 4.0' in text
