@@ -250,6 +250,8 @@ class MemoryStore:
     def _loss_terms(self, spec, q, sims, ids, values, res):
         """Positive/negative, loss and correctness (DESIGN §1 step 3) for a labelled request."""
         cfg, labels, b = self.config, spec.labels, len(q)
+        # correct: the label is among the top correct_in_top neighbours (never the extra recent)
+        res.correct = (values[:, :cfg.correct_in_top] == labels[:, None]).any(axis=1)
         if spec.use_recent:  # recent[v] joins the pool unless it is already a neighbour
             extra = np.array([self.recent.get(int(v), EMPTY) for v in labels], dtype=np.int64)
             extra[(extra[:, None] == ids).any(axis=1)] = EMPTY
@@ -270,8 +272,6 @@ class MemoryStore:
         res.positive_key = np.where((pos >= 0)[:, None], self.keys[np.maximum(pos, 0)], zero)
         res.negative_key = np.where((neg >= 0)[:, None], self.keys[np.maximum(neg, 0)], zero)
         res.loss = np.maximum(s_neg - s_pos + cfg.alpha, 0.0).astype(np.float32)
-        c = min(cfg.correct_in_top, values.shape[1])
-        res.correct = (values[:, :c] == labels[:, None]).any(axis=1)
         res.written_slot = np.full(b, EMPTY, np.int64)
         return pos
 

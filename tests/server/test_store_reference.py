@@ -199,3 +199,12 @@ def test_merged_requests_share_one_search():
         alone = store.lookup(spec)
         np.testing.assert_array_equal(res.neighbors.ids, alone.neighbors.ids)
         np.testing.assert_array_equal(res.result, alone.result)
+
+
+def test_correct_never_counts_the_recent_candidate():
+    """A request k smaller than correct_in_top: the extra recent slot is not a top neighbour."""
+    store = MemoryStore(MemoryConfig(key_dim=2, size=4, choose_k=3, correct_in_top=3, age_noise=0))
+    e = np.array([[1, 0], [0.6, 0.8]], np.float32)
+    store.lookup(LookupSpec(e, np.array([7, 8]), update=True))
+    res = store.lookup(LookupSpec(e[:1], np.array([8]), use_recent=True, k=1))
+    assert res.positive_slot[0] == 1 and not res.correct[0]  # found via recent, yet not correct
