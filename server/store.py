@@ -390,9 +390,17 @@ class MemoryStore:
                 "sources": self.sources, "was_read": self.was_read, "recent_values": rv, "recent_slots": rs,
                 "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **self.index.state()}
 
+    SNAPSHOT_ARRAYS = ("meta", "keys", "values", "ages", "sources", "was_read", "recent_values", "recent_slots")
+
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> "MemoryStore":
-        meta = json.loads(bytes(state["meta"]).decode())
+        missing = [name for name in cls.SNAPSHOT_ARRAYS if name not in state]
+        if missing:
+            raise InvalidArgument(f"not a memory snapshot: it lacks {', '.join(missing)}")
+        try:
+            meta = json.loads(bytes(state["meta"]).decode())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidArgument(f"not a memory snapshot: unreadable metadata ({exc})") from exc
         store = cls(MemoryConfig.from_dict(meta["config"]))
         for name in ("keys", "values", "ages", "sources", "was_read"):
             src = np.asarray(state[name])

@@ -200,9 +200,11 @@ def test_snapshot_paths_stay_in_the_data_dir(tmp_path):
             client.restore("p", "missing.npz")
         assert exc.value.code() == grpc.StatusCode.NOT_FOUND
         (data / "junk.npz").write_bytes(b"not a zip")
-        with pytest.raises(grpc.RpcError) as exc:
-            client.restore("p", "junk.npz")
-        assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        np.savez(data / "foreign.npz", keys=np.zeros(3))
+        for junk in ("junk.npz", "foreign.npz"):
+            with pytest.raises(grpc.RpcError) as exc:
+                client.restore("p", junk)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, junk
         assert client.stats("p", with_hash=True)["state_hash"] == before
 
 
