@@ -13,6 +13,7 @@ import time
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -159,6 +160,38 @@ class TokenInterceptor(grpc.ServerInterceptor):
         return continuation(details)
 
 
+class _Malformed:
+    """Stands in for a request whose bytes did not parse."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+class MalformedRequestInterceptor(grpc.ServerInterceptor):
+    """Bytes that are not a valid request message get INVALID_ARGUMENT with the parser's
+    reason; gRPC's own deserialisation failure would answer INTERNAL."""
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        parse, behaviour = handler.request_deserializer, handler.unary_unary
+
+        def lenient(data: bytes):
+            try:
+                return parse(data)
+            except DecodeError as exc:
+                return _Malformed(exc)
+
+        def call(request, context):
+            if isinstance(request, _Malformed):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request bytes: {request.error}")
+            return behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(call, request_deserializer=lenient,
+                                                   response_serializer=handler.response_serializer)
+
+
 DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
 
 
@@ -170,7 +203,7 @@ def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-                         interceptors=[TokenInterceptor(token, admin_token)], options=options)
+                         interceptors=[TokenInterceptor(token, admin_token), MalformedRequestInterceptor()], options=options)
     pb_grpc.add_MemoryServicer_to_server(MemoryServicer(service), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -153,7 +153,8 @@ def test_malformed_bytes_on_the_wire(server):
         call = channel.unary_unary("/raremem.v1.Memory/Lookup")  # raw bytes in, raw bytes out
         with pytest.raises(grpc.RpcError) as exc:
             call(b"\xff\xff\xff garbage", timeout=5)
-    assert exc.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+    assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed request bytes" in exc.value.details()
 
 
 # ---------------------------------------------------------------------- tokens and paths
