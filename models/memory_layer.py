@@ -93,10 +93,11 @@ class MemoryLayer(nn.Module):
         """Look up x (B, d); with labels, the loss terms and (if ``update``) the memory update."""
         q = self.query(x)                                                   # (B, d) unit rows
         np_labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
+        update = update and labels is not None
         res = self.backend.lookup(
             np.ascontiguousarray(q.detach().cpu().numpy()), np_labels,
-            update=update and labels is not None, use_recent=use_recent and labels is not None,
-            sources=None if sources is None else sources.cpu().numpy().astype(np.int64),
+            update=update, use_recent=use_recent and labels is not None,
+            sources=sources.cpu().numpy().astype(np.int64) if update and sources is not None else None,
             weight_terms=weight_grad)
 
         def t(a):

@@ -17,6 +17,7 @@ class EpisodeBatch:
     labels: np.ndarray  # (T, B) int64: class index in its episode + episode * width
     shot: np.ndarray    # (T, B) int64: how many times this class was seen before (0 = first)
     classes: np.ndarray  # (B, width) int64: dataset class of each episode label
+    sources: np.ndarray  # (T, B) int64: dataset index of each image (class * drawings + drawing)
 
 
 def sample_episodes(data: np.ndarray, batch: int, width: int, shots: int,
@@ -30,6 +31,7 @@ def sample_episodes(data: np.ndarray, batch: int, width: int, shots: int,
     labels = np.empty((T, batch), np.int64)
     shot = np.empty((T, batch), np.int64)
     classes = np.empty((batch, width), np.int64)
+    sources = np.empty((T, batch), np.int64)
     for e in range(batch):
         classes[e] = rng.choice(n_classes, width, replace=False)
         drawings = np.stack([rng.choice(n_drawings, shots, replace=False) for _ in range(width)])  # (width, shots)
@@ -39,5 +41,6 @@ def sample_episodes(data: np.ndarray, batch: int, width: int, shots: int,
                 images[t, e] = data[classes[e, c], drawings[c, s]]
                 labels[t, e] = c + e * width
                 shot[t, e] = s
+                sources[t, e] = classes[e, c] * n_drawings + drawings[c, s]
                 t += 1
-    return EpisodeBatch(images=images, labels=labels, shot=shot, classes=classes)
+    return EpisodeBatch(images=images, labels=labels, shot=shot, classes=classes, sources=sources)

@@ -63,17 +63,18 @@ class OmniglotModel(nn.Module):
         """Unit memory queries for images (N, 28, 28) -> (N, rep_dim), float32."""
         return self.memory.query(self.embedder(images))
 
-    def episode_loss(self, images: torch.Tensor, labels: torch.Tensor):
+    def episode_loss(self, images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor | None = None):
         """One episode batch, step by step through the memory.
 
-        images (T, B, 28, 28), labels (T, B). The embedder sees all T*B images at once (no
+        images (T, B, 28, 28), labels (T, B), sources (T, B) dataset indices stored with each
+        write (so the admin CLI can say which training images answer). The embedder sees all T*B images at once (no
         step depends on another's embedding); the memory is then queried and updated one time
         step at a time, as the episode unfolds. Returns (mean loss, correct (T, B) bool)."""
         T, B = labels.shape
         emb = self.embedder(images.reshape(T * B, *images.shape[2:])).reshape(T, B, -1)  # (T, B, rep)
         losses, correct = [], []
         for t in range(T):
-            out = self.memory(emb[t], labels[t])              # lookup + loss + update
+            out = self.memory(emb[t], labels[t], sources=None if sources is None else sources[t])
             losses.append(out.loss.mean())
             correct.append(out.result == labels[t])
         return torch.stack(losses).mean(), torch.stack(correct)

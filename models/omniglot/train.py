@@ -114,7 +114,8 @@ def train_step(model: OmniglotModel, opt, ep, clip: float):
     """One episode batch: empty the memory, run the episodes through it, one optimiser step."""
     model.train()
     model.memory.backend.reset()  # episodes start from an empty memory
-    loss, correct = model.episode_loss(torch.from_numpy(ep.images), torch.from_numpy(ep.labels))
+    loss, correct = model.episode_loss(torch.from_numpy(ep.images), torch.from_numpy(ep.labels),
+                                       torch.from_numpy(ep.sources))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

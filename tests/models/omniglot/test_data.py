@@ -66,6 +66,9 @@ def test_episodes(omniglot):
             assert len({im.tobytes() for im in imgs}) == shots
             cls = ep.classes[e, c]
             assert all(any(np.array_equal(im, d) for d in omniglot.test[cls]) for im in imgs)
+            for t in np.flatnonzero(labels == e * width + c):  # provenance points at the image
+                src = ep.sources[t, e]
+                np.testing.assert_array_equal(omniglot.test[src // 20, src % 20], ep.images[t, e])
     assert len({tuple(ep.labels[:width, e] % width) for e in range(B)}) > 1  # first draws shuffled
 
 
