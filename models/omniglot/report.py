@@ -106,6 +106,11 @@ def main(argv=None) -> int:
         lines += ["", f"Training throughput ({throughput['machine']['commit']}, `{throughput['command']}`): "
                   f"remote {t['remote']:.3f} steps/s, in-process {t['local']:.3f} steps/s, "
                   f"ratio **{throughput['remote/local']:.3f}** (target >= 0.85)."]
+    gaps = {f"{key} {s}-shot": PAPER[key][s] - 100 * model[key]["accuracy"][s] for key in PAPER for s in (1, 5)}
+    lines += ["", "Gap to the paper (points): " + ", ".join(f"{k} {v:.1f}" for k, v in gaps.items()) + ". "
+              "The bar (within 1 point on each) is not reached on this CPU budget. The training loss is "
+              "still falling and validation 1-shot still rising at the end of the run (see the curve); "
+              "the model was trained 5-way only and evaluated on 20-way as well."]
     lines += ["", "![learning curve](omniglot_curve.png)", "", "![k-shot accuracy](omniglot_kshot.png)", ""]
     (args.out / "omniglot.md").write_text("\n".join(lines))
     (args.out / "omniglot.json").write_text(json.dumps(
