@@ -22,16 +22,15 @@ class LocalBackend:
 
     def __init__(self, key_dim: int, size: int, **config):
         from server.config import MemoryConfig  # noqa: PLC0415 - faiss after torch
-        from server.store import MemoryStore  # noqa: PLC0415
+        from server.store import LookupSpec, MemoryStore  # noqa: PLC0415
 
+        self.spec = LookupSpec
         self.store = MemoryStore(MemoryConfig(key_dim=key_dim, size=size, **config))
         self.alpha = self.store.config.alpha
         self.inverse_temperature = self.store.config.inverse_temperature
 
     def lookup(self, queries, labels=None, **kwargs):
-        from server.store import LookupSpec  # noqa: PLC0415
-
-        return self.store.lookup(LookupSpec(queries, labels, **kwargs))
+        return self.store.lookup(self.spec(queries, labels, **kwargs))
 
     def reset(self) -> None:
         self.store.reset()

@@ -138,7 +138,7 @@ class MemoryService:
         def run(specs):
             with m.lock:
                 before = dataclasses.replace(m.store.counters)
-                results = m.store.lookup_many(specs)
+                results = m.store.lookup_many(specs, checked=True)
                 after = dataclasses.replace(m.store.counters)
             self._record(m, specs, before, after)
             return results
@@ -196,7 +196,8 @@ class MemoryService:
 
     def lookup(self, name: str, spec: LookupSpec) -> LookupResult:
         m = self._get(name)
-        m.store.check(spec)  # reject bad input here, so it never fails a merged batch
+        # validate (and normalise) here, so bad input never fails a merged batch
+        spec = dataclasses.replace(spec, queries=m.store.check(spec))
         self._check_rows(len(spec.queries))
         if spec.update and len(spec.queries) > m.store.config.size:
             raise InvalidArgument(f"{len(spec.queries)} updating queries exceed the memory size "
