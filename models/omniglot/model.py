@@ -63,6 +63,10 @@ class OmniglotModel(nn.Module):
         """Unit memory queries for images (N, 28, 28) -> (N, rep_dim), float32."""
         return self.memory.query(self.embedder(images))
 
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor | None = None):
+        """``episode_loss``, as ``forward`` so that DDP sees the call and syncs its gradients."""
+        return self.episode_loss(images, labels, sources)
+
     def episode_loss(self, images: torch.Tensor, labels: torch.Tensor, sources: torch.Tensor | None = None):
         """One episode batch, step by step through the memory.
 

@@ -4,9 +4,14 @@
     python -m models.omniglot.train --memory HOST:PORT   # a running server
     python -m models.omniglot.train --memory local       # the store in this process
     python -m models.omniglot.train --steps 20000 --minutes 120 --out runs/omniglot-full
+    torchrun --nproc-per-node 4 -m models.omniglot.train --memory HOST:PORT   # DDP replicas
+    python -m models.omniglot.train --hogwild 4 --memory HOST:PORT           # Hogwild replicas
 
-Each replica owns the memory ``omniglot/replica-<rank>`` (episodes clear it). Checkpoints hold
-model, optimiser, config, step and every RNG state, so ``--resume`` continues exactly.
+Each replica owns the memory ``omniglot/replica-<rank>`` (episodes clear it); with
+``--shared-memory`` all replicas write one life-long memory instead (the write-race study).
+``checkpoint.pt`` holds the model, config and step; ``replica-<rank>.pt`` each replica's
+optimiser, step and RNG states, so ``--resume`` continues exactly (DDP and single process;
+Hogwild replicas resume where each stopped).
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import argparse
 import dataclasses
+import hashlib
 import json
+import os
 import signal
 import sys
 import time
@@ -26,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models import runinfo
+from models.distributed import Replica, bind_shared, from_env, hogwild, share
 from models.memory_layer import make_backend
 from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
@@ -62,12 +70,15 @@ class TrainConfig:
     eval_episodes: int = 100
     checkpoint_every: int = 200
     seed: int = 0
-    threads: int = 0                # torch threads (0 = torch's default)
+    threads: int = 0                # torch threads per replica (0 = the cores shared out)
     resume: bool = False
+    init: str = ""                  # start from this checkpoint's weights (fine-tuning)
+    hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
+    shared_memory: bool = False     # one life-long memory for all replicas, never cleared
 
     def validate(self) -> "TrainConfig":
-        if self.batch < 1 or self.width < 2 or self.shots < 2 or self.steps < 0:
-            raise ValueError("batch >= 1, width >= 2, shots >= 2, steps >= 0")
+        if self.batch < 1 or self.width < 2 or self.shots < 2 or self.steps < 0 or self.hogwild < 0:
+            raise ValueError("batch >= 1, width >= 2, shots >= 2, steps >= 0, hogwild >= 0")
         if self.batch * self.width * self.shots > self.memory_size:
             raise ValueError("memory_size must hold a whole episode batch")
         return self
@@ -92,6 +103,10 @@ def memory_backend(cfg: TrainConfig, address: str, name: str):
                         choose_k=cfg.choose_k, age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed)
 
 
+def memory_name(cfg: TrainConfig, rank: int) -> str:
+    return "omniglot/shared" if cfg.shared_memory else f"omniglot/replica-{rank}"
+
+
 def load_model(path: Path, memory: str = "local") -> OmniglotModel:
     """A trained model from a checkpoint, over a fresh memory (local unless told)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -101,30 +116,62 @@ def load_model(path: Path, memory: str = "local") -> OmniglotModel:
     return model
 
 
-def save_checkpoint(path: Path, model, opt, cfg: TrainConfig, step: int, rng: np.random.Generator,
-                    wall: float) -> None:
+def initial_weights(model: OmniglotModel, cfg: TrainConfig) -> None:
+    """The checkpoint's weights when resuming, ``--init``'s when fine-tuning, else the seed's."""
+    ckpt = Path(cfg.out) / "checkpoint.pt"
+    source = ckpt if cfg.resume and ckpt.is_file() else Path(cfg.init) if cfg.init else None
+    if source:
+        model.load_state_dict(torch.load(source, map_location="cpu", weights_only=False)["model"])
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 of the parameters: DDP replicas must agree on it at every step."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "config": dataclasses.asdict(cfg),
-                "step": step, "wall_seconds": wall, "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state()}, tmp)
+    torch.save(obj, tmp)
     tmp.replace(path)
 
 
-def train_step(model: OmniglotModel, opt, ep, clip: float):
-    """One episode batch: empty the memory, run the episodes through it, one optimiser step."""
+def save_checkpoint(out: Path, model, opt, cfg: TrainConfig, step: int, rng: np.random.Generator,
+                    wall: float, replica: Replica) -> None:
+    _atomic_save({"optimizer": opt.state_dict(), "step": step, "wall_seconds": wall,
+                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                 out / f"replica-{replica.rank}.pt")
+    if replica.main:
+        _atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "step": step,
+                      "wall_seconds": wall, "replicas": replica.world, "mode": replica.mode},
+                     out / "checkpoint.pt")
+
+
+def train_step(model: OmniglotModel, opt, ep, clip: float, *, net=None, reset: bool = True, label_offset: int = 0,
+               device: torch.device | None = None):
+    """One episode batch: empty the memory (unless it is life-long), run the episodes through
+    it, one optimiser step. ``net`` is the model as replicated (DDP), the model itself otherwise."""
     model.train()
-    model.memory.backend.reset()  # episodes start from an empty memory
-    loss, correct = model.episode_loss(torch.from_numpy(ep.images), torch.from_numpy(ep.labels),
-                                       torch.from_numpy(ep.sources))
+    if reset:  # episodes start from an empty memory
+        model.memory.backend.reset()
+    loss, correct = (net or model)(torch.from_numpy(ep.images).to(device),
+                                   torch.from_numpy(ep.labels + label_offset).to(device),
+                                   torch.from_numpy(ep.sources))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
-    return loss.detach(), correct
+    return loss.detach().cpu(), correct.cpu()
 
 
-def train(cfg: TrainConfig, address: str, rank: int = 0) -> dict:
-    """The training loop proper, against a memory at ``address`` ("local" or HOST:PORT)."""
+def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
+          shared: dict[str, torch.Tensor] | None = None) -> dict:
+    """The training loop of one replica, against a memory at ``address`` ("local" or HOST:PORT).
+    ``shared``: Hogwild parameters to train in place (the parent loaded their weights)."""
+    replica = replica or Replica()
+    rank = replica.rank
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -132,39 +179,52 @@ def train(cfg: TrainConfig, address: str, rank: int = 0) -> dict:
     torch.manual_seed(cfg.seed + rank)
     rng = np.random.default_rng([cfg.seed, rank])
     data = Omniglot.load(Path(cfg.data), download_missing=cfg.download)
-    model = OmniglotModel(cfg.model_config(), memory_backend(cfg, address, f"omniglot/replica-{rank}"))
-    val_backend = memory_backend(cfg, address, f"omniglot/replica-{rank}-val")
+    backend = memory_backend(cfg, address, memory_name(cfg, rank))
+    model = OmniglotModel(cfg.model_config(), backend).to(replica.device)
+    if shared is not None:
+        bind_shared(model, shared)
+    else:
+        initial_weights(model, cfg)
+    val_backend = memory_backend(cfg, address, f"omniglot/replica-{rank}-val") if replica.main else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
     step, wall = 0, 0.0
-    ckpt_path = out / "checkpoint.pt"
-    if cfg.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        step, wall = ckpt["step"], ckpt["wall_seconds"]
-        rng.bit_generator.state = ckpt["numpy_rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        print(f"resumed from step {step}", flush=True)
-    print("config: " + json.dumps(dataclasses.asdict(cfg)), flush=True)
-    if not cfg.resume or not (out / "run.json").is_file():
-        (out / "run.json").write_text(json.dumps(
-            {"command": runinfo.command(), "config": dataclasses.asdict(cfg), "machine": runinfo.machine()}, indent=2))
-    log = open(out / "metrics.jsonl", "a")
+    own = out / f"replica-{rank}.pt"
+    if cfg.resume and own.is_file():
+        state = torch.load(own, map_location="cpu", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        step, wall = state["step"], state["wall_seconds"]
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"replica {rank}: resumed from step {step}", flush=True)
+    net = replica.wrap(model)
+    if replica.main:
+        print("config: " + json.dumps(dataclasses.asdict(cfg)), flush=True)
+        if not cfg.resume or not (out / "run.json").is_file():
+            (out / "run.json").write_text(json.dumps(
+                {"command": runinfo.command(), "config": dataclasses.asdict(cfg), "replicas": replica.world,
+                 "mode": replica.mode, "machine": runinfo.machine()}, indent=2))
+    log = open(out / ("metrics.jsonl" if replica.main else f"metrics-rank{rank}.jsonl"), "a")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    bar = tqdm(total=cfg.steps, initial=step, desc="omniglot", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc="omniglot", unit="step", dynamic_ncols=True,
+               disable=not replica.main)
     start = time.perf_counter() - wall
-    while step < cfg.steps and not stop["now"]:
-        if cfg.minutes and (time.perf_counter() - start) / 60 >= cfg.minutes:
+    episode_labels = cfg.batch * cfg.width
+    while step < cfg.steps:
+        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
+        if replica.any(stop["now"] or late):
             break
         ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, rng)
-        loss, correct = train_step(model, opt, ep, cfg.clip)
+        # A life-long shared memory keeps every episode's labels apart, across replicas too.
+        offset = (step * replica.world + rank) * episode_labels if cfg.shared_memory else 0
+        loss, correct = train_step(model, opt, ep, cfg.clip, net=net, reset=not cfg.shared_memory,
+                                   label_offset=offset, device=replica.device)
         step += 1
         bar.update(1)
         correct = correct.numpy()
         row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
-        if step % cfg.eval_every == 0 or step == cfg.steps:
+        if val_backend and (step % cfg.eval_every == 0 or step == cfg.steps):
             v = evaluate(model_encoder(model), val_backend, data.test, 5, cfg.shots, cfg.eval_episodes,
                          seed=step)
             row |= {f"val_{s}shot": v["accuracy"][s] for s in range(cfg.shots)}
@@ -172,16 +232,41 @@ def train(cfg: TrainConfig, address: str, rank: int = 0) -> dict:
         log.write(json.dumps(row) + "\n")
         log.flush()
         if step % cfg.checkpoint_every == 0:
-            save_checkpoint(ckpt_path, model, opt, cfg, step, rng, time.perf_counter() - start)
+            save_checkpoint(out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
     bar.close()
     wall = time.perf_counter() - start
-    save_checkpoint(ckpt_path, model, opt, cfg, step, rng, wall)
+    save_checkpoint(out, model, opt, cfg, step, rng, wall, replica)
     log.close()
-    return {"steps": step, "wall_seconds": wall, "steps_per_second": step / max(wall, 1e-9)}
+    summary = {"rank": rank, "mode": replica.mode, "replicas": replica.world, "steps": step,
+               "wall_seconds": wall, "steps_per_second": step / max(wall, 1e-9),
+               "parameters_sha256": parameters_digest(model)}
+    (out / f"replica-{rank}.json").write_text(json.dumps(summary))
+    return summary
+
+
+def _hogwild_replica(replica: Replica, shared, cfg: TrainConfig, address: str) -> None:
+    train(cfg, address, replica, shared)
+
+
+def train_hogwild(cfg: TrainConfig, address: str) -> dict:
+    """``cfg.hogwild`` replicas in processes of their own over one set of shared parameters."""
+    if not cfg.threads:  # share the cores out instead of oversubscribing them
+        cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // cfg.hogwild))
+    torch.manual_seed(cfg.seed)
+    model = OmniglotModel(cfg.model_config(), backend=None)  # parameters only; replicas add memory
+    initial_weights(model, cfg)
+    hogwild(_hogwild_replica, cfg.hogwild, share(model), cfg, address)
+    per = [json.loads((Path(cfg.out) / f"replica-{r}.json").read_text()) for r in range(cfg.hogwild)]
+    return {"mode": "hogwild", "replicas": cfg.hogwild, "steps": sum(p["steps"] for p in per),
+            "wall_seconds": max(p["wall_seconds"] for p in per),
+            "steps_per_second": sum(p["steps_per_second"] for p in per)}
 
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
+    replica = from_env()
+    if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
+        raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
     proc = None
     address = cfg.memory
     if cfg.memory == "spawn":
@@ -190,12 +275,13 @@ def main(argv=None) -> int:
         proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0")
         print(f"started raremem-server on {address}", flush=True)
     try:
-        summary = train(cfg, address)
+        summary = train_hogwild(cfg, address) if cfg.hogwild else train(cfg, address, replica)
         if proc:  # show what the replica's memory holds (its last episode batch) before stopping
             from client.admin import main as admin  # noqa: PLC0415
 
-            admin(["--memory", address, "stats", "omniglot/replica-0"])
+            admin(["--memory", address, "stats", memory_name(cfg, 0)])
     finally:
+        replica.close()
         if proc:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
