@@ -66,7 +66,7 @@ class TrainConfig:
     # regularisation for long runs while still learning at a CPU budget's pace.
     dropout: float = 0.3
     channels_last: bool = True
-    eval_every: int = 100           # steps between validations (5-way, held-out classes)
+    eval_every: int = 100           # steps between validations (5-way, held-out classes; 0 = none)
     eval_episodes: int = 100
     checkpoint_every: int = 200
     seed: int = 0
@@ -224,7 +224,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         correct = correct.numpy()
         row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
-        if val_backend and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if val_backend and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             v = evaluate(model_encoder(model), val_backend, data.test, 5, cfg.shots, cfg.eval_episodes,
                          seed=step)
             row |= {f"val_{s}shot": v["accuracy"][s] for s in range(cfg.shots)}
