@@ -71,7 +71,8 @@ def main() -> int:
                         "--memory-size", str(args.memory_size), "--batch", str(args.batch), "--eval-every", "0",
                         "--threads", "1", *(["--init", init] if init else [])])
                     s = client.stats("omniglot/shared")
-                    client.delete_memory("omniglot/shared")
+                    for mem in client.list_memories():  # the next run starts from an empty server
+                        client.delete_memory(mem["name"])
                     acc = {k: float(np.mean([row[k] for run in runs for row in run["rows"]]))
                            for k in ("train_1shot", "train_5shot")}
                     row = {"replicas": r, "age_noise": noise, "lookups": s["lookups"],
@@ -92,7 +93,7 @@ def main() -> int:
            "service": service_rows, "stale_view": stale_rows}
     md = ["# Write races between replicas sharing one memory", "",
           f"`{out['command'].strip()}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores.", "",
-          f"## Through one raremem-server", "",
+          "## Through one raremem-server", "",
           f"R Hogwild Omniglot replicas, {args.steps} episode batches each (B={args.batch}, 5-way, 6 draws), "
           f"one shared life-long memory of {args.memory_size} slots, "
           + (f"fine-tuning from `{init}`." if init else "from scratch.")

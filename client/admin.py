@@ -148,6 +148,13 @@ def cmd_restore(c: MemoryClient, a):
     return info, f"restored {info['name']}: {info['filled']} filled slots"
 
 
+def cmd_health(c: MemoryClient, a):
+    status = c.health()
+    if status != "SERVING":
+        raise ValueError(f"server at {a.memory} is {status}")
+    return {"status": status}, status
+
+
 def cmd_reset(c: MemoryClient, a):
     info = c.reset(a.name)
     return info, f"reset {info['name']}"
@@ -173,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("list", cmd_list, "list memories")
+    add("health", cmd_health, "exit 0 if the server is serving (container healthchecks)")
     sp = add("create", cmd_create, "create a memory")
     sp.add_argument("name")
     sp.add_argument("--key-dim", type=int, required=True)

@@ -110,6 +110,14 @@ class MemoryClient:
         """Block until the channel connects (raises grpc.FutureTimeoutError)."""
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
 
+    def health(self, service: str = "") -> str:
+        """The server's gRPC health status ("SERVING", ...); ``service`` "" means the whole server."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415 - only here
+
+        resp = health_pb2_grpc.HealthStub(self.channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
     def _call(self, method: str, request, idempotent: bool, timeout: float | None = None):
         rpc = getattr(self.stub, method)
         for attempt in range(self.retries + 1):

@@ -84,7 +84,8 @@ class MemoryLayer(nn.Module):
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) activations in any float dtype -> (B, d) unit float32 queries (DESIGN §5: the
         memory query stays in float32 whatever the embedder runs in)."""
-        return F.normalize(self.query_proj(x.float()), dim=-1)
+        with torch.autocast(x.device.type, enabled=False):  # also under an autocast region
+            return F.normalize(self.query_proj(x.float()), dim=-1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, update: bool = True,
                 use_recent: bool = True, sources: torch.Tensor | None = None,

@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
-import argparse
 import dataclasses
-import hashlib
 import json
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -32,13 +28,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models import runinfo
-from models.distributed import Replica, bind_shared, from_env, hogwild, share
+from models.distributed import Replica, bind_shared, from_env
 from models.memory_layer import make_backend
 from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
 from models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from models.omniglot.model import OmniglotModel, OmniglotModelConfig
+from models.training import (RunFiles, initial_weights, memory_server, parse_config, resume_replica,
+                             save_checkpoint, stop_flag, train_hogwild)
 
 
 @dataclass
@@ -75,6 +72,8 @@ class TrainConfig:
     init: str = ""                  # start from this checkpoint's weights (fine-tuning)
     hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
     shared_memory: bool = False     # one life-long memory for all replicas, never cleared
+    replica_id: str = ""            # names this trainer's memories beside the rank (independent
+                                    # trainers on one server, e.g. scaled containers)
 
     def validate(self) -> "TrainConfig":
         if self.batch < 1 or self.width < 2 or self.shots < 2 or self.steps < 0 or self.hogwild < 0:
@@ -88,14 +87,7 @@ class TrainConfig:
 
 
 def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
-    return TrainConfig(**vars(p.parse_args(argv))).validate()
+    return parse_config(TrainConfig, argv, __doc__.splitlines()[0])
 
 
 def memory_backend(cfg: TrainConfig, address: str, name: str):
@@ -104,7 +96,9 @@ def memory_backend(cfg: TrainConfig, address: str, name: str):
 
 
 def memory_name(cfg: TrainConfig, rank: int) -> str:
-    return "omniglot/shared" if cfg.shared_memory else f"omniglot/replica-{rank}"
+    if cfg.shared_memory:
+        return "omniglot/shared"
+    return f"omniglot/replica-{cfg.replica_id}-{rank}" if cfg.replica_id else f"omniglot/replica-{rank}"
 
 
 def load_model(path: Path, memory: str = "local") -> OmniglotModel:
@@ -114,39 +108,6 @@ def load_model(path: Path, memory: str = "local") -> OmniglotModel:
     model = OmniglotModel(cfg.model_config(), memory_backend(cfg, memory, "omniglot/eval-model"))
     model.load_state_dict(ckpt["model"])
     return model
-
-
-def initial_weights(model: OmniglotModel, cfg: TrainConfig) -> None:
-    """The checkpoint's weights when resuming, ``--init``'s when fine-tuning, else the seed's."""
-    ckpt = Path(cfg.out) / "checkpoint.pt"
-    source = ckpt if cfg.resume and ckpt.is_file() else Path(cfg.init) if cfg.init else None
-    if source:
-        model.load_state_dict(torch.load(source, map_location="cpu", weights_only=False)["model"])
-
-
-def parameters_digest(model: torch.nn.Module) -> str:
-    """sha256 of the parameters: DDP replicas must agree on it at every step."""
-    h = hashlib.sha256()
-    for p in model.parameters():
-        h.update(p.detach().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
-def save_checkpoint(out: Path, model, opt, cfg: TrainConfig, step: int, rng: np.random.Generator,
-                    wall: float, replica: Replica) -> None:
-    _atomic_save({"optimizer": opt.state_dict(), "step": step, "wall_seconds": wall,
-                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                 out / f"replica-{replica.rank}.pt")
-    if replica.main:
-        _atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "step": step,
-                      "wall_seconds": wall, "replicas": replica.world, "mode": replica.mode},
-                     out / "checkpoint.pt")
 
 
 def train_step(model: OmniglotModel, opt, ep, clip: float, *, net=None, reset: bool = True, label_offset: int = 0,
@@ -172,40 +133,23 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     ``shared``: Hogwild parameters to train in place (the parent loaded their weights)."""
     replica = replica or Replica()
     rank = replica.rank
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    files = RunFiles(cfg, replica)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)
     rng = np.random.default_rng([cfg.seed, rank])
     data = Omniglot.load(Path(cfg.data), download_missing=cfg.download)
-    backend = memory_backend(cfg, address, memory_name(cfg, rank))
-    model = OmniglotModel(cfg.model_config(), backend).to(replica.device)
+    model = OmniglotModel(cfg.model_config(), memory_backend(cfg, address, memory_name(cfg, rank))).to(replica.device)
     if shared is not None:
         bind_shared(model, shared)
     else:
         initial_weights(model, cfg)
-    val_backend = memory_backend(cfg, address, f"omniglot/replica-{rank}-val") if replica.main else None
+    val_backend = memory_backend(cfg, address, memory_name(dataclasses.replace(cfg, shared_memory=False), rank)
+                                 + "-val") if replica.main and cfg.eval_every else None
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    step, wall = 0, 0.0
-    own = out / f"replica-{rank}.pt"
-    if cfg.resume and own.is_file():
-        state = torch.load(own, map_location="cpu", weights_only=False)
-        opt.load_state_dict(state["optimizer"])
-        step, wall = state["step"], state["wall_seconds"]
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        print(f"replica {rank}: resumed from step {step}", flush=True)
+    step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
     net = replica.wrap(model)
-    if replica.main:
-        print("config: " + json.dumps(dataclasses.asdict(cfg)), flush=True)
-        if not cfg.resume or not (out / "run.json").is_file():
-            (out / "run.json").write_text(json.dumps(
-                {"command": runinfo.command(), "config": dataclasses.asdict(cfg), "replicas": replica.world,
-                 "mode": replica.mode, "machine": runinfo.machine()}, indent=2))
-    log = open(out / ("metrics.jsonl" if replica.main else f"metrics-rank{rank}.jsonl"), "a")
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    stop = stop_flag()
     bar = tqdm(total=cfg.steps, initial=step, desc="omniglot", unit="step", dynamic_ncols=True,
                disable=not replica.main)
     start = time.perf_counter() - wall
@@ -224,42 +168,18 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         correct = correct.numpy()
         row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
-        if val_backend and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if val_backend and (step % cfg.eval_every == 0 or step == cfg.steps):
             v = evaluate(model_encoder(model), val_backend, data.test, 5, cfg.shots, cfg.eval_episodes,
                          seed=step)
             row |= {f"val_{s}shot": v["accuracy"][s] for s in range(cfg.shots)}
         bar.set_postfix(loss=f"{row['loss']:.3f}", **{k: f"{v:.2f}" for k, v in row.items() if "shot" in k})
-        log.write(json.dumps(row) + "\n")
-        log.flush()
+        files.row(row)
         if step % cfg.checkpoint_every == 0:
-            save_checkpoint(out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
+            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
     bar.close()
     wall = time.perf_counter() - start
-    save_checkpoint(out, model, opt, cfg, step, rng, wall, replica)
-    log.close()
-    summary = {"rank": rank, "mode": replica.mode, "replicas": replica.world, "steps": step,
-               "wall_seconds": wall, "steps_per_second": step / max(wall, 1e-9),
-               "parameters_sha256": parameters_digest(model)}
-    (out / f"replica-{rank}.json").write_text(json.dumps(summary))
-    return summary
-
-
-def _hogwild_replica(replica: Replica, shared, cfg: TrainConfig, address: str) -> None:
-    train(cfg, address, replica, shared)
-
-
-def train_hogwild(cfg: TrainConfig, address: str) -> dict:
-    """``cfg.hogwild`` replicas in processes of their own over one set of shared parameters."""
-    if not cfg.threads:  # share the cores out instead of oversubscribing them
-        cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // cfg.hogwild))
-    torch.manual_seed(cfg.seed)
-    model = OmniglotModel(cfg.model_config(), backend=None)  # parameters only; replicas add memory
-    initial_weights(model, cfg)
-    hogwild(_hogwild_replica, cfg.hogwild, share(model), cfg, address)
-    per = [json.loads((Path(cfg.out) / f"replica-{r}.json").read_text()) for r in range(cfg.hogwild)]
-    return {"mode": "hogwild", "replicas": cfg.hogwild, "steps": sum(p["steps"] for p in per),
-            "wall_seconds": max(p["wall_seconds"] for p in per),
-            "steps_per_second": sum(p["steps_per_second"] for p in per)}
+    save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
+    return files.finish(model, step, wall)
 
 
 def main(argv=None) -> int:
@@ -267,24 +187,19 @@ def main(argv=None) -> int:
     replica = from_env()
     if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
         raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
-    proc = None
-    address = cfg.memory
-    if cfg.memory == "spawn":
-        from server.spawn import spawn_server  # noqa: PLC0415
-
-        proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0")
-        print(f"started raremem-server on {address}", flush=True)
     try:
-        summary = train_hogwild(cfg, address) if cfg.hogwild else train(cfg, address, replica)
-        if proc:  # show what the replica's memory holds (its last episode batch) before stopping
-            from client.admin import main as admin  # noqa: PLC0415
+        with memory_server(cfg.memory) as address:
+            if cfg.hogwild:
+                torch.manual_seed(cfg.seed)  # parameters only; each replica adds its memory
+                summary = train_hogwild(train, cfg, address, OmniglotModel(cfg.model_config(), backend=None))
+            else:
+                summary = train(cfg, address, replica)
+            if cfg.memory == "spawn":  # show what the memory holds (its last episode batch) before stopping
+                from client.admin import main as admin  # noqa: PLC0415
 
-            admin(["--memory", address, "stats", memory_name(cfg, 0)])
+                admin(["--memory", address, "stats", memory_name(cfg, 0)])
     finally:
         replica.close()
-        if proc:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
     print(json.dumps(summary), flush=True)
     return 0
 

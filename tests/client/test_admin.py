@@ -85,3 +85,15 @@ def test_errors_are_one_line(capsys, filled, argv, words):
 def test_unreachable_server(capsys):
     code, _, err = run(capsys, "127.0.0.1:1", "--timeout", "2", "list")
     assert code == 1 and "cannot reach a raremem server at 127.0.0.1:1" in err
+
+
+def test_health_for_container_checks(capsys, server, tmp_path):
+    code, out, _ = run(capsys, server[0], "health")
+    assert code == 0 and "SERVING" in out
+    from tests.conftest import running_server  # a server with tokens: health stays open
+
+    with running_server(tmp_path / "tok", token="t", admin_token="a") as (address, _):
+        code, out, _ = run(capsys, address, "--token", "", "health")
+        assert code == 0 and "SERVING" in out
+    code, _, err = run(capsys, "127.0.0.1:1", "--timeout", "2", "health")
+    assert code == 1 and "UNAVAILABLE" in err

@@ -1,0 +1,202 @@
+"""The models of Table 2, each with or without the memory layer (a flag, not a copy).
+
+``ExtendedNeuralGPU`` (Kaiser & Bengio 2016, "Can active memory replace attention?"; paper
+Fig. 3): a convolutional GRU state of shape (B, C, H=4, W=L). The encoder runs L steps of
+``nconv`` CGRU cells over the embedded input; the decoder runs L steps of ``nconv`` CGRU cells
+that also read an output tape (B, C, H, L). After step ``it`` the decoder emits the symbol at
+``it`` from row 0, writes that symbol's embedding on the tape at ``it`` and, with memory,
+queries the memory from its state one position ahead (row 0, column it+1) and writes the
+returned value's embedding times its softmax weight on the tape at it+1, where the next step
+reads it.
+
+``Seq2Seq``: a 2-layer LSTM encoder-decoder (256 units) with additive attention; with memory,
+the attentional output queries the memory and ``dense([output, emb(value) * weight])`` feeds the
+softmax. Under teacher forcing all decoder steps of a batch go to the memory in one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.memory_layer import MemoryLayer
+from models.neural_gpu.task import PAD, VOCAB
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "ngpu"        # "ngpu" | "seq2seq"
+    memory: bool = True       # with the memory layer
+    channels: int = 32        # Neural GPU: the paper's small model
+    height: int = 4
+    nconv: int = 2            # CGRU cells per step
+    units: int = 256          # seq2seq: LSTM units (2 layers)
+    dropout: float = 0.1
+
+    @property
+    def key_dim(self) -> int:
+        return self.channels if self.arch == "ngpu" else self.units
+
+
+def cutoff_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """The Neural GPU's gate: saturates at exactly 0 and 1 (Kaiser & Sutskever 2016)."""
+    return torch.clamp(1.2 * torch.sigmoid(x) - 0.1, 0.0, 1.0)
+
+
+class CGRU(nn.Module):
+    """s' = u*s + (1-u)*tanh(conv([r*s, x])), u, r = cutoff_sigmoid(conv([s, x])); 3x3 kernels.
+    ``extra``: channels of an input ``x`` read beside the state (the decoder's tape)."""
+
+    def __init__(self, channels: int, extra: int = 0):
+        super().__init__()
+        self.gates = nn.Conv2d(channels + extra, 2 * channels, 3, padding=1)
+        self.candidate = nn.Conv2d(channels + extra, channels, 3, padding=1)
+        nn.init.constant_(self.gates.bias, 1.0)   # start by keeping the state (u, r near 1)
+
+    def forward(self, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        u, r = cutoff_sigmoid(self.gates(s if x is None else torch.cat([s, x], 1))).chunk(2, 1)
+        rs = r * s
+        c = torch.tanh(self.candidate(rs if x is None else torch.cat([rs, x], 1)))
+        return u * s + (1 - u) * c
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor       # (B, L, VOCAB)
+    memory_loss: torch.Tensor  # () mean memory loss (0 without memory)
+    memory_values: torch.Tensor | None  # (B, L) int64 value the memory returned per position (-1: none)
+
+
+class ExtendedNeuralGPU(nn.Module):
+    def __init__(self, cfg: ModelConfig, backend=None):
+        super().__init__()
+        c = cfg.channels
+        self.cfg = cfg
+        self.embed_in = nn.Embedding(VOCAB, c)
+        self.embed_out = nn.Embedding(VOCAB, c)
+        self.encoder = nn.ModuleList(CGRU(c) for _ in range(cfg.nconv))
+        self.decoder = nn.ModuleList(CGRU(c, extra=c) for _ in range(cfg.nconv))
+        self.out = nn.Linear(c, VOCAB)
+        self.memory = MemoryLayer(c, backend) if cfg.memory else None
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
+                gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> Output:
+        """inputs (B, L), PAD after each example. With ``targets`` (B, L): teacher forcing (the
+        gold symbol goes on the tape; with memory, each query carries its label and ``update``
+        writes). Without: greedy. ``gold_weight``: training only, the share of the gold embedding
+        mixed into the memory's suggestion on the tape (the paper's code decays it early on).
+        ``sources`` (B,): provenance stored with written slots (example indices)."""
+        B, L = inputs.shape
+        lengths = (inputs != PAD).sum(1)                                    # (B,)
+        c, h = self.cfg.channels, self.cfg.height
+        s = inputs.new_zeros((B, c, h, L), dtype=torch.float32)
+        s[:, :, 0] = self.embed_in(inputs).transpose(1, 2)                  # input on row 0
+        for _ in range(L):
+            for cell in self.encoder:
+                s = cell(s)
+        tape = torch.zeros_like(s)                                          # (B, C, H, L)
+        logits, mem_losses, mem_values = [], [], []
+        for it in range(L):
+            for cell in self.decoder:
+                s = cell(s, tape)
+            step_logits = self.out(s[:, :, 0, it])                          # (B, VOCAB)
+            logits.append(step_logits)
+            symbol = targets[:, it] if targets is not None else step_logits.argmax(-1)
+            tape = _put(tape, it, self.embed_out(symbol))
+            rows = (lengths > it + 1).nonzero()[:, 0]                        # examples still going
+            if self.memory is not None and len(rows):
+                label = targets[rows, it + 1] if targets is not None else None
+                out = self.memory(s[rows, :, 0, it + 1], label, update=update and label is not None,
+                                  sources=None if sources is None else sources[rows], weight_grad=True)
+                found = out.result >= 0
+                suggestion = self.embed_out(out.result.clamp(min=0)) * (out.weight * found)[:, None]
+                if targets is not None and gold_weight > 0:
+                    gold = F.dropout(self.embed_out(label), 0.3, self.training)
+                    suggestion = gold_weight * gold + (1 - gold_weight) * suggestion
+                tape = _put(tape, it + 1, suggestion.new_zeros(B, c).index_put((rows,), suggestion))
+                mem_losses.append(out.loss.mean())
+                mem_values.append(torch.full_like(inputs[:, 0], -1).index_put((rows,), out.result))
+        loss = torch.stack(mem_losses).mean() if mem_losses else s.new_zeros(())
+        values = None
+        if mem_values:  # (B, L): column it+1 holds what the memory suggested there
+            values = torch.full_like(inputs, -1)
+            values[:, 1:len(mem_values) + 1] = torch.stack(mem_values, 1)
+        return Output(torch.stack(logits, 1), loss, values)
+
+
+def _put(tape: torch.Tensor, column: int, emb: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tape`` with column ``column`` set to ``emb`` (B, C) on every row (out of
+    place: autograd keeps the earlier tape for the cells that read it)."""
+    tape = tape.clone()
+    tape[:, :, :, column] = emb[:, :, None]
+    return tape
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, cfg: ModelConfig, backend=None):
+        super().__init__()
+        u = cfg.units
+        self.cfg = cfg
+        self.embed_in = nn.Embedding(VOCAB, u)
+        self.embed_out = nn.Embedding(VOCAB + 1, u)    # + GO, the decoder's first input
+        self.go = VOCAB
+        self.encoder = nn.LSTM(u, u, 2, batch_first=True, dropout=cfg.dropout)
+        self.decoder = nn.LSTM(u, u, 2, batch_first=True, dropout=cfg.dropout)
+        self.att_q, self.att_k = nn.Linear(u, u, bias=False), nn.Linear(u, u)
+        self.att_v = nn.Linear(u, 1, bias=False)
+        self.combine = nn.Linear(2 * u, u)
+        self.memory = MemoryLayer(u, backend) if cfg.memory else None
+        self.mem_mix = nn.Linear(2 * u, u) if cfg.memory else None
+        self.out = nn.Linear(u, VOCAB)
+
+    def _attend(self, dec: torch.Tensor, enc: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """dec (B, T, U), enc/keys (B, S, U), pad (B, S) -> attentional outputs (B, T, U)."""
+        scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + keys[:, None])).squeeze(-1)  # (B, T, S)
+        weights = scores.masked_fill(pad[:, None], float("-inf")).softmax(-1)
+        return torch.tanh(self.combine(torch.cat([dec, weights @ enc], -1)))
+
+    def _with_memory(self, att: torch.Tensor, labels: torch.Tensor | None, update: bool, mask: torch.Tensor | None):
+        """att (B, T, U): one memory call for all B*T positions (the real ones when ``mask``)."""
+        B, T, U = att.shape
+        flat = att.reshape(B * T, U)
+        keep = mask.reshape(-1) if mask is not None else torch.ones(B * T, dtype=torch.bool, device=att.device)
+        out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
+                          update=update, weight_grad=True)
+        emb = self.embed_out(out.result.clamp(min=0)) * (out.weight * (out.result >= 0))[:, None]
+        mem = emb.new_zeros(B * T, U).index_put((keep.nonzero()[:, 0],), emb).to(flat.dtype)
+        values = torch.full((B * T,), -1, dtype=torch.long, device=att.device)
+        values[keep] = out.result
+        mixed = torch.tanh(self.mem_mix(torch.cat([flat, mem], -1))).reshape(B, T, U)
+        return mixed, out.loss.mean(), values.reshape(B, T)
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
+                gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> Output:
+        B, L = inputs.shape
+        pad = inputs == PAD
+        enc, state = self.encoder(self.embed_in(inputs))
+        keys = self.att_k(enc)
+        go = torch.full((B, 1), self.go, dtype=torch.long, device=inputs.device)
+        if targets is not None:   # teacher forcing: every step at once
+            dec, _ = self.decoder(self.embed_out(torch.cat([go, targets[:, :-1]], 1)), state)
+            att = self._attend(dec, enc, keys, pad)
+            loss, values = att.new_zeros(()), None
+            if self.memory is not None:
+                att, loss, values = self._with_memory(att, targets, update, ~pad)
+            return Output(self.out(att), loss, values)
+        logits, values, prev = [], [], go
+        for _ in range(L):        # greedy: one memory call per step
+            dec, state = self.decoder(self.embed_out(prev), state)
+            att = self._attend(dec, enc, keys, pad)
+            if self.memory is not None:
+                att, _, v = self._with_memory(att, None, False, None)
+                values.append(v)
+            logits.append(self.out(att))
+            prev = logits[-1].argmax(-1)
+        return Output(torch.cat(logits, 1), att.new_zeros(()), torch.cat(values, 1) if values else None)
+
+
+def build_model(cfg: ModelConfig, backend=None) -> nn.Module:
+    return {"ngpu": ExtendedNeuralGPU, "seq2seq": Seq2Seq}[cfg.arch](cfg, backend)

@@ -1,0 +1,152 @@
+"""What every trainer shares: flags from a config dataclass, checkpoints that resume exactly
+(per replica), the run record, and starting a server or Hogwild replicas around a loop.
+
+Checkpoint layout in ``out/``: ``checkpoint.pt`` (model, config, step; rank 0) and
+``replica-<rank>.pt`` (that replica's optimiser, step and RNG states), ``replica-<rank>.json``
+(its summary) and ``metrics.jsonl`` / ``metrics-rank<r>.jsonl`` (one row per step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import runinfo
+from models.distributed import Replica, hogwild, share
+
+
+def parse_config(cls, argv=None, description: str = ""):
+    """A ``--flag`` per field of the dataclass ``cls`` (bools as --x/--no-x); ``cls.validate()``."""
+    p = argparse.ArgumentParser(description=description)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
+    return cls(**vars(p.parse_args(argv))).validate()
+
+
+def parameters_digest(model: torch.nn.Module) -> str:
+    """sha256 of the parameters: DDP replicas must agree on it at every step."""
+    h = hashlib.sha256()
+    for p in model.parameters():
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def initial_weights(model: torch.nn.Module, cfg) -> None:
+    """The checkpoint's weights when resuming, ``cfg.init``'s when fine-tuning, else the seed's."""
+    ckpt = Path(cfg.out) / "checkpoint.pt"
+    source = ckpt if cfg.resume and ckpt.is_file() else Path(cfg.init) if getattr(cfg, "init", "") else None
+    if source:
+        model.load_state_dict(torch.load(source, map_location="cpu", weights_only=False)["model"])
+
+
+def save_checkpoint(out: Path, model, opt, cfg, step: int, rng: np.random.Generator, wall: float,
+                    replica: Replica) -> None:
+    _atomic_save({"optimizer": opt.state_dict(), "step": step, "wall_seconds": wall,
+                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                 out / f"replica-{replica.rank}.pt")
+    if replica.main:
+        _atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "step": step,
+                      "wall_seconds": wall, "replicas": replica.world, "mode": replica.mode},
+                     out / "checkpoint.pt")
+
+
+def resume_replica(out: Path, replica: Replica, opt, rng: np.random.Generator) -> tuple[int, float]:
+    """Restore this replica's optimiser and RNGs; (step, wall seconds) to continue from."""
+    own = out / f"replica-{replica.rank}.pt"
+    if not own.is_file():
+        return 0, 0.0
+    state = torch.load(own, map_location="cpu", weights_only=False)
+    opt.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"])
+    print(f"replica {replica.rank}: resumed from step {state['step']}", flush=True)
+    return state["step"], state["wall_seconds"]
+
+
+class RunFiles:
+    """The run record (rank 0), one metrics file per replica, and the replica's summary."""
+
+    def __init__(self, cfg, replica: Replica):
+        self.out, self.replica = Path(cfg.out), replica
+        self.out.mkdir(parents=True, exist_ok=True)
+        if replica.main:
+            print("config: " + json.dumps(dataclasses.asdict(cfg)), flush=True)
+            if not cfg.resume or not (self.out / "run.json").is_file():
+                (self.out / "run.json").write_text(json.dumps(
+                    {"command": runinfo.command(), "config": dataclasses.asdict(cfg), "replicas": replica.world,
+                     "mode": replica.mode, "machine": runinfo.machine()}, indent=2))
+        name = "metrics.jsonl" if replica.main else f"metrics-rank{replica.rank}.jsonl"
+        self.metrics = open(self.out / name, "a")
+
+    def row(self, row: dict) -> None:
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()
+
+    def finish(self, model, step: int, wall: float, **extra) -> dict:
+        self.metrics.close()
+        r = self.replica
+        summary = {"rank": r.rank, "mode": r.mode, "replicas": r.world, "steps": step, "wall_seconds": wall,
+                   "steps_per_second": step / max(wall, 1e-9), "parameters_sha256": parameters_digest(model), **extra}
+        (self.out / f"replica-{r.rank}.json").write_text(json.dumps(summary))
+        return summary
+
+
+def stop_flag() -> dict:
+    """``{"now": False}``, set to True by SIGTERM (the loop finishes its step and checkpoints)."""
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    return stop
+
+
+def _hogwild_replica(replica: Replica, shared, train_fn, cfg, address: str) -> None:
+    train_fn(cfg, address, replica, shared)
+
+
+def train_hogwild(train_fn, cfg, address: str, model: torch.nn.Module) -> dict:
+    """``cfg.hogwild`` processes run ``train_fn(cfg, address, replica, shared)`` over the shared
+    parameters of ``model`` (built by the caller without a memory backend)."""
+    if not cfg.threads:  # share the cores out instead of oversubscribing them
+        cfg = dataclasses.replace(cfg, threads=max(1, (os.cpu_count() or 1) // cfg.hogwild))
+    initial_weights(model, cfg)
+    hogwild(_hogwild_replica, cfg.hogwild, share(model), train_fn, cfg, address)
+    per = [json.loads((Path(cfg.out) / f"replica-{r}.json").read_text()) for r in range(cfg.hogwild)]
+    return {"mode": "hogwild", "replicas": cfg.hogwild, "steps": sum(p["steps"] for p in per),
+            "wall_seconds": max(p["wall_seconds"] for p in per),
+            "steps_per_second": sum(p["steps_per_second"] for p in per)}
+
+
+@contextlib.contextmanager
+def memory_server(memory: str):
+    """Yield the address to train against: ``memory`` itself, or a server started for the run
+    when it is "spawn" (stopped with SIGTERM afterwards, which snapshots nothing: no data dir)."""
+    if memory != "spawn":
+        yield memory
+        return
+    from server.spawn import spawn_server  # noqa: PLC0415
+
+    proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0")
+    print(f"started raremem-server on {address}", flush=True)
+    try:
+        yield address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
