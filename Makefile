@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench proto
+.PHONY: setup demo test bench proto docker-test
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -28,3 +28,12 @@ bench: setup
 
 proto: setup
 	$(PY) -m proto.generate
+
+# The Docker deployment test (tests/docker): on a Debian host as root, installs the engine,
+# compose v1 and debootstrap if missing, starts dockerd if none runs, then builds and runs.
+docker-test: setup
+	command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null \
+	  || (apt-get update -q && apt-get install -y -q docker.io docker-compose debootstrap)
+	docker info >/dev/null 2>&1 || { nohup dockerd >/tmp/dockerd.log 2>&1 & \
+	  for i in $$(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
+	$(PY) -m pytest -q -m docker tests/docker

@@ -2,10 +2,11 @@
 #   docker build -f docker/server.Dockerfile -t raremem/server .        (from the repository root)
 # BASE: any Debian bookworm with python3 and venv. PIP_ARGS: extra pip options, e.g.
 # "--no-index --find-links /wheels" to install only from docker/wheels/ (an offline build).
+# Two stages: the wheelhouse stays in the build stage, only the virtual environment ships.
 ARG BASE=python:3.11-slim-bookworm
-FROM ${BASE}
+FROM ${BASE} AS build
 ARG PIP_ARGS=""
-ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/raremem/bin:$PATH
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/raremem/bin:$PATH
 WORKDIR /src
 COPY docker/wheels/ /wheels/
 COPY pyproject.toml README.md ./
@@ -13,10 +14,13 @@ COPY proto proto
 COPY server server
 COPY client client
 COPY models models
-RUN python3 -m venv /opt/raremem \
- && pip install $PIP_ARGS '.[cpu]' \
- && useradd --system --create-home raremem \
- && mkdir -p /data && chown raremem /data
+RUN python3 -m venv /opt/raremem && pip install $PIP_ARGS '.[cpu]'
+
+FROM ${BASE}
+ARG COMMIT=unknown
+ENV PYTHONUNBUFFERED=1 PATH=/opt/raremem/bin:$PATH RAREMEM_COMMIT=${COMMIT}
+COPY --from=build /opt/raremem /opt/raremem
+RUN useradd --system --create-home raremem && mkdir -p /data && chown raremem /data
 USER raremem
 VOLUME /data
 EXPOSE 50051 9464

@@ -15,7 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def machine() -> dict:
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        except OSError:  # no git (a container): the image may name its commit instead
+            return ""
 
     dirty = bool(git("status", "--porcelain", "-uno"))
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -26,7 +29,8 @@ def machine() -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    return {"commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else ""), "cpu": cpu,
+    commit = git("rev-parse", "--short", "HEAD") or os.environ.get("RAREMEM_COMMIT", "unknown")
+    return {"commit": commit + ("-dirty" if dirty else ""), "cpu": cpu,
             "cores": os.cpu_count(), "python": platform.python_version(), **versions,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 

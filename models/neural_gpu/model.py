@@ -54,7 +54,12 @@ class CGRU(nn.Module):
         super().__init__()
         self.gates = nn.Conv2d(channels + extra, 2 * channels, 3, padding=1)
         self.candidate = nn.Conv2d(channels + extra, channels, 3, padding=1)
-        nn.init.constant_(self.gates.bias, 1.0)   # start by keeping the state (u, r near 1)
+        # Start by mostly keeping the state: u = cutoff_sigmoid(2) = 0.96 (not saturated, so it
+        # still learns). PyTorch's zero bias gives u = 0.5, and after the 2L cells of encoder
+        # and decoder the input had faded from the state: every query was the same vector
+        # (per-dimension std across a batch ~0.002) and the memory loss sat at alpha.
+        nn.init.constant_(self.gates.bias[:channels], 2.0)
+        nn.init.constant_(self.gates.bias[channels:], 1.0)
 
     def forward(self, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         u, r = cutoff_sigmoid(self.gates(s if x is None else torch.cat([s, x], 1))).chunk(2, 1)

@@ -58,9 +58,10 @@ def compose():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAREMEM_BASE_IMAGE": BASE, "RAREMEM_PIP_ARGS": "--no-index --find-links /wheels",
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "RAREMEM_BASE_IMAGE": BASE, "RAREMEM_COMMIT": commit.stdout.strip() or "unknown", "RAREMEM_PIP_ARGS": "--no-index --find-links /wheels",
            "RAREMEM_PORT": str(port), "RAREMEM_DATA": str(DEFAULT_DATA.parent), "RAREMEM_SNAPSHOT_INTERVAL": "5",
-           "TRAINER_ARGS": "--steps 40 --batch 4 --memory-size 1024 --eval-every 0 --threads 1"}
+           "TRAINER_ARGS": "--steps 100 --batch 4 --memory-size 1024 --eval-every 0 --threads 1"}
     base = [*cmd, "-f", str(ROOT / "docker" / "docker-compose.yml"), "-p", PROJECT]
 
     def run(*args: str, check: bool = True, timeout: float = 300) -> str:
@@ -76,6 +77,12 @@ def compose():
         run("--profile", "admin", "down", "-v", "--remove-orphans", check=False)
 
 
+def _exit_code(container: str) -> int | None:
+    state = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .State}}", container],
+                                      capture_output=True, text=True).stdout or "{}")
+    return None if state.get("Running", True) else state.get("ExitCode")
+
+
 def admin_list(run) -> dict[str, dict]:
     out = run("--profile", "admin", "run", "--rm", "admin", "--json", "list")
     return {m["name"]: m for m in json.loads(out[out.index("["):])}
@@ -89,10 +96,13 @@ def test_compose_up_fill_down_and_reload(compose):
     while time.time() < deadline:   # the admin service watches two trainers fill their memories
         mems = {n: m for n, m in admin_list(run).items() if n.startswith("omniglot/replica-") and n.endswith("-0")}
         seen.append(sum(m["total_writes"] for m in mems.values()))
-        if len(mems) == 2 and len(seen) > 2 and seen[-1] > seen[0] > 0:
+        failed = [c for c in run("ps", "-q", "trainer").split() if _exit_code(c) not in (None, 0)]
+        assert not failed, run("logs", "--tail", "30", "trainer", check=False)
+        filling = [n for n in seen if n > 0]
+        if len(mems) == 2 and len(filling) >= 2 and filling[-1] > filling[0]:
             break
-        time.sleep(5)
-    assert len(mems) == 2 and seen[-1] > seen[0] > 0, seen
+        time.sleep(2)
+    assert len(mems) == 2 and filling[-1] > filling[0] > 0, seen
     trainers = run("ps", "-q", "trainer").split()
     assert len(trainers) == 2
     codes = subprocess.run(["docker", "wait", *trainers], capture_output=True, text=True, timeout=900).stdout.split()
