@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -72,3 +73,17 @@ def test_bind_shared_makes_workers_write_one_storage():
     assert torch.equal(a.weight, b.weight)
     with pytest.raises(ValueError, match="does not fit"):
         bind_shared(torch.nn.Linear(4, 2), shared)
+
+
+def test_launcher_starts_a_server_and_replicas_and_shows_memory(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "models.launch", "--replicas", "2", "--mode", "hogwild", "--every", "2",
+         "--data-dir", str(tmp_path / "mem"), "--log", str(tmp_path / "log.txt"), "--",
+         *SMALL, "--steps", "6", "--out", str(tmp_path / "run")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "raremem-server on 127.0.0.1:" in out.stdout and "omniglot/replica-1" in out.stdout
+    assert "trainer exited with 0" in out.stdout
+    # SIGTERM made the server snapshot both replicas' memories into its data directory
+    assert sorted(p.name for p in (tmp_path / "mem" / "omniglot").glob("replica-?.npz")) == ["replica-0.npz",
+                                                                                             "replica-1.npz"]
