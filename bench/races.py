@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.replica_runs import run_replicas  # noqa: E402
 from client import MemoryClient  # noqa: E402
-from models.runinfo import machine  # noqa: E402
+from models.runinfo import machine, write_results  # noqa: E402
 from server.spawn import spawn_server  # noqa: E402
 
 
@@ -109,10 +109,7 @@ def main() -> int:
            "start of the round; 2,000 rounds. Lost = writes overwritten by another replica in the same round.", "",
            "| replicas | age noise | lost fraction |", "|---:|---:|---:|"]
     md += [f"| {r['replicas']} | {r['age_noise']:g} | {r['lost_fraction']:.3f} |" for r in stale_rows]
-    md.append("")
-    (ROOT / "results" / "races.json").write_text(json.dumps(out, indent=2))
-    (ROOT / "results" / "races.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_results("races", out, md)
     return 0
 
 

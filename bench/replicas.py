@@ -10,7 +10,6 @@ number of steps each through one spawned raremem-server; the cores are shared ou
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.replica_runs import run_replicas  # noqa: E402
-from models.runinfo import machine  # noqa: E402
+from models.runinfo import machine, write_results  # noqa: E402
 from server.spawn import spawn_server  # noqa: E402
 
 
@@ -64,10 +63,7 @@ def main() -> int:
           "|---|---:|---:|---:|---:|---:|"]
     md += [f"| {r['mode']} | {r['replicas']} | {r['threads_each']} | {r['per_replica']:.3f} | {r['total']:.3f} | "
            f"{r['total/one']:.2f} |" for r in rows]
-    md.append("")
-    (ROOT / "results" / "replicas.json").write_text(json.dumps(out, indent=2))
-    (ROOT / "results" / "replicas.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_results("replicas", out, md)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -38,3 +39,12 @@ def machine() -> dict:
 def command() -> str:
     """The command line that started this process, with the interpreter shown as ``python``."""
     return " ".join(["python", *sys.orig_argv[1:]])
+
+
+def write_results(stem: str, data: dict, markdown: list[str]) -> None:
+    """results/<stem>.json and results/<stem>.md, and the table on stdout."""
+    results = ROOT / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{stem}.json").write_text(json.dumps(data, indent=2))
+    (results / f"{stem}.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))

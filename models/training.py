@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from models import runinfo
-from models.distributed import Replica, hogwild, share
+from models.distributed import Replica, from_env, hogwild, share
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -150,3 +150,28 @@ def memory_server(memory: str):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "") -> int:
+    """A trainer's ``main``: one replica (plain or under torchrun) or ``cfg.hogwild`` of them,
+    against ``cfg.memory`` (a server started for the run when "spawn"). ``parameters_only()``
+    builds the model without a memory backend (Hogwild's shared parameters). ``show_memory``:
+    a memory whose ``raremem-admin stats`` a spawned server prints before it stops."""
+    replica = from_env()
+    if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
+        raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
+    try:
+        with memory_server(cfg.memory) as address:
+            if cfg.hogwild:
+                torch.manual_seed(cfg.seed)
+                summary = train_hogwild(train_fn, cfg, address, parameters_only())
+            else:
+                summary = train_fn(cfg, address, replica)
+            if cfg.memory == "spawn" and show_memory:
+                from client.admin import main as admin  # noqa: PLC0415
+
+                admin(["--memory", address, "stats", show_memory])
+    finally:
+        replica.close()
+    print(json.dumps(summary), flush=True)
+    return 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
-import dataclasses
 import json
 import sys
 import time
@@ -28,13 +27,13 @@ import numpy as np
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from models.distributed import Replica, bind_shared, from_env
+from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
 from models.neural_gpu.evaluate import evaluate, function_coverage
 from models.neural_gpu.model import ModelConfig, build_model
 from models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from models.training import (RunFiles, initial_weights, memory_server, parse_config, resume_replica,
-                             save_checkpoint, stop_flag, train_hogwild)
+from models.training import (RunFiles, initial_weights, parse_config, resume_replica, run_trainer,
+                             save_checkpoint, stop_flag)
 
 
 @dataclass
@@ -95,11 +94,16 @@ class TrainConfig:
         return self.arch + (" + memory" if self.memory_layer else "")
 
 
+def memory_name(cfg: TrainConfig) -> str:
+    """One life-long memory shared by every replica of a run."""
+    return cfg.memory_name or f"synthetic/{cfg.arch}"
+
+
 def make_model(cfg: TrainConfig, address: str | None):
     mc = cfg.model_config()
     backend = None
     if cfg.memory_layer and address:
-        backend = make_backend(address, cfg.memory_name or f"synthetic/{cfg.arch}", mc.key_dim, cfg.memory_size,
+        backend = make_backend(address, memory_name(cfg), mc.key_dim, cfg.memory_size,
                                token=cfg.token or None, choose_k=cfg.choose_k, age_noise=cfg.age_noise,
                                alpha=cfg.alpha, seed=cfg.seed)
     return build_model(mc, backend)
@@ -204,7 +208,7 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
             from client import MemoryClient  # noqa: PLC0415
 
             with MemoryClient(address, token=cfg.token or None) as c:
-                s = c.stats(cfg.memory_name or f"synthetic/{cfg.arch}")
+                s = c.stats(memory_name(cfg))
             result["memory"] = {k: s.get(k, 0) for k in ("lookups", "fresh_writes", "correct_writes", "evictions",
                                                           "unread_evictions", "distinct_values")}
             result["memory"]["filled"] = s["info"]["filled"]
@@ -216,24 +220,7 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
 
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
-    replica = from_env()
-    if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
-        raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
-    try:
-        with memory_server(cfg.memory) as address:
-            if cfg.hogwild:
-                torch.manual_seed(cfg.seed)
-                summary = train_hogwild(train, cfg, address, make_model(cfg, None))
-            else:
-                summary = train(cfg, address, replica)
-            if cfg.memory == "spawn" and cfg.memory_layer:  # the trained memory, as an operator sees it
-                from client.admin import main as admin  # noqa: PLC0415
-
-                admin(["--memory", address, "stats", cfg.memory_name or f"synthetic/{cfg.arch}"])
-    finally:
-        replica.close()
-    print(json.dumps(summary), flush=True)
-    return 0
+    return run_trainer(cfg, train, lambda: make_model(cfg, None), memory_name(cfg) if cfg.memory_layer else "")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -28,14 +27,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.distributed import Replica, bind_shared, from_env
+from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
 from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
 from models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from models.omniglot.model import OmniglotModel, OmniglotModelConfig
-from models.training import (RunFiles, initial_weights, memory_server, parse_config, resume_replica,
-                             save_checkpoint, stop_flag, train_hogwild)
+from models.training import (RunFiles, initial_weights, parse_config, resume_replica, run_trainer,
+                             save_checkpoint, stop_flag)
 
 
 @dataclass
@@ -184,24 +183,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
 
 def main(argv=None) -> int:
     cfg = parse_args(argv)
-    replica = from_env()
-    if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
-        raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
-    try:
-        with memory_server(cfg.memory) as address:
-            if cfg.hogwild:
-                torch.manual_seed(cfg.seed)  # parameters only; each replica adds its memory
-                summary = train_hogwild(train, cfg, address, OmniglotModel(cfg.model_config(), backend=None))
-            else:
-                summary = train(cfg, address, replica)
-            if cfg.memory == "spawn":  # show what the memory holds (its last episode batch) before stopping
-                from client.admin import main as admin  # noqa: PLC0415
-
-                admin(["--memory", address, "stats", memory_name(cfg, 0)])
-    finally:
-        replica.close()
-    print(json.dumps(summary), flush=True)
-    return 0
+    # a spawned server shows the first replica's memory (its last episode batch) before stopping
+    return run_trainer(cfg, train, lambda: OmniglotModel(cfg.model_config(), backend=None), memory_name(cfg, 0))
 
 
 if __name__ == "__main__":
