@@ -191,7 +191,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     wall = time.perf_counter() - start
     save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
     summary = files.finish(model, step, wall)
-    if replica.main:
+    if replica.main and not stop["now"]:  # SIGTERM means stop now, not after a long evaluation
         final_evaluation(cfg, model, train_set, test_set, f, address, summary)
     return summary
 
