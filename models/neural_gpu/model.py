@@ -9,9 +9,8 @@ queries the memory from its state one position ahead (row 0, column it+1) and wr
 returned value's embedding times its softmax weight on the tape at it+1, where the next step
 reads it.
 
-``Seq2Seq``: a 2-layer LSTM encoder-decoder (256 units) with additive attention; with memory,
-the attentional output queries the memory and ``dense([output, emb(value) * weight])`` feeds the
-softmax. Under teacher forcing all decoder steps of a batch go to the memory in one call.
+The seq2seq rows are ``models.seq2seq.AttentionSeq2Seq``: a 2-layer LSTM encoder-decoder (256
+units) with additive attention, whose attention vector queries the memory.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.memory_layer import MemoryLayer
+from models.seq2seq import AttentionSeq2Seq, DecoderOutput, Seq2SeqConfig
 from models.neural_gpu.task import PAD, VOCAB
 
 
@@ -68,13 +68,6 @@ class CGRU(nn.Module):
         return u * s + (1 - u) * c
 
 
-@dataclass
-class Output:
-    logits: torch.Tensor       # (B, L, VOCAB)
-    memory_loss: torch.Tensor  # () mean memory loss (0 without memory)
-    memory_values: torch.Tensor | None  # (B, L) int64 value the memory returned per position (-1: none)
-
-
 class ExtendedNeuralGPU(nn.Module):
     def __init__(self, cfg: ModelConfig, backend=None):
         super().__init__()
@@ -88,7 +81,7 @@ class ExtendedNeuralGPU(nn.Module):
         self.memory = MemoryLayer(c, backend) if cfg.memory else None
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
-                gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> Output:
+                gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> DecoderOutput:
         """inputs (B, L), PAD after each example. With ``targets`` (B, L): teacher forcing (the
         gold symbol goes on the tape; with memory, each query carries its label and ``update``
         writes). Without: greedy. ``gold_weight``: training only, the share of the gold embedding
@@ -129,7 +122,7 @@ class ExtendedNeuralGPU(nn.Module):
         if mem_values:  # (B, L): column it+1 holds what the memory suggested there
             values = torch.full_like(inputs, -1)
             values[:, 1:len(mem_values) + 1] = torch.stack(mem_values, 1)
-        return Output(torch.stack(logits, 1), loss, values)
+        return DecoderOutput(torch.stack(logits, 1), loss, values)
 
 
 def _put(tape: torch.Tensor, column: int, emb: torch.Tensor) -> torch.Tensor:
@@ -140,68 +133,8 @@ def _put(tape: torch.Tensor, column: int, emb: torch.Tensor) -> torch.Tensor:
     return tape
 
 
-class Seq2Seq(nn.Module):
-    def __init__(self, cfg: ModelConfig, backend=None):
-        super().__init__()
-        u = cfg.units
-        self.cfg = cfg
-        self.embed_in = nn.Embedding(VOCAB, u)
-        self.embed_out = nn.Embedding(VOCAB + 1, u)    # + GO, the decoder's first input
-        self.go = VOCAB
-        self.encoder = nn.LSTM(u, u, 2, batch_first=True, dropout=cfg.dropout)
-        self.decoder = nn.LSTM(u, u, 2, batch_first=True, dropout=cfg.dropout)
-        self.att_q, self.att_k = nn.Linear(u, u, bias=False), nn.Linear(u, u)
-        self.att_v = nn.Linear(u, 1, bias=False)
-        self.combine = nn.Linear(2 * u, u)
-        self.memory = MemoryLayer(u, backend) if cfg.memory else None
-        self.mem_mix = nn.Linear(2 * u, u) if cfg.memory else None
-        self.out = nn.Linear(u, VOCAB)
-
-    def _attend(self, dec: torch.Tensor, enc: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """dec (B, T, U), enc/keys (B, S, U), pad (B, S) -> attentional outputs (B, T, U)."""
-        scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + keys[:, None])).squeeze(-1)  # (B, T, S)
-        weights = scores.masked_fill(pad[:, None], float("-inf")).softmax(-1)
-        return torch.tanh(self.combine(torch.cat([dec, weights @ enc], -1)))
-
-    def _with_memory(self, att: torch.Tensor, labels: torch.Tensor | None, update: bool, mask: torch.Tensor | None):
-        """att (B, T, U): one memory call for all B*T positions (the real ones when ``mask``)."""
-        B, T, U = att.shape
-        flat = att.reshape(B * T, U)
-        keep = mask.reshape(-1) if mask is not None else torch.ones(B * T, dtype=torch.bool, device=att.device)
-        out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
-                          update=update, weight_grad=True)
-        emb = self.embed_out(out.result.clamp(min=0)) * (out.weight * (out.result >= 0))[:, None]
-        mem = emb.new_zeros(B * T, U).index_put((keep.nonzero()[:, 0],), emb).to(flat.dtype)
-        values = torch.full((B * T,), -1, dtype=torch.long, device=att.device)
-        values[keep] = out.result
-        mixed = torch.tanh(self.mem_mix(torch.cat([flat, mem], -1))).reshape(B, T, U)
-        return mixed, out.loss.mean(), values.reshape(B, T)
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
-                gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> Output:
-        B, L = inputs.shape
-        pad = inputs == PAD
-        enc, state = self.encoder(self.embed_in(inputs))
-        keys = self.att_k(enc)
-        go = torch.full((B, 1), self.go, dtype=torch.long, device=inputs.device)
-        if targets is not None:   # teacher forcing: every step at once
-            dec, _ = self.decoder(self.embed_out(torch.cat([go, targets[:, :-1]], 1)), state)
-            att = self._attend(dec, enc, keys, pad)
-            loss, values = att.new_zeros(()), None
-            if self.memory is not None:
-                att, loss, values = self._with_memory(att, targets, update, ~pad)
-            return Output(self.out(att), loss, values)
-        logits, values, prev = [], [], go
-        for _ in range(L):        # greedy: one memory call per step
-            dec, state = self.decoder(self.embed_out(prev), state)
-            att = self._attend(dec, enc, keys, pad)
-            if self.memory is not None:
-                att, _, v = self._with_memory(att, None, False, None)
-                values.append(v)
-            logits.append(self.out(att))
-            prev = logits[-1].argmax(-1)
-        return Output(torch.cat(logits, 1), att.new_zeros(()), torch.cat(values, 1) if values else None)
-
-
 def build_model(cfg: ModelConfig, backend=None) -> nn.Module:
-    return {"ngpu": ExtendedNeuralGPU, "seq2seq": Seq2Seq}[cfg.arch](cfg, backend)
+    if cfg.arch == "ngpu":
+        return ExtendedNeuralGPU(cfg, backend)
+    return AttentionSeq2Seq(Seq2SeqConfig(VOCAB, VOCAB, cfg.units, 2, dropout=cfg.dropout, memory=cfg.memory,
+                                          pad=PAD), backend)

@@ -1,0 +1,124 @@
+"""An LSTM encoder-decoder with additive attention and an optional memory layer, shared by the
+synthetic task's seq2seq baseline and the GNMT-style translator (paper Fig. 2).
+
+The attention vector ``a_t = tanh(W [h_t; c_t])`` queries the memory; the embedded memory
+value times its softmax weight is combined with it by a linear layer before the output
+softmax: ``logits = out(tanh(M [a_t; emb(v_t) * w_t]))``. Under teacher forcing all decoder
+steps of a batch go to the memory in one call; greedy decoding makes one call per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.memory_layer import MemoryLayer
+
+
+@dataclass
+class DecoderOutput:
+    logits: torch.Tensor       # (B, T, target vocabulary)
+    memory_loss: torch.Tensor  # () mean memory loss over the real positions (0 without memory)
+    memory_values: torch.Tensor | None  # (B, T) int64 value the memory returned (-1: none)
+
+
+@dataclass
+class Seq2SeqConfig:
+    src_vocab: int
+    tgt_vocab: int
+    units: int = 256
+    layers: int = 2
+    bidirectional_first: bool = False  # GNMT: the first encoder layer reads both ways
+    dropout: float = 0.1
+    memory: bool = True
+    pad: int = 0
+    go: int = -1               # the decoder's first input; -1 = an extra embedding row
+    eos: int = -1              # greedy decoding stops once every row produced it; -1 = never
+
+
+class AttentionSeq2Seq(nn.Module):
+    def __init__(self, cfg: Seq2SeqConfig, backend=None):
+        super().__init__()
+        u = cfg.units
+        self.cfg = cfg
+        self.go = cfg.tgt_vocab if cfg.go < 0 else cfg.go
+        self.embed_in = nn.Embedding(cfg.src_vocab, u)
+        self.embed_out = nn.Embedding(cfg.tgt_vocab + (cfg.go < 0), u)
+        if cfg.bidirectional_first:   # u/2 each way; the decoder starts from zeros
+            self.first = nn.LSTM(u, u // 2, 1, batch_first=True, bidirectional=True)
+            self.encoder = nn.LSTM(u, u, cfg.layers - 1, batch_first=True, dropout=cfg.dropout) if cfg.layers > 1 else None
+        else:                         # the decoder starts from the encoder's final state
+            self.first = None
+            self.encoder = nn.LSTM(u, u, cfg.layers, batch_first=True, dropout=cfg.dropout)
+        self.decoder = nn.LSTM(u, u, cfg.layers, batch_first=True, dropout=cfg.dropout)
+        self.att_q, self.att_k = nn.Linear(u, u, bias=False), nn.Linear(u, u)
+        self.att_v = nn.Linear(u, 1, bias=False)
+        self.combine = nn.Linear(2 * u, u)
+        self.memory = MemoryLayer(u, backend) if cfg.memory else None
+        self.mem_mix = nn.Linear(2 * u, u) if cfg.memory else None
+        self.out = nn.Linear(u, cfg.tgt_vocab)
+
+    def encode(self, src: torch.Tensor):
+        """src (B, S) -> (states (B, S, U), decoder initial state or None)."""
+        x = self.embed_in(src)
+        if self.first is None:
+            return self.encoder(x)
+        x, _ = self.first(x)
+        if self.encoder is not None:
+            x, _ = self.encoder(x)
+        return x, None
+
+    def _attend(self, dec: torch.Tensor, enc: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """dec (B, T, U), enc/keys (B, S, U), pad (B, S) -> attention vectors (B, T, U)."""
+        scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + keys[:, None])).squeeze(-1)  # (B, T, S)
+        weights = scores.masked_fill(pad[:, None], float("-inf")).softmax(-1)
+        return torch.tanh(self.combine(torch.cat([dec, weights @ enc], -1)))
+
+    def _with_memory(self, att: torch.Tensor, labels: torch.Tensor | None, update: bool, mask: torch.Tensor,
+                     sources: torch.Tensor | None):
+        """att (B, T, U): one memory call for the B*T positions where ``mask`` (B, T) holds."""
+        B, T, U = att.shape
+        flat, keep = att.reshape(B * T, U), mask.reshape(-1)
+        src = None if sources is None else sources[:, None].expand(B, T).reshape(-1)[keep]
+        out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
+                          update=update, weight_grad=True, sources=src)
+        emb = self.embed_out(out.result.clamp(min=0)) * (out.weight * (out.result >= 0))[:, None]
+        mem = emb.new_zeros(B * T, U).index_put((keep.nonzero()[:, 0],), emb).to(flat.dtype)
+        values = torch.full((B * T,), -1, dtype=torch.long, device=att.device)
+        values[keep] = out.result
+        mixed = torch.tanh(self.mem_mix(torch.cat([flat, mem], -1))).reshape(B, T, U)
+        return mixed, out.loss.mean(), values.reshape(B, T)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None, *, update: bool = False,
+                max_len: int | None = None, sources: torch.Tensor | None = None, **_) -> DecoderOutput:
+        """src (B, S). With ``tgt`` (B, T): teacher forcing, labels = tgt (PAD positions skipped);
+        ``update`` writes memory. Without: greedy decoding of ``max_len`` (default S) steps.
+        ``sources`` (B,): provenance stored with written slots (example indices)."""
+        B, S = src.shape
+        pad = src == self.cfg.pad
+        enc, state = self.encode(src)
+        keys = self.att_k(enc)
+        go = torch.full((B, 1), self.go, dtype=torch.long, device=src.device)
+        if tgt is not None:
+            dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), state)
+            att = self._attend(dec, enc, keys, pad)
+            loss, values = att.new_zeros(()), None
+            if self.memory is not None:
+                att, loss, values = self._with_memory(att, tgt, update, tgt != self.cfg.pad, sources)
+            return DecoderOutput(self.out(att), loss, values)
+        logits, values, prev = [], [], go
+        done = torch.zeros(B, dtype=torch.bool, device=src.device)
+        for _ in range(max_len or S):
+            dec, state = self.decoder(self.embed_out(prev), state)
+            att = self._attend(dec, enc, keys, pad)
+            if self.memory is not None:
+                att, _, v = self._with_memory(att, None, False, ~done[:, None], None)
+                values.append(v)
+            logits.append(self.out(att))
+            prev = logits[-1].argmax(-1)
+            done |= prev[:, 0] == self.cfg.eos
+            if done.all():
+                break
+        return DecoderOutput(torch.cat(logits, 1), att.new_zeros(()), torch.cat(values, 1) if values else None)

@@ -1,0 +1,37 @@
+"""The shared attention seq2seq in its GNMT shape (bidirectional first layer) for translation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.memory_layer import make_backend
+from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_gnmt_shape_gradients_and_memory(memory):
+    torch.manual_seed(0)
+    cfg = Seq2SeqConfig(src_vocab=50, tgt_vocab=60, units=16, layers=3, bidirectional_first=True, memory=memory,
+                        pad=0, go=2, eos=3)
+    backend = make_backend("local", "t", 16, 1024, choose_k=8) if memory else None
+    model = AttentionSeq2Seq(cfg, backend)
+    src = torch.randint(4, 50, (5, 7))
+    src[0, 5:] = 0                                       # a shorter sentence, padded
+    tgt = torch.randint(4, 60, (5, 6))
+    tgt[:, -1] = 3
+    tgt[1, 3:] = 0                                       # padded target positions are not memory labels
+    if memory:
+        model(src, tgt, update=True)                     # fill the memory first
+        filled = backend.store.filled
+        assert 0 < filled <= 5 * 6 - 3
+    out = model(src, tgt, update=memory)
+    assert out.logits.shape == (5, 6, 60)
+    loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 60), tgt.reshape(-1), ignore_index=0)
+    (loss + out.memory_loss).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    if memory:
+        assert (out.memory_values[1, 3:] == -1).all() and (out.memory_values[0] >= 0).all()
+        assert model.memory.query_proj.weight.grad.abs().sum() > 0
+    greedy = model(src, max_len=9)
+    assert greedy.logits.shape[0] == 5 and greedy.logits.shape[1] <= 9
