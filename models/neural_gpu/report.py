@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,10 +52,11 @@ def curves(runs: Path, out: Path) -> None:
         if not path.is_file():
             continue
         data = [json.loads(line) for line in path.read_text().splitlines()]
-        a.plot([r["step"] for r in data], [r["ce"] for r in data], label=row, lw=0.6, alpha=0.8)
+        ce = np.convolve([r["ce"] for r in data], np.ones(100) / 100, mode="valid")   # batches differ in length
+        a.plot([r["step"] for r in data][99:], ce, label=row)
         ev = [r for r in data if "test_fully_correct" in r]
         b.plot([r["step"] for r in ev], [100 * r["test_fully_correct"] for r in ev], marker="o", label=row)
-    a.set(xlabel="step", ylabel="cross-entropy (train batch)", title="training loss")
+    a.set(xlabel="step", ylabel="cross-entropy, mean of 100 batches", title="training loss")
     b.set(xlabel="step", ylabel="% fully correct", title="test subset (500 examples), greedy")
     for ax in (a, b):
         ax.legend()
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "synthetic")
     p.add_argument("--admin", type=Path, help="raremem-admin stats output of the trained memory to include")
+    p.add_argument("--notes", type=Path, help="markdown about the runs' conditions, included as written")
     a = p.parse_args(argv)
     rows = load_rows(a.runs)
     results = ROOT / "results"
@@ -92,6 +95,8 @@ def main(argv=None) -> int:
                   + (f"{100 * r['memory_run_correct']:.2f} | {100 * r['function_coverage']:.2f} | "
                      f"{mem.get('filled', 0):,} | {mem.get('unread_evictions', 0):,} |"
                      if "function_coverage" in r else "— | — | — | — |"))
+    if a.notes and a.notes.is_file():
+        md += ["", a.notes.read_text().rstrip()]
     md += ["", "Commands:", ""] + [f"- {r['row']}: `{r['command']}`" for r in rows]
     if a.admin and a.admin.is_file():
         md += ["", "`raremem-admin stats` on the trained Neural GPU memory:", "", "```", a.admin.read_text().rstrip(), "```"]
