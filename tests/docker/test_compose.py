@@ -53,8 +53,8 @@ def compose():
         if shutil.which("debootstrap") is None or os.geteuid() != 0:
             pytest.skip(f"no base image {BASE} and no root debootstrap to build one")
         subprocess.run(["sh", "docker/build-base.sh", BASE], cwd=ROOT, check=True)
-    if not list((ROOT / "docker" / "wheels").glob("torch-*.whl")):
-        subprocess.run(["sh", "docker/fill-wheels.sh"], cwd=ROOT, check=True, env={**os.environ, "PYTHON": sys.executable})
+    # every time: pip keeps what is there and adds what pyproject.toml gained since
+    subprocess.run(["sh", "docker/fill-wheels.sh"], cwd=ROOT, check=True, env={**os.environ, "PYTHON": sys.executable})
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
