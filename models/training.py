@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,15 @@ def save_checkpoint(out: Path, model, opt, cfg, step: int, rng: np.random.Genera
         _atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "step": step,
                       "wall_seconds": wall, "replicas": replica.world, "mode": replica.mode},
                      out / "checkpoint.pt")
+
+
+def end_training(files: "RunFiles", bar, model, opt, cfg, step: int, rng: np.random.Generator, start: float,
+                 replica: Replica) -> dict:
+    """After a replica's loop: close the progress bar, save the last checkpoint, write the summary."""
+    bar.close()
+    wall = time.perf_counter() - start
+    save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
+    return files.finish(model, step, wall)
 
 
 def resume_replica(out: Path, replica: Replica, opt, rng: np.random.Generator) -> tuple[int, float]:

@@ -32,7 +32,7 @@ from models.memory_layer import make_backend
 from models.neural_gpu.evaluate import evaluate, function_coverage
 from models.neural_gpu.model import ModelConfig, build_model
 from models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from models.training import (RunFiles, initial_weights, parse_config, resume_replica, run_trainer,
+from models.training import (RunFiles, end_training, initial_weights, parse_config, resume_replica, run_trainer,
                              save_checkpoint, stop_flag)
 
 
@@ -187,10 +187,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         files.row(row)
         if step % cfg.checkpoint_every == 0:
             save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
-    bar.close()
-    wall = time.perf_counter() - start
-    save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
-    summary = files.finish(model, step, wall)
+    summary = end_training(files, bar, model, opt, cfg, step, rng, start, replica)
     if replica.main and not stop["now"]:  # SIGTERM means stop now, not after a long evaluation
         final_evaluation(cfg, model, train_set, test_set, f, address, summary)
     return summary

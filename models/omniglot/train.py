@@ -33,7 +33,7 @@ from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
 from models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from models.omniglot.model import OmniglotModel, OmniglotModelConfig
-from models.training import (RunFiles, initial_weights, parse_config, resume_replica, run_trainer,
+from models.training import (RunFiles, end_training, initial_weights, parse_config, resume_replica, run_trainer,
                              save_checkpoint, stop_flag)
 
 
@@ -175,10 +175,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         files.row(row)
         if step % cfg.checkpoint_every == 0:
             save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
-    bar.close()
-    wall = time.perf_counter() - start
-    save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
-    return files.finish(model, step, wall)
+    return end_training(files, bar, model, opt, cfg, step, rng, start, replica)
 
 
 def main(argv=None) -> int:
