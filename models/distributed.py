@@ -10,7 +10,7 @@ Two engines synchronise parameters; the memory is always the remote service:
   order. :func:`hogwild` starts them.
 
 A trainer's loop takes a :class:`Replica` and asks it the few questions that differ between
-modes (wrap the model, agree to stop, gather per-replica state for a checkpoint).
+modes (wrap the model, agree to stop).
 """
 
 from __future__ import annotations
@@ -49,14 +49,6 @@ class Replica:
         t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
-
-    def gather(self, obj) -> list:
-        """Every replica's ``obj`` on every replica (DDP); ``[obj]`` otherwise."""
-        if self.mode != "ddp":
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
 
     def close(self) -> None:
         if self.mode == "ddp" and dist.is_initialized():
