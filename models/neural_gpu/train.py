@@ -114,7 +114,7 @@ class LengthBatches:
     inputs average ~24 symbols instead of 40, and the Neural GPU's cost grows as length^2."""
 
     def __init__(self, ex: Examples, batch: int):
-        self.ex, self.batch = ex, batch
+        self.batch = batch
         self.buckets = [np.flatnonzero(ex.lengths // 4 == b) for b in np.unique(ex.lengths // 4)]
         self.p = np.array([len(b) for b in self.buckets], dtype=np.float64) / len(ex)
 
@@ -126,7 +126,7 @@ class LengthBatches:
 def gold_weight(cfg: TrainConfig, step: int) -> float:
     if not cfg.memory_layer or cfg.gold_decay_steps <= 0:
         return 0.0
-    return max(cfg.gold_floor, 1.0 - step / cfg.gold_decay_steps) if step < cfg.gold_decay_steps else cfg.gold_floor
+    return max(cfg.gold_floor, 1.0 - step / cfg.gold_decay_steps)   # linear to the floor, then flat
 
 
 def train_step(model, net, opt, ex: Examples, idx: np.ndarray, cfg: TrainConfig, step: int) -> dict:
