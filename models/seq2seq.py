@@ -91,19 +91,32 @@ class AttentionSeq2Seq(nn.Module):
         mixed = torch.tanh(self.mem_mix(torch.cat([flat, mem], -1))).reshape(B, T, U)
         return mixed, out.loss.mean(), values.reshape(B, T)
 
+    def start(self, src: torch.Tensor) -> dict:
+        """Encode src (B, S) once for step-by-step decoding: what ``step`` reads."""
+        enc, state = self.encode(src)
+        return {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state}
+
+    def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One decoder step for every row: prev (N, 1) tokens -> logits (N, 1, V) and the memory's
+        values (N, 1) or None; ``ctx["state"]`` advances. Only ``active`` (N,) rows query memory."""
+        dec, ctx["state"] = self.decoder(self.embed_out(prev), ctx["state"])
+        att = self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+        values = None
+        if self.memory is not None:
+            att, _, values = self._with_memory(att, None, False, active[:, None], None)
+        return self.out(att), values
+
     def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None, *, update: bool = False,
                 max_len: int | None = None, sources: torch.Tensor | None = None, **_) -> DecoderOutput:
         """src (B, S). With ``tgt`` (B, T): teacher forcing, labels = tgt (PAD positions skipped);
         ``update`` writes memory. Without: greedy decoding of ``max_len`` (default S) steps.
         ``sources`` (B,): provenance stored with written slots (example indices)."""
         B, S = src.shape
-        pad = src == self.cfg.pad
-        enc, state = self.encode(src)
-        keys = self.att_k(enc)
+        ctx = self.start(src)
         go = torch.full((B, 1), self.go, dtype=torch.long, device=src.device)
         if tgt is not None:
-            dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), state)
-            att = self._attend(dec, enc, keys, pad)
+            dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), ctx["state"])
+            att = self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
             loss, values = att.new_zeros(()), None
             if self.memory is not None:
                 att, loss, values = self._with_memory(att, tgt, update, tgt != self.cfg.pad, sources)
@@ -111,14 +124,12 @@ class AttentionSeq2Seq(nn.Module):
         logits, values, prev = [], [], go
         done = torch.zeros(B, dtype=torch.bool, device=src.device)
         for _ in range(max_len or S):
-            dec, state = self.decoder(self.embed_out(prev), state)
-            att = self._attend(dec, enc, keys, pad)
-            if self.memory is not None:
-                att, _, v = self._with_memory(att, None, False, ~done[:, None], None)
+            step_logits, v = self.step(prev, ctx, ~done)
+            logits.append(step_logits)
+            if v is not None:
                 values.append(v)
-            logits.append(self.out(att))
-            prev = logits[-1].argmax(-1)
+            prev = step_logits.argmax(-1)
             done |= prev[:, 0] == self.cfg.eos
             if done.all():
                 break
-        return DecoderOutput(torch.cat(logits, 1), att.new_zeros(()), torch.cat(values, 1) if values else None)
+        return DecoderOutput(torch.cat(logits, 1), logits[0].new_zeros(()), torch.cat(values, 1) if values else None)

@@ -145,15 +145,18 @@ def train_hogwild(train_fn, cfg, address: str, model: torch.nn.Module) -> dict:
 
 
 @contextlib.contextmanager
-def memory_server(memory: str):
+def memory_server(memory: str, data_dir: Path | None = None):
     """Yield the address to train against: ``memory`` itself, or a server started for the run
-    when it is "spawn" (stopped with SIGTERM afterwards, which snapshots nothing: no data dir)."""
+    when it is "spawn", stopped with SIGTERM afterwards. With ``data_dir`` that server restores
+    the memories snapshotted there and snapshots them again when it stops (life-long memories
+    survive ``--resume``); without, it keeps nothing."""
     if memory != "spawn":
         yield memory
         return
     from server.spawn import spawn_server  # noqa: PLC0415
 
-    proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0")
+    keep = ("--data-dir", str(data_dir)) if data_dir else ()
+    proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0", *keep)
     print(f"started raremem-server on {address}", flush=True)
     try:
         yield address
@@ -162,16 +165,17 @@ def memory_server(memory: str):
         proc.wait(timeout=60)
 
 
-def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "") -> int:
+def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir: Path | None = None) -> int:
     """A trainer's ``main``: one replica (plain or under torchrun) or ``cfg.hogwild`` of them,
     against ``cfg.memory`` (a server started for the run when "spawn"). ``parameters_only()``
     builds the model without a memory backend (Hogwild's shared parameters). ``show_memory``:
-    a memory whose ``raremem-admin stats`` a spawned server prints before it stops."""
+    a memory whose ``raremem-admin stats`` a spawned server prints before it stops; ``data_dir``:
+    where a spawned server keeps its memories (see ``memory_server``)."""
     replica = from_env()
     if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
         raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
     try:
-        with memory_server(cfg.memory) as address:
+        with memory_server(cfg.memory, data_dir) as address:
             if cfg.hogwild:
                 torch.manual_seed(cfg.seed)
                 summary = train_hogwild(train_fn, cfg, address, parameters_only())

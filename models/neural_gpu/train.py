@@ -6,7 +6,8 @@
     python -m models.neural_gpu.train --memory HOST:PORT --hogwild 2 ...  # replicas, one memory
     torchrun --nproc-per-node 2 -m models.neural_gpu.train --memory HOST:PORT ...
 
-The memory is life-long: never cleared, one memory for all replicas (``synthetic/<arch>``).
+The memory is life-long: never cleared, one memory for all replicas (``synthetic/<arch>``); a
+spawned server keeps it in ``<out>/memory``, so ``--resume`` continues it.
 At the end the test set is decoded greedily (``eval.json``: fully correct sequences, the
 metric of Table 2) and, with memory, the function coverage and ``raremem-admin stats`` of the
 trained memory are recorded. Checkpoints resume exactly (see models/training.py).
@@ -217,7 +218,8 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
 
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
-    return run_trainer(cfg, train, lambda: make_model(cfg, None), memory_name(cfg) if cfg.memory_layer else "")
+    return run_trainer(cfg, train, lambda: make_model(cfg, None), memory_name(cfg) if cfg.memory_layer else "",
+                       data_dir=Path(cfg.out) / "memory")
 
 
 if __name__ == "__main__":

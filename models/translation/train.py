@@ -1,0 +1,199 @@
+"""Train the GNMT-style translator (Multi30k En->De) with or without memory, through raremem.
+
+    python -m models.translation.train --out runs/translation/memory                    # + memory
+    python -m models.translation.train --out runs/translation/baseline --no-memory-layer
+    python -m models.translation.train --memory HOST:PORT --hogwild 2 ...               # replicas
+    torchrun --nproc-per-node 2 -m models.translation.train --memory HOST:PORT ...
+
+Loss = label-smoothed cross-entropy + memory_loss_weight x memory loss; under teacher forcing
+every target position of a batch is one memory call with updates (values = target subword ids).
+The memory is life-long (``translation/gnmt`` unless named). With ``--memory spawn`` the server
+keeps its memories in ``<out>/memory`` (snapshot at the end, restored by ``--resume`` and by
+the evaluation). Validation BLEU (greedy, sacrebleu) every ``val_every`` steps.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from models.distributed import Replica, bind_shared
+from models.memory_layer import make_backend
+from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+from models.training import (RunFiles, end_training, initial_weights, parse_config, resume_replica, run_trainer,
+                             save_checkpoint, stop_flag)
+from models.translation import data, subwords
+from models.translation.evaluate import bleu, pad_batch, translate
+
+
+@dataclass
+class TrainConfig:
+    memory_layer: bool = True       # False: the GNMT baseline (same model, no memory)
+    memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
+    memory_name: str = "translation/gnmt"
+    token: str = ""
+    out: str = "runs/translation/memory"
+    data_dir: str = str(data.DEFAULT_DATA)
+    spm: str = "runs/translation/spm-8000.model"   # trained on the training set if absent
+    vocab: int = 8000
+    steps: int = 20_000
+    minutes: float = 0.0            # stop after this wall time too (0 = no limit)
+    batch: int = 64
+    max_tokens: int = 64            # training pairs longer than this (either side) are skipped
+    units: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    memory_size: int = 32_768
+    choose_k: int = 256
+    age_noise: float = 8.0
+    alpha: float = 0.1
+    lr: float = 1e-3
+    clip: float = 5.0
+    label_smoothing: float = 0.1
+    memory_loss_weight: float = 0.5
+    bf16: bool = False
+    val_every: int = 1000           # steps between validation BLEU (0 = none)
+    val_sentences: int = 256        # first lines of val, greedy
+    checkpoint_every: int = 500
+    seed: int = 0
+    threads: int = 0
+    resume: bool = False
+    init: str = ""
+    hogwild: int = 0
+
+    def validate(self) -> "TrainConfig":
+        if self.batch < 1 or self.steps < 0 or self.hogwild < 0 or self.max_tokens < 2:
+            raise ValueError("batch >= 1, steps >= 0, hogwild >= 0, max_tokens >= 2")
+        if self.memory_layer and self.memory_size < self.batch * self.max_tokens:
+            raise ValueError("memory_size must hold one batch of writes (batch x max_tokens)")
+        return self
+
+    @property
+    def row(self) -> str:
+        return "GNMT" + (" + memory" if self.memory_layer else "")
+
+
+def load_subwords(cfg: TrainConfig) -> subwords.Subwords:
+    """The joint En+De model at ``cfg.spm``, trained on the training set the first time."""
+    path = Path(cfg.spm)
+    if not path.is_file():
+        train = data.load("train", Path(cfg.data_dir))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        subwords.train(train.source + train.target, tmp, cfg.vocab)
+        tmp.replace(path)   # several trainers may race here: each writes the same model whole
+    return subwords.Subwords(path)
+
+
+def make_model(cfg: TrainConfig, address: str | None, vocab: int) -> AttentionSeq2Seq:
+    mc = Seq2SeqConfig(src_vocab=vocab, tgt_vocab=vocab, units=cfg.units, layers=cfg.layers,
+                       bidirectional_first=True, dropout=cfg.dropout, memory=cfg.memory_layer,
+                       pad=subwords.PAD, go=subwords.BOS, eos=subwords.EOS)
+    backend = None
+    if cfg.memory_layer and address:
+        backend = make_backend(address, cfg.memory_name, cfg.units, cfg.memory_size, token=cfg.token or None,
+                               choose_k=cfg.choose_k, age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed)
+    return AttentionSeq2Seq(mc, backend)
+
+
+class Corpus:
+    """Encoded training pairs (each side + EOS) in buckets of similar target length."""
+
+    def __init__(self, sw: subwords.Subwords, pairs: data.Parallel, max_tokens: int, batch: int):
+        src, tgt = sw.encode(pairs.source), sw.encode(pairs.target)
+        keep = [i for i in range(len(src)) if len(src[i]) < max_tokens and len(tgt[i]) < max_tokens]
+        self.index = np.array(keep)
+        self.src = [src[i] + [subwords.EOS] for i in keep]
+        self.tgt = [tgt[i] + [subwords.EOS] for i in keep]
+        lengths = np.array([len(t) for t in self.tgt]) // 4
+        self.buckets = [np.flatnonzero(lengths == b) for b in np.unique(lengths)]
+        self.p = np.array([len(b) for b in self.buckets], dtype=np.float64) / len(keep)
+        self.batch = batch
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        bucket = self.buckets[rng.choice(len(self.buckets), p=self.p)]
+        return rng.choice(bucket, size=min(self.batch, len(bucket)), replace=False)
+
+    def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(src (B, S), tgt (B, T), training line numbers (B,))."""
+        return (pad_batch([self.src[i] for i in idx]), pad_batch([self.tgt[i] for i in idx]),
+                torch.from_numpy(self.index[idx]))
+
+
+def train_step(model, net, opt, corpus: Corpus, idx: np.ndarray, cfg: TrainConfig) -> dict:
+    model.train()
+    src, tgt, lines = corpus.tensors(idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext():
+        out = net(src, tgt, update=True, sources=lines)
+    ce = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), tgt.reshape(-1),
+                         ignore_index=subwords.PAD, label_smoothing=cfg.label_smoothing)
+    loss = ce + cfg.memory_loss_weight * out.memory_loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    row = {"loss": loss.item(), "ce": ce.item(), "memory_loss": out.memory_loss.item(),
+           "tokens": int((tgt != subwords.PAD).sum())}
+    if out.memory_values is not None:  # how often the memory's nearest value is the next token
+        real = tgt != subwords.PAD
+        row["memory_accuracy"] = float((out.memory_values[real] == tgt[real]).float().mean())
+    return row
+
+
+def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
+          shared: dict[str, torch.Tensor] | None = None) -> dict:
+    replica = replica or Replica()
+    files = RunFiles(cfg, replica)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + replica.rank)
+    rng = np.random.default_rng([cfg.seed, replica.rank])
+    sw = load_subwords(cfg)
+    corpus = Corpus(sw, data.load("train", Path(cfg.data_dir)), cfg.max_tokens, cfg.batch)
+    val = data.load("val", Path(cfg.data_dir))
+    val_src, val_ref = val.source[:cfg.val_sentences], val.target[:cfg.val_sentences]
+    model = make_model(cfg, address, len(sw))
+    if shared is not None:
+        bind_shared(model, shared)
+    else:
+        initial_weights(model, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
+    net = replica.wrap(model)
+    stop = stop_flag()
+    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.row, unit="step", dynamic_ncols=True, disable=not replica.main)
+    start = time.perf_counter() - wall
+    while step < cfg.steps:
+        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
+        if replica.any(stop["now"] or late):
+            break
+        row = train_step(model, net, opt, corpus, corpus.sample(rng), cfg)
+        step += 1
+        bar.update(1)
+        row = {"step": step, "wall": time.perf_counter() - start, **row}
+        if replica.main and cfg.val_every and step % cfg.val_every == 0:
+            row["val_bleu"] = bleu(translate(model, sw, val_src, width=1), val_ref)["bleu"]
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "memory_accuracy", "val_bleu")})
+        files.row(row)
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
+    return end_training(files, bar, model, opt, cfg, step, rng, start, replica)
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
+    return run_trainer(cfg, train, lambda: make_model(cfg, None, cfg.vocab), cfg.memory_name if cfg.memory_layer else "",
+                       data_dir=Path(cfg.out) / "memory")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
