@@ -48,7 +48,8 @@ class AttentionSeq2Seq(nn.Module):
         self.embed_out = nn.Embedding(cfg.tgt_vocab + (cfg.go < 0), u)
         if cfg.bidirectional_first:   # u/2 each way; the decoder starts from zeros
             self.first = nn.LSTM(u, u // 2, 1, batch_first=True, bidirectional=True)
-            self.encoder = nn.LSTM(u, u, cfg.layers - 1, batch_first=True, dropout=cfg.dropout) if cfg.layers > 1 else None
+            self.encoder = nn.LSTM(u, u, cfg.layers - 1, batch_first=True,
+                                   dropout=cfg.dropout if cfg.layers > 2 else 0.0) if cfg.layers > 1 else None
         else:                         # the decoder starts from the encoder's final state
             self.first = None
             self.encoder = nn.LSTM(u, u, cfg.layers, batch_first=True, dropout=cfg.dropout)

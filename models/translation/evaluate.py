@@ -30,7 +30,7 @@ def pad_batch(rows: list[list[int]]) -> torch.Tensor:
 
 def _batches(lengths: list[int], batch: int):
     """Indices in batches of similar length (longest first: the slowest batch shows up early)."""
-    order = np.argsort(lengths, kind="stable")[::-1]
+    order = np.argsort(lengths, kind="stable")[::-1].copy()
     for i in range(0, len(order), batch):
         yield order[i:i + batch]
 

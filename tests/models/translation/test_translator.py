@@ -1,0 +1,151 @@
+"""The translator: beam search against exhaustive search, the context pass (memory changes,
+weights do not), a short training run through a real server, and the evaluation's copy of the
+trained memory (the trained snapshot is never written)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from client import MemoryClient
+from models.memory_layer import make_backend
+from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+from models.training import parameters_digest
+from models.translation import report
+from models.translation.beam import beam_search
+from models.translation.data import DEFAULT_DATA, load
+from models.translation.evaluate import context_pass, rare_recall, word_counts
+from models.translation.subwords import BOS, EOS, PAD
+from models.translation.train import TrainConfig, train
+
+needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
+
+
+def tiny_model(vocab: int = 6, memory_backend=None, seed: int = 0) -> AttentionSeq2Seq:
+    torch.manual_seed(seed)
+    cfg = Seq2SeqConfig(src_vocab=vocab, tgt_vocab=vocab, units=8, layers=2, bidirectional_first=True, dropout=0.0,
+                        memory=memory_backend is not None, pad=PAD, go=BOS, eos=EOS)
+    model = AttentionSeq2Seq(cfg, memory_backend)
+    with torch.no_grad():   # sharper outputs, EOS less likely (else "" wins every search), never PAD
+        model.out.weight.mul_(3)
+        model.out.bias[EOS] -= 1.5
+        model.out.bias[PAD] = -100.0
+    return model.eval()
+
+
+def sequence_score(model, src: torch.Tensor, seq: list[int], penalty: float) -> float:
+    """Teacher-forced log-probability of ``seq`` (ending in EOS or cut at the length limit),
+    divided by GNMT's length penalty: the quantity beam search maximises."""
+    out = model(src, torch.tensor([seq]))
+    logp = out.logits[0].log_softmax(-1)
+    total = sum(logp[t, tok].item() for t, tok in enumerate(seq))
+    length = len([t for t in seq if t != EOS]) + 1
+    return total / ((5.0 + length) / 6.0) ** penalty
+
+
+@pytest.mark.parametrize("seed", range(6))   # best = "" (0), = greedy (2), neither
+def test_wide_beam_equals_exhaustive_search_and_width_one_is_greedy(seed):
+    model = tiny_model(seed=seed)
+    src = torch.tensor([[4, 5, 4, EOS]])
+    tokens, max_len, penalty = [t for t in range(6) if t != PAD], 3, 0.6
+    candidates = [list(p) + [EOS] for n in range(max_len) for p in itertools.product([t for t in tokens if t != EOS], repeat=n)]
+    candidates += [list(p) for p in itertools.product(tokens, repeat=max_len) if EOS not in p]   # cut at the limit
+    with torch.no_grad():
+        best = max(candidates, key=lambda s: sequence_score(model, src, s, penalty))
+        found = beam_search(model, src, width=len(tokens) ** max_len, max_len=max_len, length_penalty=penalty)
+        greedy = model(src, max_len=max_len).logits.argmax(-1)[0].tolist()
+    assert found == [[t for t in best if t != EOS]]
+    greedy = greedy[:greedy.index(EOS)] if EOS in greedy else greedy
+    assert beam_search(model, src, width=1, max_len=max_len) == [greedy]
+
+
+def test_beam_rows_do_not_mix():
+    """Each sentence's beams stay its own: a batch decodes as its rows alone (equal lengths, so
+    padding plays no part)."""
+    model = tiny_model(vocab=9, seed=3)
+    src = torch.tensor([[4, 5, 6, 7, EOS], [8, 4, 4, 6, EOS], [5, 7, 8, 8, EOS]])
+    together = beam_search(model, src, width=3, max_len=6)
+    alone = [beam_search(model, src[i:i + 1], width=3, max_len=6)[0] for i in range(3)]
+    assert together == alone
+
+
+def test_rare_recall_counts_clipped_occurrences_of_rare_words():
+    counts = word_counts(["ein Hund läuft", "ein Hund", "ein Dackel"])
+    result = rare_recall(["ein Dackel Dackel"], ["ein Dackel und ein Pudel Dackel"], counts, at_most=1)
+    # rare: Dackel x2, und, Pudel (unseen) -> 4 occurrences; hypothesis has Dackel twice
+    assert result == {"rare_words": 4, "rare_recalled": 2, "rare_recall": 0.5}
+
+
+@needs_data
+def test_context_pass_changes_memory_but_not_parameters(server, tmp_path):
+    from models.translation.subwords import train as train_subwords
+
+    pairs = load("test_2016_flickr")
+    sw = train_subwords(pairs.source + pairs.target, tmp_path / "sp.model", vocab_size=500)
+    backend = make_backend(server[0], "translation/ctx", 8, 2048, choose_k=16)
+    model = tiny_model(vocab=len(sw), memory_backend=backend)
+    before, digest = backend.client.stats("translation/ctx"), parameters_digest(model)
+    writes = context_pass(model, sw, pairs.source[:20], pairs.target[:20], passes=3, batch=8)
+    after = backend.client.stats("translation/ctx")
+    assert parameters_digest(model) == digest
+    assert writes == 3 * sum(len(t) + 1 for t in sw.encode(pairs.target[:20]))
+    assert before["info"]["filled"] == 0 and after["info"]["filled"] > 0
+    assert after["lookups"] - before["lookups"] == writes
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """Two short runs (baseline, memory) sharing one small subword model, through a real server."""
+    from tests.conftest import running_server
+
+    tmp = tmp_path_factory.mktemp("translation")
+    common = dict(spm=str(tmp / "sp.model"), vocab=1000, steps=40, batch=16, units=32, layers=2, dropout=0.0,
+                  memory_size=2048, choose_k=16, val_every=20, val_sentences=8, checkpoint_every=1000, threads=2,
+                  lr=3e-3)
+    summaries = {}
+    with running_server(tmp / "server") as (address, _):
+        for name, memory in (("baseline", False), ("memory", True)):
+            cfg = TrainConfig(memory_layer=memory, memory=address, out=str(tmp / name), **common)
+            summaries[name] = train(cfg, address)
+        with MemoryClient(address) as c:
+            stats = c.stats(cfg.memory_name)
+            c.snapshot(cfg.memory_name)   # where a spawned server would have put it at the end
+    (tmp / "memory" / "memory").mkdir()
+    (tmp / "server" / "translation").rename(tmp / "memory" / "memory" / "translation")
+    return tmp, summaries, stats
+
+
+@needs_data
+def test_short_training_run_through_a_server_lowers_the_loss(trained_runs):
+    tmp, summaries, stats = trained_runs
+    for name in ("baseline", "memory"):
+        rows = [json.loads(line) for line in open(tmp / name / "metrics.jsonl")]
+        first, last = np.mean([r["ce"] for r in rows[:5]]), np.mean([r["ce"] for r in rows[-5:]])
+        assert summaries[name]["steps"] == 40 and last < first - 0.5, (name, first, last)
+        assert [r["step"] for r in rows if "val_bleu" in r] == [20, 40]
+        assert all(math.isfinite(r["loss"]) for r in rows)
+    assert stats["lookups"] > 0 and stats["info"]["filled"] > 0           # the memory took every target token
+
+
+@needs_data
+def test_evaluation_writes_a_copy_never_the_trained_memory(trained_runs):
+    tmp, _, _ = trained_runs
+    snapshot = tmp / "memory" / "memory" / "translation" / "gnmt.npz"
+    digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    result = report.evaluate_split(tmp / "baseline", tmp / "memory", "test_2016_flickr", width=2, limit=12, passes=3)
+    assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == digest
+    rows = result["rows"]
+    assert set(rows) == set(report.PAPER)
+    assert rows["GNMT + memory, even-line context"]["full"] is None                # only odd lines are decoded
+    even = rows["GNMT + memory, even-line context"]
+    assert even["context_lines"] == 6 and even["parameters_unchanged"] and even["context_writes"] > 0
+    assert rows["GNMT + memory"]["context_writes"] == 0
+    assert all(0 <= r["odd"]["bleu"] <= 100 for r in rows.values())
+    assert all(len(h) == 12 for h in result["hypotheses"].values())
+    assert "GNMT" in report.tables([result])
