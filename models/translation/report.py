@@ -5,6 +5,7 @@ memory (restored under another name on a server of its own); the trained one is 
 
     python -m models.translation.report --split test_2016_flickr     # -> runs/translation/eval-<split>.json
     python -m models.translation.report --split newstest2014
+    python -m models.translation.report --split newstest2014 --models baseline   # one model now, the other later
     python -m models.translation.report --tables                     # -> results/translation.{md,json}
 """
 
@@ -21,12 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import matplotlib
+import numpy as np
+
+from client import MemoryClient
 from models import runinfo
 from models.training import memory_server, parameters_digest
 from models.translation import data
 from models.translation.evaluate import bleu, context_pass, rare_hits, rare_recall, translate, word_counts
 from models.translation.subwords import Subwords
 from models.translation.train import TrainConfig, make_model
+from server.persistence import default_file
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 COPY = "translation/eval-copy"
 PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
@@ -52,64 +61,64 @@ def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
     return {**bleu(h, r), **rare_recall(h, r, counts)}
 
 
-def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: int, passes: int) -> dict:
+def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: int, passes: int,
+                   models: tuple[str, ...] = ("baseline", "memory"), earlier: dict | None = None) -> dict:
+    """Decode ``split`` with the rows of ``models``; rows of ``earlier`` (the same split, lines and
+    width, decoded before) are kept, so the baseline can be decoded while the memory model trains."""
     test = data.load(split, Path(TrainConfig().data_dir))
     src, ref = test.source[:limit or None], test.target[:limit or None]
     odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
-    b_cfg, b_model, sw, b_summary = load_run(baseline, None)
-    counts = word_counts(data.load("train", Path(b_cfg.data_dir)).target)
-    rows, hyps = {}, {}
+    counts = word_counts(data.load("train", Path(TrainConfig().data_dir)).target)
+    same = earlier and (earlier["lines"], earlier["beam_width"], earlier["context_passes"]) == (len(src), width, passes)
+    rows, hyps = (dict(earlier["rows"]), dict(earlier["hypotheses"])) if same else ({}, {})
+    stamp = {"machine": runinfo.machine(), "command": runinfo.command()}
 
     def record(name, summary, hyp, lines_full, seconds, **extra):
         rows[name] = {"full": _scores(hyp, ref, lines_full, counts) if lines_full else None,
                       "odd": _scores(hyp, ref, odd, counts), "decode_seconds": round(seconds, 1),
                       "train_steps": summary["steps"], "train_minutes": round(summary["wall_seconds"] / 60, 1),
-                      **extra}
+                      **extra, **stamp}
         hyps[name] = hyp
         print(f"{split} {name}: " + json.dumps({k: v for k, v in rows[name].items() if k in ("full", "odd")}), flush=True)
 
-    t0 = time.perf_counter()
-    record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
-
-    m_ckpt_cfg = TrainConfig(**torch.load(memory / "checkpoint.pt", map_location="cpu", weights_only=False)["config"])
-    with tempfile.TemporaryDirectory() as tmp:     # the server writes here, never into the run
-        shutil.copytree(memory / "memory", Path(tmp) / "memory")
-        with memory_server("spawn", Path(tmp) / "memory") as address:
-            from client import MemoryClient  # noqa: PLC0415
-            from server.persistence import default_file  # noqa: PLC0415
-
-            client = MemoryClient(address)
-            trained = default_file(m_ckpt_cfg.memory_name)
-            client.restore(COPY, trained)
-            _, model, _, summary = load_run(memory, address, COPY)
-            digest = parameters_digest(model)
-
-            def fresh(context: list[int]) -> dict:
-                """Restore the copy, pass ``context`` lines through memory updates; what it did."""
+    if "baseline" in models:
+        t0 = time.perf_counter()
+        _, b_model, sw, b_summary = load_run(baseline, None)
+        record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
+    if "memory" in models:
+        trained = default_file(TrainConfig(**torch.load(memory / "checkpoint.pt", map_location="cpu",
+                                                        weights_only=False)["config"]).memory_name)
+        with tempfile.TemporaryDirectory() as tmp:     # the server writes here, never into the run
+            shutil.copytree(memory / "memory", Path(tmp) / "memory")
+            with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
                 client.restore(COPY, trained)
-                before = client.stats(COPY)["info"]["filled"]
-                writes = context_pass(model, sw, [src[i] for i in context], [ref[i] for i in context], passes) \
-                    if context else 0
-                after = client.stats(COPY)
-                assert parameters_digest(model) == digest, "a context pass changed the weights"
-                return {"context_lines": len(context), "context_writes": writes, "filled_before": before,
-                        "filled_after": after["info"]["filled"], "parameters_unchanged": True}
+                _, model, sw, summary = load_run(memory, address, COPY)
+                digest = parameters_digest(model)
 
-            for name, context, decode in (("GNMT + memory", [], range(len(src))),
-                                          ("GNMT + memory, even-line context", even, odd),
-                                          ("GNMT + memory, whole-test context", list(range(len(src))), range(len(src)))):
-                t0 = time.perf_counter()
-                ctx = fresh(context)
-                decoded = translate(model, sw, [src[i] for i in decode], width)
-                hyp = [""] * len(src)
-                for i, text in zip(decode, decoded, strict=True):
-                    hyp[i] = text
-                full = range(len(src)) if len(decode) == len(src) else None
-                record(name, summary, hyp, full, time.perf_counter() - t0, **ctx)
-            client.close()
-    examples = worked_examples(src, ref, hyps, odd, counts)
+                def fresh(context: list[int]) -> dict:
+                    """Restore the copy, pass ``context`` lines through memory updates; what it did."""
+                    client.restore(COPY, trained)
+                    before = client.stats(COPY)["info"]["filled"]
+                    writes = context_pass(model, sw, [src[i] for i in context], [ref[i] for i in context],
+                                          passes) if context else 0
+                    assert parameters_digest(model) == digest, "a context pass changed the weights"
+                    return {"context_lines": len(context), "context_writes": writes, "filled_before": before,
+                            "filled_after": client.stats(COPY)["info"]["filled"], "parameters_unchanged": True}
+
+                everything = list(range(len(src)))
+                for name, context, decode in (("GNMT + memory", [], everything),
+                                              ("GNMT + memory, even-line context", even, odd),
+                                              ("GNMT + memory, whole-test context", everything, everything)):
+                    t0 = time.perf_counter()
+                    ctx = fresh(context)
+                    hyp = [""] * len(src)
+                    for i, text in zip(decode, translate(model, sw, [src[i] for i in decode], width), strict=True):
+                        hyp[i] = text
+                    record(name, summary, hyp, everything if decode is everything else None,
+                           time.perf_counter() - t0, **ctx)
+    examples = worked_examples(src, ref, hyps, odd, counts) if len(hyps) == len(PAPER) else []
     return {"split": split, "lines": len(src), "beam_width": width, "context_passes": passes, "rows": rows,
-            "examples": examples, "hypotheses": hyps, "machine": runinfo.machine(), "command": runinfo.command()}
+            "examples": examples, "hypotheses": hyps}
 
 
 def worked_examples(src, ref, hyps, lines, counts, n: int = 3) -> list[dict]:
@@ -159,6 +168,38 @@ def tables(parts: list[dict]) -> str:
     return "\n".join(md) + "\n"
 
 
+def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
+    """A table of what each model's training got (steps, time, last validation BLEU) and the
+    curves (cross-entropy, validation BLEU) in results/translation_curves.png."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    md = ["", "| model | steps | train time | sentences seen | last val BLEU (greedy, 256 lines) | machine, commit |",
+          "|---|---:|---:|---:|---:|---|"]
+    info = {}
+    for name, run in runs.items():
+        rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+        record = json.loads((run / "run.json").read_text())
+        summary = json.loads((run / "replica-0.json").read_text())
+        val = [r for r in rows if "val_bleu" in r]
+        ce = np.convolve([r["ce"] for r in rows], np.ones(50) / 50, mode="valid")
+        a.plot([r["step"] for r in rows][49:], ce, label=name)
+        b.plot([r["step"] for r in val], [r["val_bleu"] for r in val], marker="o", label=name)
+        m = record["machine"]
+        info[name] = {"steps": summary["steps"], "train_minutes": round(summary["wall_seconds"] / 60, 1),
+                      "sentences": summary["steps"] * record["config"]["batch"],
+                      "val_bleu": val[-1]["val_bleu"] if val else None, "command": record["command"], "machine": m}
+        md.append(f"| {name} | {summary['steps']:,} | {info[name]['train_minutes']} min | {info[name]['sentences']:,} | "
+                  f"{info[name]['val_bleu']} | {m.get('cpu', '?')}, `{m.get('commit', '?')}` |")
+    a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
+    b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
+    for ax in (a, b):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(runinfo.ROOT / "results" / "translation_curves.png", dpi=120)
+    md += ["", "Commands: " + "; ".join(f"{n}: `{i['command']}`" for n, i in info.items()), ""]
+    return md, info
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"))
@@ -167,6 +208,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first lines only (0 = all)")
     p.add_argument("--width", type=int, default=4)
     p.add_argument("--passes", type=int, default=3)
+    p.add_argument("--models", nargs="+", choices=("baseline", "memory"), default=["baseline", "memory"],
+                   help="decode these rows (the others are kept from an earlier eval file of the same split)")
     p.add_argument("--tables", action="store_true", help="results/translation.{md,json} from the eval files")
     p.add_argument("--splits", nargs="+", default=["test_2016_flickr", "newstest2014"])
     p.add_argument("--threads", type=int, default=0)
@@ -175,12 +218,16 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.split:
-        result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes)
-        (a.memory.parent / f"eval-{a.split}.json").write_text(json.dumps(result, indent=1))
+        path = a.memory.parent / f"eval-{a.split}.json"
+        earlier = json.loads(path.read_text()) if path.is_file() else None
+        result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier)
+        path.write_text(json.dumps(result, indent=1))
     if a.tables:
         parts = [json.loads((a.memory.parent / f"eval-{s}.json").read_text()) for s in a.splits]
-        md = tables(parts) + (Path(a.notes).read_text() if a.notes else "")
-        runinfo.write_results("translation", [{k: v for k, v in p.items() if k != "hypotheses"} for p in parts], md.splitlines())
+        train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory})
+        md = tables(parts).splitlines() + train_md + (Path(a.notes).read_text().splitlines() if a.notes else [])
+        runinfo.write_results("translation", {"training": train_info, "evaluations": [
+            {k: v for k, v in p.items() if k != "hypotheses"} for p in parts]}, md)
     return 0
 
 

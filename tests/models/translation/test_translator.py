@@ -16,7 +16,7 @@ import torch
 from client import MemoryClient
 from models.memory_layer import make_backend
 from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from models.training import parameters_digest
+from models.training import memory_server, parameters_digest
 from models.translation import report
 from models.translation.beam import beam_search
 from models.translation.data import DEFAULT_DATA, load
@@ -138,10 +138,13 @@ def test_evaluation_writes_a_copy_never_the_trained_memory(trained_runs):
     tmp, _, _ = trained_runs
     snapshot = tmp / "memory" / "memory" / "translation" / "gnmt.npz"
     digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()
-    result = report.evaluate_split(tmp / "baseline", tmp / "memory", "test_2016_flickr", width=2, limit=12, passes=3)
+    args = (tmp / "baseline", tmp / "memory", "test_2016_flickr", 2, 12, 3)
+    first = report.evaluate_split(*args, models=("baseline",))          # one model now, the other later
+    assert set(first["rows"]) == {"GNMT"} and first["examples"] == []
+    result = report.evaluate_split(*args, models=("memory",), earlier=first)
     assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == digest
     rows = result["rows"]
-    assert set(rows) == set(report.PAPER)
+    assert set(rows) == set(report.PAPER) and rows["GNMT"] == first["rows"]["GNMT"]
     assert rows["GNMT + memory, even-line context"]["full"] is None                # only odd lines are decoded
     even = rows["GNMT + memory, even-line context"]
     assert even["context_lines"] == 6 and even["parameters_unchanged"] and even["context_writes"] > 0
@@ -149,3 +152,26 @@ def test_evaluation_writes_a_copy_never_the_trained_memory(trained_runs):
     assert all(0 <= r["odd"]["bleu"] <= 100 for r in rows.values())
     assert all(len(h) == 12 for h in result["hypotheses"].values())
     assert "GNMT" in report.tables([result])
+
+
+@needs_data
+def test_resume_continues_exactly(trained_runs):
+    tmp, _, _ = trained_runs
+    common = dict(spm=str(tmp / "sp.model"), vocab=1000, batch=8, units=16, dropout=0.1, val_every=0,
+                  checkpoint_every=1000, threads=1, memory_layer=False, memory="local")
+    straight = train(TrainConfig(out=str(tmp / "straight"), steps=6, **common), "local")
+    train(TrainConfig(out=str(tmp / "halves"), steps=3, **common), "local")
+    resumed = train(TrainConfig(out=str(tmp / "halves"), steps=6, resume=True, **common), "local")
+    assert resumed["steps"] == 6 and resumed["parameters_sha256"] == straight["parameters_sha256"]
+
+
+def test_a_spawned_server_keeps_the_runs_memory_in_its_data_dir(tmp_path):
+    """``memory_server("spawn", dir)``: what one run's server learnt, the next one starts with."""
+    keys = np.eye(4, 8, dtype=np.float32)
+    with memory_server("spawn", tmp_path / "memory") as address, MemoryClient(address) as c:
+        c.create_memory("translation/gnmt", 8, 16)
+        c.write("translation/gnmt", keys, np.arange(4))
+    assert (tmp_path / "memory" / "translation" / "gnmt.npz").is_file()
+    with memory_server("spawn", tmp_path / "memory") as address, MemoryClient(address) as c:
+        slots = c.read_slots("translation/gnmt", start=0, stop=16)
+        assert sorted(slots["values"][slots["values"] >= 0].tolist()) == [0, 1, 2, 3]
