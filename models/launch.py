@@ -25,7 +25,7 @@ from rich.table import Table
 from client import MemoryClient
 from server.spawn import ROOT, spawn_server
 
-TRAINERS = ("omniglot", "neural_gpu")
+TRAINERS = ("omniglot", "neural_gpu", "translation")
 
 
 def trainer_command(trainer: str, mode: str, replicas: int, address: str, args: list[str]) -> list[str]:

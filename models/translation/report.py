@@ -43,8 +43,8 @@ PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
 
 
 def load_run(run: Path, address: str | None, memory_name: str = ""):
-    """(config, model with trained weights, training summary); with memory, the model's backend
-    is the memory ``memory_name`` on ``address``."""
+    """(model with the trained weights, subwords, training summary); with memory, the model's
+    backend is the memory ``memory_name`` on ``address``."""
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
     cfg = TrainConfig(**ckpt["config"])
     backend_cfg = dataclasses.replace(cfg, memory_name=memory_name or cfg.memory_name)
@@ -53,7 +53,7 @@ def load_run(run: Path, address: str | None, memory_name: str = ""):
     model.load_state_dict(ckpt["model"])
     model.eval()
     summary = json.loads((run / "replica-0.json").read_text())
-    return cfg, model, sw, summary
+    return model, sw, summary
 
 
 def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
@@ -83,7 +83,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
 
     if "baseline" in models:
         t0 = time.perf_counter()
-        _, b_model, sw, b_summary = load_run(baseline, None)
+        b_model, sw, b_summary = load_run(baseline, None)
         record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
     if "memory" in models:
         trained = default_file(TrainConfig(**torch.load(memory / "checkpoint.pt", map_location="cpu",
@@ -92,7 +92,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
             shutil.copytree(memory / "memory", Path(tmp) / "memory")
             with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
                 client.restore(COPY, trained)
-                _, model, sw, summary = load_run(memory, address, COPY)
+                model, sw, summary = load_run(memory, address, COPY)
                 digest = parameters_digest(model)
 
                 def fresh(context: list[int]) -> dict:
@@ -139,6 +139,10 @@ def _cell(score: dict | None, key: str = "bleu") -> str:
     return "—" if score is None else f"{score[key]:.2f}" if key == "bleu" else f"{score[key]:.3f}"
 
 
+def _paper(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
 def tables(parts: list[dict]) -> str:
     md = ["# Translation with memory (paper Table 3 analog)", "",
           "BLEU: sacrebleu on detokenised output, signature `" + parts[0]["rows"]["GNMT"]["odd"]["signature"] + "`. "
@@ -149,7 +153,7 @@ def tables(parts: list[dict]) -> str:
     md += [head, "|---|" + "---:|---:|" * len(parts) + "---|"]
     for name, (pf, po) in PAPER.items():
         cells = [f"{_cell(p['rows'][name]['full'])} | {_cell(p['rows'][name]['odd'])}" for p in parts]
-        md.append(f"| {name} | " + " | ".join(cells) + f" | {pf or '—'} / {po or '—'} |")
+        md.append(f"| {name} | " + " | ".join(cells) + f" | {_paper(pf)} / {_paper(po)} |")
     md += ["", "Rare words: recall of reference words seen at most twice in training (clipped counts; "
            "count of such word occurrences in brackets).", "",
            "| row | " + " | ".join(f"{p['split']} full | odd" for p in parts) + " |", "|---|" + "---:|---:|" * len(parts)]

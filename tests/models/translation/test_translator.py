@@ -22,7 +22,7 @@ from models.translation.beam import beam_search
 from models.translation.data import DEFAULT_DATA, load
 from models.translation.evaluate import context_pass, rare_recall, word_counts
 from models.translation.subwords import BOS, EOS, PAD
-from models.translation.train import TrainConfig, train
+from models.translation.train import TrainConfig, main, train
 
 needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
 
@@ -175,3 +175,16 @@ def test_a_spawned_server_keeps_the_runs_memory_in_its_data_dir(tmp_path):
     with memory_server("spawn", tmp_path / "memory") as address, MemoryClient(address) as c:
         slots = c.read_slots("translation/gnmt", start=0, stop=16)
         assert sorted(slots["values"][slots["values"] >= 0].tolist()) == [0, 1, 2, 3]
+
+
+@needs_data
+def test_hogwild_replicas_share_one_life_long_memory(trained_runs, server):
+    tmp, _, _ = trained_runs
+    out = tmp / "hogwild"
+    assert main(["--memory", server[0], "--hogwild", "2", "--out", str(out), "--spm", str(tmp / "sp.model"),
+                 "--vocab", "1000", "--steps", "3", "--batch", "8", "--units", "16", "--memory-size", "1024",
+                 "--choose-k", "16", "--val-every", "0"]) == 0
+    rows = [json.loads(line) for name in ("metrics.jsonl", "metrics-rank1.jsonl") for line in open(out / name)]
+    assert len(rows) == 6
+    with MemoryClient(server[0]) as c:
+        assert c.stats("translation/gnmt")["lookups"] == sum(r["tokens"] for r in rows)   # every target token, both
