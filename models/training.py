@@ -21,8 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tqdm import tqdm
+
 from models import runinfo
 from models.distributed import Replica, from_env, hogwild, share
+
+
+@dataclasses.dataclass
+class TrainerFlags:
+    """The flags every trainer has; a trainer's config adds its own and may change defaults."""
+    memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
+    token: str = ""                 # bearer token of the server
+    out: str = "runs"               # checkpoints, metrics, run record
+    steps: int = 1000
+    minutes: float = 0.0            # stop after this wall time too (0 = no limit)
+    checkpoint_every: int = 500
+    seed: int = 0
+    threads: int = 0                # torch threads per replica (0 = the cores shared out)
+    resume: bool = False
+    init: str = ""                  # start from this checkpoint's weights (fine-tuning)
+    hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -70,13 +88,31 @@ def save_checkpoint(out: Path, model, opt, cfg, step: int, rng: np.random.Genera
                      out / "checkpoint.pt")
 
 
-def end_training(files: "RunFiles", bar, model, opt, cfg, step: int, rng: np.random.Generator, start: float,
-                 replica: Replica) -> dict:
-    """After a replica's loop: close the progress bar, save the last checkpoint, write the summary."""
+def training_loop(cfg, replica: Replica, files: "RunFiles", model, opt, rng: np.random.Generator, step: int,
+                  wall: float, one_step, desc: str, show: tuple[str, ...] = ("loss",)) -> dict:
+    """Call ``one_step(step) -> metrics row`` (it trains step + 1, and may validate) until
+    ``cfg.steps``, ``cfg.minutes`` or SIGTERM, all replicas stopping together. Each row goes to
+    the metrics file and its ``show`` keys to the progress bar; checkpoints every
+    ``cfg.checkpoint_every`` steps and at the end. Returns the replica's summary, where
+    ``interrupted`` says SIGTERM stopped it (callers then skip long final work)."""
+    stop = stop_flag()
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, disable=not replica.main)
+    start = time.perf_counter() - wall
+    while step < cfg.steps:
+        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
+        if replica.any(stop["now"] or late):
+            break
+        row = one_step(step)
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in show})
+        files.row({"step": step, "wall": time.perf_counter() - start, **row})
+        if step % cfg.checkpoint_every == 0:
+            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
     bar.close()
     wall = time.perf_counter() - start
     save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
-    return files.finish(model, step, wall)
+    return files.finish(model, step, wall, interrupted=stop["now"])
 
 
 def resume_replica(out: Path, replica: Replica, opt, rng: np.random.Generator) -> tuple[int, float]:

@@ -26,27 +26,23 @@ from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
 from models.neural_gpu.evaluate import evaluate, function_coverage
 from models.neural_gpu.model import ModelConfig, build_model
 from models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from models.training import (RunFiles, end_training, initial_weights, parse_config, resume_replica, run_trainer,
-                             save_checkpoint, stop_flag)
+from models.training import (RunFiles, TrainerFlags, initial_weights, parse_config, resume_replica, run_trainer,
+                             training_loop)
 
 
 @dataclass
-class TrainConfig:
-    arch: str = "ngpu"              # "ngpu" (Extended Neural GPU) | "seq2seq" (2-layer LSTM + attention)
-    memory_layer: bool = True       # the memory rows of Table 2
-    memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
-    memory_name: str = ""           # default synthetic/<arch>
-    token: str = ""
+class TrainConfig(TrainerFlags):
     out: str = "runs/synthetic"
     steps: int = 2000
-    minutes: float = 0.0            # stop after this wall time too (0 = no limit)
+    arch: str = "ngpu"              # "ngpu" (Extended Neural GPU) | "seq2seq" (2-layer LSTM + attention)
+    memory_layer: bool = True       # the memory rows of Table 2
+    memory_name: str = ""           # default synthetic/<arch>
     batch: int = 32
     channels: int = 32              # Neural GPU channels: the paper's small model
     units: int = 256                # seq2seq LSTM units
@@ -72,12 +68,6 @@ class TrainConfig:
     eval_every: int = 500           # steps between quick evaluations (0 = none)
     eval_examples: int = 1000       # test examples in quick evaluations
     final_examples: int = 0         # test examples (and numbers of S for coverage) at the end; 0 = all
-    checkpoint_every: int = 500
-    seed: int = 0
-    threads: int = 0
-    resume: bool = False
-    init: str = ""
-    hogwild: int = 0
 
     def validate(self) -> "TrainConfig":
         if self.arch not in ("ngpu", "seq2seq"):
@@ -171,25 +161,16 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     net = replica.wrap(model)
     batches = LengthBatches(train_set, cfg.batch)
     quick = test_set.take(np.arange(min(cfg.eval_examples, len(test_set))))
-    stop = stop_flag()
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.row, unit="step", dynamic_ncols=True, disable=not replica.main)
-    start = time.perf_counter() - wall
-    while step < cfg.steps:
-        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
-        if replica.any(stop["now"] or late):
-            break
-        row = train_step(model, net, opt, train_set, batches.sample(rng), cfg, step)
-        step += 1
-        bar.update(1)
-        row = {"step": step, "wall": time.perf_counter() - start, **row}
-        if replica.main and cfg.eval_every and step % cfg.eval_every == 0:
+
+    def one_step(i: int) -> dict:
+        row = train_step(model, net, opt, train_set, batches.sample(rng), cfg, i)
+        if replica.main and cfg.eval_every and (i + 1) % cfg.eval_every == 0:
             row |= {f"test_{k}": v for k, v in evaluate(model, quick).items() if k != "examples"}
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "train_correct", "test_fully_correct")})
-        files.row(row)
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
-    summary = end_training(files, bar, model, opt, cfg, step, rng, start, replica)
-    if replica.main and not stop["now"]:  # SIGTERM means stop now, not after a long evaluation
+        return row
+
+    summary = training_loop(cfg, replica, files, model, opt, rng, step, wall, one_step, cfg.row,
+                            show=("loss", "train_correct", "test_fully_correct"))
+    if replica.main and not summary["interrupted"]:  # SIGTERM means stop now, not after a long evaluation
         final_evaluation(cfg, model, train_set, test_set, f, address, summary)
     return summary
 

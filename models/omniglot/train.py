@@ -20,12 +20,10 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
@@ -33,19 +31,17 @@ from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
 from models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from models.omniglot.model import OmniglotModel, OmniglotModelConfig
-from models.training import (RunFiles, end_training, initial_weights, parse_config, resume_replica, run_trainer,
-                             save_checkpoint, stop_flag)
+from models.training import (RunFiles, TrainerFlags, initial_weights, parse_config, resume_replica, run_trainer,
+                             training_loop)
 
 
 @dataclass
-class TrainConfig:
-    data: str = str(DEFAULT_DATA)   # folder with images_background.zip, images_evaluation.zip
-    download: bool = False          # fetch missing zips from the canonical URLs (md5-checked)
-    memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
-    token: str = ""                 # bearer token of the server (must open Reset)
+class TrainConfig(TrainerFlags):
     out: str = "runs/omniglot"      # checkpoint, metrics.jsonl, plots
     steps: int = 300                # episode batches to train
-    minutes: float = 0.0            # stop after this wall time too (0 = no limit)
+    checkpoint_every: int = 200
+    data: str = str(DEFAULT_DATA)   # folder with images_background.zip, images_evaluation.zip
+    download: bool = False          # fetch missing zips from the canonical URLs (md5-checked)
     batch: int = 16                 # parallel episodes per batch (share one memory)
     width: int = 5                  # classes per episode
     shots: int = 6                  # draws per class (episode length = width * shots)
@@ -64,12 +60,6 @@ class TrainConfig:
     channels_last: bool = True
     eval_every: int = 100           # steps between validations (5-way, held-out classes; 0 = none)
     eval_episodes: int = 100
-    checkpoint_every: int = 200
-    seed: int = 0
-    threads: int = 0                # torch threads per replica (0 = the cores shared out)
-    resume: bool = False
-    init: str = ""                  # start from this checkpoint's weights (fine-tuning)
-    hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
     shared_memory: bool = False     # one life-long memory for all replicas, never cleared
     replica_id: str = ""            # names this trainer's memories beside the rank (independent
                                     # trainers on one server, e.g. scaled containers)
@@ -148,34 +138,25 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
     step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
     net = replica.wrap(model)
-    stop = stop_flag()
-    bar = tqdm(total=cfg.steps, initial=step, desc="omniglot", unit="step", dynamic_ncols=True,
-               disable=not replica.main)
-    start = time.perf_counter() - wall
     episode_labels = cfg.batch * cfg.width
-    while step < cfg.steps:
-        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
-        if replica.any(stop["now"] or late):
-            break
+
+    def one_step(i: int) -> dict:
         ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, rng)
         # A life-long shared memory keeps every episode's labels apart, across replicas too.
-        offset = (step * replica.world + rank) * episode_labels if cfg.shared_memory else 0
+        offset = (i * replica.world + rank) * episode_labels if cfg.shared_memory else 0
         loss, correct = train_step(model, opt, ep, cfg.clip, net=net, reset=not cfg.shared_memory,
                                    label_offset=offset, device=replica.device)
-        step += 1
-        bar.update(1)
         correct = correct.numpy()
-        row = {"step": step, "wall": time.perf_counter() - start, "loss": float(loss),
+        row = {"loss": float(loss),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
-        if val_backend and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if val_backend and ((i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps):
             v = evaluate(model_encoder(model), val_backend, data.test, 5, cfg.shots, cfg.eval_episodes,
-                         seed=step)
+                         seed=i + 1)
             row |= {f"val_{s}shot": v["accuracy"][s] for s in range(cfg.shots)}
-        bar.set_postfix(loss=f"{row['loss']:.3f}", **{k: f"{v:.2f}" for k, v in row.items() if "shot" in k})
-        files.row(row)
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
-    return end_training(files, bar, model, opt, cfg, step, rng, start, replica)
+        return row
+
+    show = ("loss", "train_1shot", "train_5shot", *(f"val_{s}shot" for s in range(cfg.shots)))
+    return training_loop(cfg, replica, files, model, opt, rng, step, wall, one_step, "omniglot", show)
 
 
 def main(argv=None) -> int:

@@ -18,36 +18,31 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import os
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
 from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from models.training import (RunFiles, end_training, initial_weights, parse_config, resume_replica, run_trainer,
-                             save_checkpoint, stop_flag)
+from models.training import (RunFiles, TrainerFlags, initial_weights, parse_config, resume_replica, run_trainer,
+                             training_loop)
 from models.translation import data, subwords
 from models.translation.evaluate import bleu, pad_batch, translate
 
 
 @dataclass
-class TrainConfig:
-    memory_layer: bool = True       # False: the GNMT baseline (same model, no memory)
-    memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
-    memory_name: str = "translation/gnmt"
-    token: str = ""
+class TrainConfig(TrainerFlags):
     out: str = "runs/translation/memory"
+    steps: int = 20_000
+    memory_layer: bool = True       # False: the GNMT baseline (same model, no memory)
+    memory_name: str = "translation/gnmt"
     data_dir: str = str(data.DEFAULT_DATA)
     spm: str = "runs/translation/spm-8000.model"   # trained on the training set if absent
     vocab: int = 8000
-    steps: int = 20_000
-    minutes: float = 0.0            # stop after this wall time too (0 = no limit)
     batch: int = 64
     max_tokens: int = 64            # training pairs longer than this (either side) are skipped
     units: int = 256
@@ -64,12 +59,6 @@ class TrainConfig:
     bf16: bool = False
     val_every: int = 1000           # steps between validation BLEU (0 = none)
     val_sentences: int = 256        # first lines of val, greedy
-    checkpoint_every: int = 500
-    seed: int = 0
-    threads: int = 0
-    resume: bool = False
-    init: str = ""
-    hogwild: int = 0
 
     def validate(self) -> "TrainConfig":
         if self.batch < 1 or self.steps < 0 or self.hogwild < 0 or self.max_tokens < 2:
@@ -169,24 +158,15 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
     net = replica.wrap(model)
-    stop = stop_flag()
-    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.row, unit="step", dynamic_ncols=True, disable=not replica.main)
-    start = time.perf_counter() - wall
-    while step < cfg.steps:
-        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
-        if replica.any(stop["now"] or late):
-            break
+
+    def one_step(i: int) -> dict:
         row = train_step(model, net, opt, corpus, corpus.sample(rng), cfg)
-        step += 1
-        bar.update(1)
-        row = {"step": step, "wall": time.perf_counter() - start, **row}
-        if replica.main and cfg.val_every and step % cfg.val_every == 0:
+        if replica.main and cfg.val_every and (i + 1) % cfg.val_every == 0:
             row["val_bleu"] = bleu(translate(model, sw, val_src, width=1), val_ref)["bleu"]
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("loss", "memory_accuracy", "val_bleu")})
-        files.row(row)
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
-    return end_training(files, bar, model, opt, cfg, step, rng, start, replica)
+        return row
+
+    return training_loop(cfg, replica, files, model, opt, rng, step, wall, one_step, cfg.row,
+                         show=("loss", "memory_accuracy", "val_bleu"))
 
 
 def main(argv=None) -> int:
