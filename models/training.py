@@ -88,6 +88,16 @@ def save_checkpoint(out: Path, model, opt, cfg, step: int, rng: np.random.Genera
                      out / "checkpoint.pt")
 
 
+def open_replica(cfg, replica: Replica | None) -> tuple[Replica, "RunFiles", np.random.Generator]:
+    """A replica's start: its run files, torch threads, and seeds of its own (``seed + rank``)."""
+    replica = replica or Replica()
+    files = RunFiles(cfg, replica)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + replica.rank)
+    return replica, files, np.random.default_rng([cfg.seed, replica.rank])
+
+
 def training_loop(cfg, replica: Replica, files: "RunFiles", model, opt, rng: np.random.Generator, step: int,
                   wall: float, one_step, desc: str, show: tuple[str, ...] = ("loss",)) -> dict:
     """Call ``one_step(step) -> metrics row`` (it trains step + 1, and may validate) until

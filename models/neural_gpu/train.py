@@ -32,8 +32,8 @@ from models.memory_layer import make_backend
 from models.neural_gpu.evaluate import evaluate, function_coverage
 from models.neural_gpu.model import ModelConfig, build_model
 from models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from models.training import (RunFiles, TrainerFlags, initial_weights, parse_config, resume_replica, run_trainer,
-                             training_loop)
+from models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
+                             run_trainer, training_loop)
 
 
 @dataclass
@@ -144,12 +144,7 @@ def train_step(model, net, opt, ex: Examples, idx: np.ndarray, cfg: TrainConfig,
 
 def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
-    replica = replica or Replica()
-    files = RunFiles(cfg, replica)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + replica.rank)
-    rng = np.random.default_rng([cfg.seed, replica.rank])
+    replica, files, rng = open_replica(cfg, replica)
     train_set, test_set, f = make_splits(cfg.task_seed)
     model = make_model(cfg, address)
     if shared is not None:

@@ -23,7 +23,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
@@ -31,8 +30,8 @@ from models.omniglot.data import Omniglot
 from models.omniglot.episodes import sample_episodes
 from models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from models.omniglot.model import OmniglotModel, OmniglotModelConfig
-from models.training import (RunFiles, TrainerFlags, initial_weights, parse_config, resume_replica, run_trainer,
-                             training_loop)
+from models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
+                             run_trainer, training_loop)
 
 
 @dataclass
@@ -120,13 +119,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
     """The training loop of one replica, against a memory at ``address`` ("local" or HOST:PORT).
     ``shared``: Hogwild parameters to train in place (the parent loaded their weights)."""
-    replica = replica or Replica()
+    replica, files, rng = open_replica(cfg, replica)
     rank = replica.rank
-    files = RunFiles(cfg, replica)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + rank)
-    rng = np.random.default_rng([cfg.seed, rank])
     data = Omniglot.load(Path(cfg.data), download_missing=cfg.download)
     model = OmniglotModel(cfg.model_config(), memory_backend(cfg, address, memory_name(cfg, rank))).to(replica.device)
     if shared is not None:

@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from models.distributed import Replica, bind_shared
 from models.memory_layer import make_backend
 from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from models.training import (RunFiles, TrainerFlags, initial_weights, parse_config, resume_replica, run_trainer,
-                             training_loop)
+from models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
+                             run_trainer, training_loop)
 from models.translation import data, subwords
 from models.translation.evaluate import bleu, pad_batch, translate
 
@@ -140,12 +140,7 @@ def train_step(model, net, opt, corpus: Corpus, idx: np.ndarray, cfg: TrainConfi
 
 def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
-    replica = replica or Replica()
-    files = RunFiles(cfg, replica)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + replica.rank)
-    rng = np.random.default_rng([cfg.seed, replica.rank])
+    replica, files, rng = open_replica(cfg, replica)
     sw = load_subwords(cfg)
     corpus = Corpus(sw, data.load("train", Path(cfg.data_dir)), cfg.max_tokens, cfg.batch)
     val = data.load("val", Path(cfg.data_dir))
