@@ -15,8 +15,6 @@ import sys
 import threading
 from pathlib import Path
 
-from grpc_health.v1 import health_pb2
-
 from server import metrics
 from server.service import MemoryService
 from server.servicer import DEFAULT_MAX_MESSAGE, create_server

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -222,7 +222,7 @@ class MemoryStore:
 
     def _lookup_one(self, spec: LookupSpec, q: np.ndarray, sims: np.ndarray, ids: np.ndarray):
         """Answer one request from its neighbour lists ``sims``, ``ids`` (b, k)."""
-        cfg, b = self.config, len(q)
+        cfg = self.config
         valid = ids >= 0
         safe = np.maximum(ids, 0)
         values = np.where(valid, self.values[safe], EMPTY)         # (b, k)
