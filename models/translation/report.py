@@ -163,6 +163,13 @@ def tables(parts: list[dict]) -> str:
             full, odd = p["rows"][name]["full"], p["rows"][name]["odd"]
             cells.append(f"{_cell(full, 'rare_recall')} | {_cell(odd, 'rare_recall')} ({odd['rare_words']})")
         md.append(f"| {name} | " + " | ".join(cells) + " |")
+    md += ["", "Decoding (each row's own record in the JSON):", ""]
+    for p in parts:
+        for name, row in p["rows"].items():
+            ctx = f", context {row['context_lines']} lines -> {row['context_writes']:,} memory writes" \
+                if row.get("context_lines") else ""
+            md.append(f"- {p['split']}, {name}: {row['decode_seconds']} s{ctx}; `{row['command']}` at "
+                      f"`{row['machine'].get('commit', '?')}`, {row['machine'].get('cpu', '?')}")
     first = parts[0]
     md += ["", f"Worked examples ({first['split']}, odd lines, where memory got a rare word the baseline missed):", ""]
     for e in first["examples"]:
