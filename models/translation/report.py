@@ -116,16 +116,21 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
                         hyp[i] = text
                     record(name, summary, hyp, everything if decode is everything else None,
                            time.perf_counter() - t0, **ctx)
-    examples = worked_examples(src, ref, hyps, odd, counts) if len(hyps) == len(PAPER) else []
     return {"split": split, "lines": len(src), "beam_width": width, "context_passes": passes, "rows": rows,
-            "examples": examples, "hypotheses": hyps}
+            "hypotheses": hyps}
 
 
-def worked_examples(src, ref, hyps, lines, counts, n: int = 3) -> list[dict]:
-    """Lines where a memory row got a rare reference word (seen <= 2 times in training) that the
-    baseline missed: the plain memory model first, then with even-line context."""
+def worked_examples(part: dict, n: int = 3) -> list[dict]:
+    """Lines of an evaluated split where a memory row got a rare reference word (seen <= 2 times
+    in training) that the baseline missed: the plain memory model first (every line), then with
+    even-line context (odd lines, unseen in the context), then the whole-test oracle."""
+    test = data.load(part["split"], Path(TrainConfig().data_dir))
+    src, ref, hyps = test.source[:part["lines"]], test.target[:part["lines"]], part["hypotheses"]
+    counts = word_counts(data.load("train", Path(TrainConfig().data_dir)).target)
+    everything, odd = range(len(src)), range(0, len(src), 2)
     out = []
-    for name in ("GNMT + memory", "GNMT + memory, even-line context"):
+    for name, lines in (("GNMT + memory", everything), ("GNMT + memory, even-line context", odd),
+                        ("GNMT + memory, whole-test context", everything)):
         for i in lines:
             won = rare_hits(hyps[name][i], ref[i], counts) - rare_hits(hyps["GNMT"][i], ref[i], counts)
             if won and len(out) < n and all(e["line"] != i + 1 for e in out):
@@ -171,7 +176,7 @@ def tables(parts: list[dict]) -> str:
             md.append(f"- {p['split']}, {name}: {row['decode_seconds']} s{ctx}; `{row['command']}` at "
                       f"`{row['machine'].get('commit', '?')}`, {row['machine'].get('cpu', '?')}")
     first = parts[0]
-    md += ["", f"Worked examples ({first['split']}, odd lines, where memory got a rare word the baseline missed):", ""]
+    md += ["", f"Worked examples ({first['split']}; where a memory row got a rare word the baseline missed):", ""]
     for e in first["examples"]:
         md += [f"- line {e['line']} ({e['row']}; {', '.join(f'`{w}` seen {c}x' for w, c in e['training_counts'].items())})",
                f"  - source: {e['source']}", f"  - baseline: {e['baseline']}", f"  - memory: {e['memory']}",
@@ -235,6 +240,8 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(result, indent=1))
     if a.tables:
         parts = [json.loads((a.memory.parent / f"eval-{s}.json").read_text()) for s in a.splits]
+        for part in parts:
+            part["examples"] = worked_examples(part)
         train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory})
         md = tables(parts).splitlines() + train_md + (Path(a.notes).read_text().splitlines() if a.notes else [])
         runinfo.write_results("translation", {"training": train_info, "evaluations": [
