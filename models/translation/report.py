@@ -188,7 +188,7 @@ def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
     """A table of what each model's training got (steps, time, last validation BLEU) and the
     curves (cross-entropy, validation BLEU) in results/translation_curves.png."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    md = ["", "| model | steps | train time | sentences seen | last val BLEU (greedy, 256 lines) | machine, commit |",
+    md = ["", "## Training", "", "| model | steps | train time | sentences seen | last val BLEU (greedy, 256 lines) | machine, commit |",
           "|---|---:|---:|---:|---:|---|"]
     info = {}
     for name, run in runs.items():
