@@ -4,7 +4,8 @@ synthetic task's seq2seq baseline and the GNMT-style translator (paper Fig. 2).
 The attention vector ``a_t = tanh(W [h_t; c_t])`` queries the memory; the embedded memory
 value times its softmax weight is combined with it by a linear layer before the output
 softmax: ``logits = out(tanh(M [a_t; emb(v_t) * w_t]))``. Under teacher forcing all decoder
-steps of a batch go to the memory in one call; greedy decoding makes one call per step.
+steps of a batch go to the memory in one call; greedy decoding makes one call per step, beam
+search (models/translation/beam.py) one per step for all beams.
 """
 
 from __future__ import annotations
