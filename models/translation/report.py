@@ -15,11 +15,13 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import argparse
 import dataclasses
+import functools
 import json
 import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -46,7 +48,7 @@ def load_run(run: Path, address: str | None, memory_name: str = ""):
     """(model with the trained weights, subwords, training summary); with memory, the model's
     backend is the memory ``memory_name`` on ``address``."""
     ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
-    cfg = TrainConfig(**ckpt["config"])
+    cfg = TrainConfig(**ckpt["config"])   # the run's own config: its subwords, sizes and memory
     backend_cfg = dataclasses.replace(cfg, memory_name=memory_name or cfg.memory_name)
     sw = Subwords(Path(cfg.spm))
     model = make_model(backend_cfg, address if cfg.memory_layer else None, len(sw))
@@ -54,6 +56,12 @@ def load_run(run: Path, address: str | None, memory_name: str = ""):
     model.eval()
     summary = json.loads((run / "replica-0.json").read_text())
     return model, sw, summary
+
+
+@functools.cache
+def training_counts() -> Counter:
+    """How often each German word occurs in the training targets (what "rare" is measured by)."""
+    return word_counts(data.load("train", Path(TrainConfig().data_dir)).target)
 
 
 def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
@@ -68,7 +76,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
     test = data.load(split, Path(TrainConfig().data_dir))
     src, ref = test.source[:limit or None], test.target[:limit or None]
     odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
-    counts = word_counts(data.load("train", Path(TrainConfig().data_dir)).target)
+    counts = training_counts()
     same = earlier and (earlier["lines"], earlier["beam_width"], earlier["context_passes"]) == (len(src), width, passes)
     rows, hyps = (dict(earlier["rows"]), dict(earlier["hypotheses"])) if same else ({}, {})
     stamp = {"machine": runinfo.machine(), "command": runinfo.command()}
@@ -86,8 +94,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
         b_model, sw, b_summary = load_run(baseline, None)
         record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
     if "memory" in models:
-        trained = default_file(TrainConfig(**torch.load(memory / "checkpoint.pt", map_location="cpu",
-                                                        weights_only=False)["config"]).memory_name)
+        trained = default_file(json.loads((memory / "run.json").read_text())["config"]["memory_name"])
         with tempfile.TemporaryDirectory() as tmp:     # the server writes here, never into the run
             shutil.copytree(memory / "memory", Path(tmp) / "memory")
             with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
@@ -126,7 +133,7 @@ def worked_examples(part: dict, n: int = 3) -> list[dict]:
     even-line context (odd lines, unseen in the context), then the whole-test oracle."""
     test = data.load(part["split"], Path(TrainConfig().data_dir))
     src, ref, hyps = test.source[:part["lines"]], test.target[:part["lines"]], part["hypotheses"]
-    counts = word_counts(data.load("train", Path(TrainConfig().data_dir)).target)
+    counts = training_counts()
     everything, odd = range(len(src)), range(0, len(src), 2)
     out = []
     for name, lines in (("GNMT + memory", everything), ("GNMT + memory, even-line context", odd),
