@@ -15,6 +15,9 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from models.neural_gpu.probe import load_model, probe
+from models.neural_gpu.task import random_function
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -25,6 +28,9 @@ NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention
          "ngpu": "Extended Neural GPU (32 channels)", "seq2seq + memory": "seq2seq + attention + memory",
          "ngpu + memory": "Extended Neural GPU + memory"}
 DIRS = {"seq2seq": "seq2seq", "ngpu": "ngpu", "seq2seq + memory": "seq2seq-memory", "ngpu + memory": "ngpu-memory"}
+# Runs beside Table 2 that test why its memory rows fail (directory: what differs).
+VARIANTS = {"ngpu-memory-lr1e-4": "Neural GPU + memory, lr 1e-4 (10x lower)",
+            "ngpu-memory-frozen": "Neural GPU + memory, weights fixed at initialisation (lr 0)"}
 
 
 def load_rows(runs: Path) -> list[dict]:
@@ -43,6 +49,43 @@ def load_rows(runs: Path) -> list[dict]:
                      "config": run["config"]})
     order = list(PAPER)
     return sorted(rows, key=lambda r: order.index(r["row"]))
+
+
+def load_variants(runs: Path) -> list[dict]:
+    out = []
+    for d, what in VARIANTS.items():
+        ev = runs / d / "eval.json"
+        if ev.is_file():
+            run = json.loads((runs / d / "run.json").read_text())
+            out.append({**json.loads(ev.read_text()), "variant": what, "dir": d, "command": run["command"],
+                        "machine": run["machine"]})
+    return out
+
+
+def probe_rows(runs: Path) -> list[dict]:
+    """The query probe (models/neural_gpu/probe.py) on fresh models and every trained memory run."""
+    f = random_function(0)
+    rows = [{"model": f"{NAMES[arch + ' + memory']}, at initialisation", "steps": 0,
+             **probe(load_model(None, arch), f)} for arch in ("ngpu", "seq2seq")]
+    for d in [DIRS["ngpu + memory"], DIRS["seq2seq + memory"], *VARIANTS]:
+        ckpt, ev = runs / d / "checkpoint.pt", runs / d / "eval.json"
+        if ev.is_file():  # finished runs only
+            steps = json.loads(ev.read_text())["train_steps"]
+            name = VARIANTS.get(d) or NAMES[next(r for r, x in DIRS.items() if x == d)]
+            rows.append({"model": f"{name}, trained", "steps": steps, **probe(load_model(str(ckpt), ""), f)})
+    return rows
+
+
+def probe_table(rows: list[dict]) -> list[str]:
+    def pct(xs):
+        return " ".join(f"{100 * x:.0f}" for x in xs)
+
+    md = ["| queries of | steps | spread (mean cosine) | recall %, other context, digits 0-6 | "
+          "recall %, other context and start, digits 0-6 |", "|---|---:|---:|---|---|"]
+    for r in rows:
+        md.append(f"| {r['model']} | {r['steps']:,} | {np.mean(r['spread']):.3f} | {pct(r['recall_other_context'])} | "
+                  f"{pct(r['recall_other_start'])} |")
+    return md
 
 
 def curves(runs: Path, out: Path) -> None:
@@ -71,10 +114,11 @@ def main(argv=None) -> int:
     p.add_argument("--admin", type=Path, help="raremem-admin stats output of the trained memory to include")
     p.add_argument("--notes", type=Path, help="markdown about the runs' conditions, included as written")
     a = p.parse_args(argv)
-    rows = load_rows(a.runs)
+    rows, variants, probes = load_rows(a.runs), load_variants(a.runs), probe_rows(a.runs)
     results = ROOT / "results"
     results.mkdir(exist_ok=True)
-    (results / "synthetic.json").write_text(json.dumps({"rows": rows, "paper": PAPER}, indent=2))
+    (results / "synthetic.json").write_text(json.dumps({"rows": rows, "paper": PAPER, "variants": variants,
+                                                        "probe": probes}, indent=2))
     curves(a.runs, results / "synthetic_curves.png")
     md = ["# Synthetic rare-function task (paper Table 2)", "",
           "Fully correct output sequences on the 10,000 test examples (greedy decoding), beside the paper. "
@@ -95,9 +139,20 @@ def main(argv=None) -> int:
                   + (f"{100 * r['memory_run_correct']:.2f} | {100 * r['function_coverage']:.2f} | "
                      f"{mem.get('filled', 0):,} | {mem.get('unread_evictions', 0):,} |"
                      if "function_coverage" in r else "— | — | — | — |"))
+    if variants:
+        md += ["", "Runs beside the table (same harness, one thing changed):", "",
+               "| run | fully correct % | memory alone: runs right % | function coverage % | steps | train time |",
+               "|---|---:|---:|---:|---:|---:|"]
+        md += [f"| {v['variant']} | {100 * v['fully_correct']:.2f} | {100 * v['memory_run_correct']:.2f} | "
+               f"{100 * v['function_coverage']:.2f} | {v['train_steps']:,} | {v['train_seconds'] / 60:.0f} min |"
+               for v in variants]
+    md += ["", "Do the memory queries name the number? (`python -m models.neural_gpu.probe`: 1,000 numbers of S, "
+           "each in two A/B contexts; recall = the query's nearest neighbour among the other context's queries "
+           "at the same digit is its own number's; chance 0.1%):", ""] + probe_table(probes)
     if a.notes and a.notes.is_file():
         md += ["", a.notes.read_text().rstrip()]
     md += ["", "Commands:", ""] + [f"- {r['row']}: `{r['command']}`" for r in rows]
+    md += [f"- {v['variant']}: `{v['command']}`" for v in variants]
     if a.admin and a.admin.is_file():
         md += ["", "`raremem-admin stats` on the trained Neural GPU memory:", "", "```", a.admin.read_text().rstrip(), "```"]
     md.append("")
