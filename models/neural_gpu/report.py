@@ -72,7 +72,7 @@ def probe_rows(runs: Path) -> list[dict]:
         if ev.is_file():  # finished runs only
             steps = json.loads(ev.read_text())["train_steps"]
             name = VARIANTS.get(d) or NAMES[next(r for r, x in DIRS.items() if x == d)]
-            rows.append({"model": f"{name}, trained", "steps": steps, **probe(load_model(str(ckpt), ""), f)})
+            rows.append({"model": f"{name}, after its run", "steps": steps, **probe(load_model(str(ckpt), ""), f)})
     return rows
 
 
