@@ -51,6 +51,11 @@ def load_rows(runs: Path) -> list[dict]:
     return sorted(rows, key=lambda r: order.index(r["row"]))
 
 
+def where(m: dict) -> str:
+    """A run's machine and commit, as the tables show them."""
+    return f"{m['cores']}-core {m['cpu'].split('(')[0].strip()}, `{m['commit']}`"
+
+
 def load_variants(runs: Path) -> list[dict]:
     out = []
     for d, what in VARIANTS.items():
@@ -125,10 +130,8 @@ def main(argv=None) -> int:
           "Task, models and interpretations: `models/neural_gpu/`. Curves: `synthetic_curves.png`.", "",
           "| model | ours % | paper % | steps | train time | machine, commit |", "|---|---:|---:|---:|---:|---|"]
     for r in rows:
-        m = r["machine"]
         md.append(f"| {NAMES[r['row']]} | {100 * r['fully_correct']:.2f} | {PAPER[r['row']]} | {r['train_steps']:,} | "
-                  f"{r['train_seconds'] / 60:.0f} min | {m['cores']}-core {m['cpu'].split('(')[0].strip()}, "
-                  f"`{m['commit']}` |")
+                  f"{r['train_seconds'] / 60:.0f} min | {where(r['machine'])} |")
     md += ["", "| model | digit runs correct % | memory alone: runs right % | function coverage % | "
            "memory filled | lost writes |", "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -141,11 +144,11 @@ def main(argv=None) -> int:
                      if "function_coverage" in r else "— | — | — | — |"))
     if variants:
         md += ["", "Runs beside the table (same harness, one thing changed):", "",
-               "| run | fully correct % | memory alone: runs right % | function coverage % | steps | train time |",
-               "|---|---:|---:|---:|---:|---:|"]
+               "| run | fully correct % | memory alone: runs right % | function coverage % | steps | train time | "
+               "machine, commit |", "|---|---:|---:|---:|---:|---:|---|"]
         md += [f"| {v['variant']} | {100 * v['fully_correct']:.2f} | {100 * v['memory_run_correct']:.2f} | "
-               f"{100 * v['function_coverage']:.2f} | {v['train_steps']:,} | {v['train_seconds'] / 60:.0f} min |"
-               for v in variants]
+               f"{100 * v['function_coverage']:.2f} | {v['train_steps']:,} | {v['train_seconds'] / 60:.0f} min | "
+               f"{where(v['machine'])} |" for v in variants]
     md += ["", "Do the memory queries name the number? (`python -m models.neural_gpu.probe`: 1,000 numbers of S, "
            "each in two A/B contexts; recall = the query's nearest neighbour among the other context's queries "
            "at the same digit is its own number's; chance 0.1%):", ""] + probe_table(probes)
