@@ -12,14 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
 from models.neural_gpu.probe import load_model, probe
 from models.neural_gpu.task import random_function
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from models.plots import finish, plt, smoothed
 
 ROOT = Path(__file__).resolve().parents[2]
 # Table 2 of the paper: fully correct sequences on the 10K test examples, in %.
@@ -33,6 +30,16 @@ VARIANTS = {"ngpu-memory-lr1e-4": "Neural GPU + memory, lr 1e-4 (10x lower)",
             "ngpu-memory-frozen": "Neural GPU + memory, weights fixed at initialisation (lr 0)"}
 
 
+def finished_run(runs: Path, d: str) -> dict | None:
+    """A finished run's eval.json with its directory, command, machine and config; None if unfinished."""
+    ev = runs / d / "eval.json"
+    if not ev.is_file():
+        return None
+    run = json.loads((runs / d / "run.json").read_text())
+    return {**json.loads(ev.read_text()), "dir": d, "command": run["command"], "machine": run["machine"],
+            "config": run["config"]}
+
+
 def load_rows(runs: Path) -> list[dict]:
     rows = []
     ham = runs / "hamming.json"
@@ -40,15 +47,13 @@ def load_rows(runs: Path) -> list[dict]:
         h = json.loads(ham.read_text())
         rows.append({"row": "hamming", "fully_correct": h["fully_correct"], "command": h["command"],
                      "machine": h["machine"], "train_steps": 0, "train_seconds": 0.0})
-    for row, d in DIRS.items():
-        ev = runs / d / "eval.json"
-        if not ev.is_file():
-            continue
-        run = json.loads((runs / d / "run.json").read_text())
-        rows.append({**json.loads(ev.read_text()), "command": run["command"], "machine": run["machine"],
-                     "config": run["config"]})
+    rows += [r for r in (finished_run(runs, d) for d in DIRS.values()) if r]
     order = list(PAPER)
     return sorted(rows, key=lambda r: order.index(r["row"]))
+
+
+def load_variants(runs: Path) -> list[dict]:
+    return [r | {"variant": what} for d, what in VARIANTS.items() if (r := finished_run(runs, d))]
 
 
 def where(m: dict) -> str:
@@ -56,29 +61,15 @@ def where(m: dict) -> str:
     return f"{m['cores']}-core {m['cpu'].split('(')[0].strip()}, `{m['commit']}`"
 
 
-def load_variants(runs: Path) -> list[dict]:
-    out = []
-    for d, what in VARIANTS.items():
-        ev = runs / d / "eval.json"
-        if ev.is_file():
-            run = json.loads((runs / d / "run.json").read_text())
-            out.append({**json.loads(ev.read_text()), "variant": what, "dir": d, "command": run["command"],
-                        "machine": run["machine"]})
-    return out
-
-
-def probe_rows(runs: Path) -> list[dict]:
-    """The query probe (models/neural_gpu/probe.py) on fresh models and every trained memory run."""
+def probe_rows(runs: Path, rows: list[dict], variants: list[dict]) -> list[dict]:
+    """The query probe (models/neural_gpu/probe.py) on fresh models and every finished memory run."""
     f = random_function(0)
-    rows = [{"model": f"{NAMES[arch + ' + memory']}, at initialisation", "steps": 0,
-             **probe(load_model(None, arch), f)} for arch in ("ngpu", "seq2seq")]
-    for d in [DIRS["ngpu + memory"], DIRS["seq2seq + memory"], *VARIANTS]:
-        ckpt, ev = runs / d / "checkpoint.pt", runs / d / "eval.json"
-        if ev.is_file():  # finished runs only
-            steps = json.loads(ev.read_text())["train_steps"]
-            name = VARIANTS.get(d) or NAMES[next(r for r, x in DIRS.items() if x == d)]
-            rows.append({"model": f"{name}, after its run", "steps": steps, **probe(load_model(str(ckpt), ""), f)})
-    return rows
+    out = [{"model": f"{NAMES[arch + ' + memory']}, at initialisation", "steps": 0,
+            **probe(load_model(None, arch), f)} for arch in ("ngpu", "seq2seq")]
+    for r in [r for r in rows if r["row"].endswith("+ memory")] + variants:
+        out.append({"model": f"{r.get('variant') or NAMES[r['row']]}, after its run", "steps": r["train_steps"],
+                    **probe(load_model(str(runs / r["dir"] / "checkpoint.pt"), ""), f)})
+    return out
 
 
 def probe_table(rows: list[dict]) -> list[str]:
@@ -100,17 +91,12 @@ def curves(runs: Path, out: Path) -> None:
         if not path.is_file():
             continue
         data = [json.loads(line) for line in path.read_text().splitlines()]
-        ce = np.convolve([r["ce"] for r in data], np.ones(100) / 100, mode="valid")   # batches differ in length
-        a.plot([r["step"] for r in data][99:], ce, label=row)
+        a.plot(*smoothed(data, "ce", 100), label=row)
         ev = [r for r in data if "test_fully_correct" in r]
         b.plot([r["step"] for r in ev], [100 * r["test_fully_correct"] for r in ev], marker="o", label=row)
     a.set(xlabel="step", ylabel="cross-entropy, mean of 100 batches", title="training loss")
     b.set(xlabel="step", ylabel="% fully correct", title="test subset (500 examples), greedy")
-    for ax in (a, b):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    finish(fig, out, a, b)
 
 
 def main(argv=None) -> int:
@@ -119,7 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--admin", type=Path, help="raremem-admin stats output of the trained memory to include")
     p.add_argument("--notes", type=Path, help="markdown about the runs' conditions, included as written")
     a = p.parse_args(argv)
-    rows, variants, probes = load_rows(a.runs), load_variants(a.runs), probe_rows(a.runs)
+    rows, variants = load_rows(a.runs), load_variants(a.runs)
+    probes = probe_rows(a.runs, rows, variants)
     results = ROOT / "results"
     results.mkdir(exist_ok=True)
     (results / "synthetic.json").write_text(json.dumps({"rows": rows, "paper": PAPER, "variants": variants,

@@ -11,10 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from models.plots import finish, plt, smoothed
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = {"5-way": {1: 98.4, 5: 99.6}, "20-way": {1: 95.0, 5: 98.6}}
@@ -23,21 +20,13 @@ PAPER_PIXEL = {"5-way": {1: 41.7, 5: 63.2}, "20-way": {1: 26.7, 5: 42.6}}
 
 def plot_curves(rows: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = [r["step"] for r in rows]
-    window = max(1, len(rows) // 100)
-    smooth = [sum(r["loss"] for r in rows[max(0, i - window):i + 1]) / len(rows[max(0, i - window):i + 1])
-              for i in range(len(rows))]
-    ax1.plot(steps, smooth)
+    ax1.plot(*smoothed(rows, "loss", len(rows) // 100))
     ax1.set(xlabel="step (episode batch)", ylabel="memory loss (smoothed)", title="training loss")
     val = [r for r in rows if "val_1shot" in r]
     for s in (1, 2, 5):
         ax2.plot([r["step"] for r in val], [100 * r[f"val_{s}shot"] for r in val], marker=".", label=f"{s}-shot")
     ax2.set(xlabel="step", ylabel="accuracy (%)", title="validation, 5-way, held-out classes")
-    ax2.legend()
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, path, ax2, dpi=110)
 
 
 def plot_kshot(model: dict, pixel: dict, path: Path) -> None:
@@ -48,11 +37,7 @@ def plot_kshot(model: dict, pixel: dict, path: Path) -> None:
             ax.plot(range(len(acc)), acc, style, color=color, marker="o", label=f"{name}, {key}")
     ax.set(xlabel="times the class was seen before (k-shot)", ylabel="accuracy (%)",
            title="k-shot accuracy on held-out classes")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish(fig, path, ax, dpi=110, fontsize=8)
 
 
 def main(argv=None) -> int:

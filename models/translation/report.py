@@ -24,11 +24,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import matplotlib
-import numpy as np
-
 from client import MemoryClient
 from models import runinfo
+from models.plots import finish, plt, smoothed
 from models.training import memory_server, parameters_digest
 from models.translation import data
 from models.translation.evaluate import bleu, context_pass, rare_hits, rare_recall, translate, word_counts
@@ -36,8 +34,6 @@ from models.translation.subwords import Subwords
 from models.translation.train import TrainConfig, make_model
 from server.persistence import default_file
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 COPY = "translation/eval-copy"
 PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
@@ -203,8 +199,7 @@ def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
         record = json.loads((run / "run.json").read_text())
         summary = json.loads((run / "replica-0.json").read_text())
         val = [r for r in rows if "val_bleu" in r]
-        ce = np.convolve([r["ce"] for r in rows], np.ones(50) / 50, mode="valid")
-        a.plot([r["step"] for r in rows][49:], ce, label=name)
+        a.plot(*smoothed(rows, "ce", 50), label=name)
         b.plot([r["step"] for r in val], [r["val_bleu"] for r in val], marker="o", label=name)
         m = record["machine"]
         info[name] = {"steps": summary["steps"], "train_minutes": round(summary["wall_seconds"] / 60, 1),
@@ -214,11 +209,7 @@ def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
                   f"{info[name]['val_bleu']} | {m.get('cpu', '?')}, `{m.get('commit', '?')}` |")
     a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
     b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
-    for ax in (a, b):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(runinfo.ROOT / "results" / "translation_curves.png", dpi=120)
+    finish(fig, runinfo.ROOT / "results" / "translation_curves.png", a, b)
     md += ["", "Commands: " + "; ".join(f"{n}: `{i['command']}`" for n, i in info.items()), ""]
     return md, info
 
