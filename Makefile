@@ -3,6 +3,8 @@
 #   make test   - the test suite (what CI runs)
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The data sets (omniglot/, translation/) for the trainers and the tests; results go to ./results.
+export RAREMEM_DATA ?= $(abspath ../shared/data)
 
 .PHONY: setup demo test bench proto docker-test
 setup: $(VENV)/.installed
@@ -17,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(PY) -m models.omniglot.train
+	$(PY) -m raremem.models.omniglot.train
 
 test: setup
 	$(PY) -m pytest -q
@@ -27,7 +29,7 @@ bench: setup
 	$(PY) bench/recall.py
 
 proto: setup
-	$(PY) -m proto.generate
+	$(PY) -m raremem.proto.generate
 
 # The Docker deployment test (tests/docker): on a Debian host as root, installs the engine,
 # compose v1 and debootstrap if missing, starts dockerd if none runs, then builds and runs.

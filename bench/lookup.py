@@ -26,14 +26,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from client import MemoryClient  # noqa: E402
-from models.runinfo import machine  # noqa: E402
-from server import persistence  # noqa: E402
-from server.config import MemoryConfig  # noqa: E402
-from server.spawn import spawn_server  # noqa: E402
-from server.store import LookupSpec, MemoryStore  # noqa: E402
+from raremem.client import MemoryClient
+from raremem.models.paths import results_dir
+from raremem.models.runinfo import machine
+from raremem.server import persistence
+from raremem.server.config import MemoryConfig
+from raremem.server.spawn import spawn_server
+from raremem.server.store import LookupSpec, MemoryStore
 
 K, D = 256, 128
 
@@ -107,7 +106,7 @@ def concurrent_qps(address: str, name: str, clients: int, b: int, seconds: float
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--out", type=Path, default=results_dir())
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count())
     rng = np.random.default_rng(0)

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from models.runinfo import machine  # noqa: E402
-from models.omniglot.data import Omniglot  # noqa: E402
-from models.omniglot.episodes import sample_episodes  # noqa: E402
-from models.omniglot.model import OmniglotModel  # noqa: E402
-from models.omniglot.train import TrainConfig, memory_backend, train_step  # noqa: E402
-from server.spawn import spawn_server  # noqa: E402
+from raremem.models.paths import results_dir
+from raremem.models.runinfo import machine
+from raremem.models.omniglot.data import Omniglot
+from raremem.models.omniglot.episodes import sample_episodes
+from raremem.models.omniglot.model import OmniglotModel
+from raremem.models.omniglot.train import TrainConfig, memory_backend, train_step
+from raremem.server.spawn import spawn_server
 
 
 def main() -> int:
@@ -75,9 +74,9 @@ def main() -> int:
         "| memory | steps/s |", "|---|---:|",
         f"| remote (raremem-server) | {sps['remote']:.3f} |", f"| in-process store | {sps['local']:.3f} |", "",
         f"Remote / in-process: **{out['remote/local']:.3f}** (target >= 0.85).", ""])
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "omniglot_throughput.json").write_text(json.dumps(out, indent=2))
-    (ROOT / "results" / "omniglot_throughput.md").write_text(md)
+    results_dir().mkdir(exist_ok=True)
+    (results_dir() / "omniglot_throughput.json").write_text(json.dumps(out, indent=2))
+    (results_dir() / "omniglot_throughput.md").write_text(md)
     print(md)
     return 0
 

@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench.replica_runs import run_replicas  # noqa: E402
-from client import MemoryClient  # noqa: E402
-from models.runinfo import machine, write_results  # noqa: E402
-from server.spawn import spawn_server  # noqa: E402
+from replica_runs import run_replicas
+from raremem.client import MemoryClient
+from raremem.models.paths import results_dir
+from raremem.models.runinfo import machine, write_results
+from raremem.server.spawn import spawn_server
 
 
 def stale_view_writers(replicas: int, size: int, batch: int, rounds: int, noise: float, seed: int = 0) -> float:
@@ -97,10 +96,10 @@ def main() -> int:
     p.add_argument("--report", action="store_true", help="only rewrite results/races.md from results/races.json")
     args = p.parse_args()
     if args.report:
-        out = json.loads((ROOT / "results" / "races.json").read_text())
+        out = json.loads((results_dir() / "races.json").read_text())
         write_results("races", out, markdown(out))
         return 0
-    init = args.init if args.init and (ROOT / args.init).is_file() else ""
+    init = args.init if args.init and Path(args.init).is_file() else ""
     proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0")
     service_rows = []
     try:

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from models.runinfo import machine  # noqa: E402
-from server.config import MemoryConfig  # noqa: E402
-from server.store import LookupSpec, MemoryStore  # noqa: E402
+from raremem.models.paths import results_dir
+from raremem.models.runinfo import machine
+from raremem.server.config import MemoryConfig
+from raremem.server.store import LookupSpec, MemoryStore
 
 
 def clustered_memory(kind, n=20000, d=64, clusters=200, noise=1.0, seed=0, **opts):
@@ -70,9 +69,9 @@ def main() -> int:
              "exact search of the same memory is the truth.", "",
              "| index | setting | top-1 agreement | recall@32 | ms / 500 queries |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['index']} | {r['setting']} | {r['top1']:.3f} | {r['recall@32']:.3f} | {r['ms']:.1f} |" for r in rows]
-    (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / "index_recall.json").write_text(json.dumps(out, indent=2))
-    (ROOT / "results" / "index_recall.md").write_text("\n".join(lines) + "\n")
+    results_dir().mkdir(exist_ok=True)
+    (results_dir() / "index_recall.json").write_text(json.dumps(out, indent=2))
+    (results_dir() / "index_recall.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

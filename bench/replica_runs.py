@@ -6,14 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
-from models.launch import trainer_command
-from server.spawn import ROOT
+from raremem.models.launch import trainer_command
 
 
 def run_replicas(trainer: str, mode: str, replicas: int, address: str, out: Path, args: list[str]) -> list[dict]:
     """Each replica's summary (steps, wall, steps/s) plus its per-step metrics rows."""
     cmd = trainer_command(trainer, mode, replicas, address, [*args, "--out", str(out)])
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     runs = []

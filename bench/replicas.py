@@ -16,11 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench.replica_runs import run_replicas  # noqa: E402
-from models.runinfo import machine, write_results  # noqa: E402
-from server.spawn import spawn_server  # noqa: E402
+from replica_runs import run_replicas
+from raremem.models.runinfo import machine, write_results
+from raremem.server.spawn import spawn_server
 
 
 def main() -> int:

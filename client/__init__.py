@@ -1,5 +1,5 @@
 """Client side of raremem: ``MemoryClient`` and the ``raremem-admin`` CLI."""
 
-from client.memory_client import LookupResult, MemoryClient, Neighbors
+from raremem.client.memory_client import LookupResult, MemoryClient, Neighbors
 
 __all__ = ["LookupResult", "MemoryClient", "Neighbors"]

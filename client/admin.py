@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from client.memory_client import MemoryClient
+from raremem.client.memory_client import MemoryClient
 
 
 def _load_queries(path: Path) -> np.ndarray:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, fields
 import grpc
 import numpy as np
 
-from proto import memory_pb2 as pb
-from proto import memory_pb2_grpc as pb_grpc
-from proto.tensors import from_tensor, to_tensor
+from raremem.proto import memory_pb2 as pb
+from raremem.proto import memory_pb2_grpc as pb_grpc
+from raremem.proto.tensors import from_tensor, to_tensor
 
 MAX_MESSAGE = 256 * 1024 * 1024
 INDEX_KINDS = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}

@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from client import MemoryClient
-from server.spawn import ROOT, spawn_server
+from raremem.client import MemoryClient
+from raremem.server.spawn import spawn_server
 
 TRAINERS = ("omniglot", "neural_gpu", "translation")
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     console.print(f"trainer: {' '.join(cmd)}\n  output: {log}")
     start = time.time()
     with open(log, "w") as out, MemoryClient(address, token=a.token or None) as client:
-        trainer = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        trainer = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
             while True:
                 try:

@@ -21,8 +21,8 @@ class LocalBackend:
     """A ``server.store.MemoryStore`` in this process (imports torch first: DESIGN §5)."""
 
     def __init__(self, key_dim: int, size: int, **config):
-        from server.config import MemoryConfig  # noqa: PLC0415 - faiss after torch
-        from server.store import LookupSpec, MemoryStore  # noqa: PLC0415
+        from raremem.server.config import MemoryConfig  # noqa: PLC0415 - faiss after torch
+        from raremem.server.store import LookupSpec, MemoryStore  # noqa: PLC0415
 
         self.spec = LookupSpec
         self.store = MemoryStore(MemoryConfig(key_dim=key_dim, size=size, **config))
@@ -40,7 +40,7 @@ class RemoteBackend:
     """A named memory on a raremem server, created if absent."""
 
     def __init__(self, address: str, name: str, key_dim: int, size: int, token: str | None = None, **config):
-        from client import MemoryClient  # noqa: PLC0415
+        from raremem.client import MemoryClient  # noqa: PLC0415
 
         self.client = MemoryClient(address, token=token)
         self.name = name

@@ -11,13 +11,13 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from raremem.models.paths import results_dir
 
 
 def machine() -> dict:
     def git(*args):
         try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+            return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
         except OSError:  # no git (a container): the image may name its commit instead
             return ""
 
@@ -42,9 +42,10 @@ def command() -> str:
 
 
 def write_results(stem: str, data: dict, markdown: list[str]) -> None:
-    """results/<stem>.json and results/<stem>.md, and the table on stdout."""
-    results = ROOT / "results"
-    results.mkdir(exist_ok=True)
+    """<results>/<stem>.json and <stem>.md ($RAREMEM_RESULTS, default ./results), and the
+    table on stdout."""
+    results = results_dir()
+    results.mkdir(parents=True, exist_ok=True)
     (results / f"{stem}.json").write_text(json.dumps(data, indent=2))
     (results / f"{stem}.md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))

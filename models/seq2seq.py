@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.memory_layer import MemoryLayer
+from raremem.models.memory_layer import MemoryLayer
 
 
 @dataclass

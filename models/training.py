@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import runinfo
-from models.distributed import Replica, from_env, hogwild, share
+from raremem.models import runinfo
+from raremem.models.distributed import Replica, from_env, hogwild, share
 
 
 @dataclasses.dataclass
@@ -198,7 +198,7 @@ def memory_server(memory: str, data_dir: Path | None = None):
     if memory != "spawn":
         yield memory
         return
-    from server.spawn import spawn_server  # noqa: PLC0415
+    from raremem.server.spawn import spawn_server  # noqa: PLC0415
 
     keep = ("--data-dir", str(data_dir)) if data_dir else ()
     proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0", *keep)
@@ -227,7 +227,7 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
             else:
                 summary = train_fn(cfg, address, replica)
             if cfg.memory == "spawn" and show_memory:
-                from client.admin import main as admin  # noqa: PLC0415
+                from raremem.client.admin import main as admin  # noqa: PLC0415
 
                 admin(["--memory", address, "stats", show_memory])
     finally:

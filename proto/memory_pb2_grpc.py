@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto import memory_pb2 as proto_dot_memory__pb2
+from raremem.proto import memory_pb2 as raremem_dot_proto_dot_memory__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/memory_pb2_grpc.py depends on'
+        + ' but the generated code in raremem/proto/memory_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,53 +37,53 @@ class MemoryStub:
         """
         self.CreateMemory = channel.unary_unary(
                 '/raremem.v1.Memory/CreateMemory',
-                request_serializer=proto_dot_memory__pb2.CreateMemoryRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.MemoryInfo.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.CreateMemoryRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.MemoryInfo.FromString,
                 _registered_method=True)
         self.DeleteMemory = channel.unary_unary(
                 '/raremem.v1.Memory/DeleteMemory',
-                request_serializer=proto_dot_memory__pb2.MemoryName.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.DeleteMemoryResponse.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.MemoryName.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.DeleteMemoryResponse.FromString,
                 _registered_method=True)
         self.ListMemories = channel.unary_unary(
                 '/raremem.v1.Memory/ListMemories',
-                request_serializer=proto_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.ListMemoriesResponse.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.ListMemoriesResponse.FromString,
                 _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/raremem.v1.Memory/GetStats',
-                request_serializer=proto_dot_memory__pb2.GetStatsRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.Stats.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.Stats.FromString,
                 _registered_method=True)
         self.Lookup = channel.unary_unary(
                 '/raremem.v1.Memory/Lookup',
-                request_serializer=proto_dot_memory__pb2.LookupRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.LookupResponse.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.LookupRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.LookupResponse.FromString,
                 _registered_method=True)
         self.Write = channel.unary_unary(
                 '/raremem.v1.Memory/Write',
-                request_serializer=proto_dot_memory__pb2.WriteRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.WriteResponse.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.WriteRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.WriteResponse.FromString,
                 _registered_method=True)
         self.ReadSlots = channel.unary_unary(
                 '/raremem.v1.Memory/ReadSlots',
-                request_serializer=proto_dot_memory__pb2.ReadSlotsRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.ReadSlotsResponse.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.ReadSlotsRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.ReadSlotsResponse.FromString,
                 _registered_method=True)
         self.Reset = channel.unary_unary(
                 '/raremem.v1.Memory/Reset',
-                request_serializer=proto_dot_memory__pb2.MemoryName.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.MemoryInfo.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.MemoryName.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.MemoryInfo.FromString,
                 _registered_method=True)
         self.Snapshot = channel.unary_unary(
                 '/raremem.v1.Memory/Snapshot',
-                request_serializer=proto_dot_memory__pb2.SnapshotRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.SnapshotResponse.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.SnapshotResponse.FromString,
                 _registered_method=True)
         self.Restore = channel.unary_unary(
                 '/raremem.v1.Memory/Restore',
-                request_serializer=proto_dot_memory__pb2.RestoreRequest.SerializeToString,
-                response_deserializer=proto_dot_memory__pb2.MemoryInfo.FromString,
+                request_serializer=raremem_dot_proto_dot_memory__pb2.RestoreRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.MemoryInfo.FromString,
                 _registered_method=True)
 
 
@@ -163,53 +163,53 @@ def add_MemoryServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateMemory,
-                    request_deserializer=proto_dot_memory__pb2.CreateMemoryRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.MemoryInfo.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.CreateMemoryRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.MemoryInfo.SerializeToString,
             ),
             'DeleteMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteMemory,
-                    request_deserializer=proto_dot_memory__pb2.MemoryName.FromString,
-                    response_serializer=proto_dot_memory__pb2.DeleteMemoryResponse.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.MemoryName.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.DeleteMemoryResponse.SerializeToString,
             ),
             'ListMemories': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMemories,
-                    request_deserializer=proto_dot_memory__pb2.ListMemoriesRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.ListMemoriesResponse.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.ListMemoriesRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.ListMemoriesResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
-                    request_deserializer=proto_dot_memory__pb2.GetStatsRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.Stats.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.GetStatsRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.Stats.SerializeToString,
             ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
-                    request_deserializer=proto_dot_memory__pb2.LookupRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.LookupResponse.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.LookupRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.LookupResponse.SerializeToString,
             ),
             'Write': grpc.unary_unary_rpc_method_handler(
                     servicer.Write,
-                    request_deserializer=proto_dot_memory__pb2.WriteRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.WriteResponse.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.WriteRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.WriteResponse.SerializeToString,
             ),
             'ReadSlots': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadSlots,
-                    request_deserializer=proto_dot_memory__pb2.ReadSlotsRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.ReadSlotsResponse.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.ReadSlotsRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.ReadSlotsResponse.SerializeToString,
             ),
             'Reset': grpc.unary_unary_rpc_method_handler(
                     servicer.Reset,
-                    request_deserializer=proto_dot_memory__pb2.MemoryName.FromString,
-                    response_serializer=proto_dot_memory__pb2.MemoryInfo.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.MemoryName.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.MemoryInfo.SerializeToString,
             ),
             'Snapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.Snapshot,
-                    request_deserializer=proto_dot_memory__pb2.SnapshotRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.SnapshotResponse.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.SnapshotRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.SnapshotResponse.SerializeToString,
             ),
             'Restore': grpc.unary_unary_rpc_method_handler(
                     servicer.Restore,
-                    request_deserializer=proto_dot_memory__pb2.RestoreRequest.FromString,
-                    response_serializer=proto_dot_memory__pb2.MemoryInfo.SerializeToString,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.RestoreRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.MemoryInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -238,8 +238,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/CreateMemory',
-            proto_dot_memory__pb2.CreateMemoryRequest.SerializeToString,
-            proto_dot_memory__pb2.MemoryInfo.FromString,
+            raremem_dot_proto_dot_memory__pb2.CreateMemoryRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.MemoryInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -265,8 +265,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/DeleteMemory',
-            proto_dot_memory__pb2.MemoryName.SerializeToString,
-            proto_dot_memory__pb2.DeleteMemoryResponse.FromString,
+            raremem_dot_proto_dot_memory__pb2.MemoryName.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.DeleteMemoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -292,8 +292,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/ListMemories',
-            proto_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
-            proto_dot_memory__pb2.ListMemoriesResponse.FromString,
+            raremem_dot_proto_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.ListMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -319,8 +319,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/GetStats',
-            proto_dot_memory__pb2.GetStatsRequest.SerializeToString,
-            proto_dot_memory__pb2.Stats.FromString,
+            raremem_dot_proto_dot_memory__pb2.GetStatsRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.Stats.FromString,
             options,
             channel_credentials,
             insecure,
@@ -346,8 +346,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/Lookup',
-            proto_dot_memory__pb2.LookupRequest.SerializeToString,
-            proto_dot_memory__pb2.LookupResponse.FromString,
+            raremem_dot_proto_dot_memory__pb2.LookupRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -373,8 +373,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/Write',
-            proto_dot_memory__pb2.WriteRequest.SerializeToString,
-            proto_dot_memory__pb2.WriteResponse.FromString,
+            raremem_dot_proto_dot_memory__pb2.WriteRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.WriteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -400,8 +400,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/ReadSlots',
-            proto_dot_memory__pb2.ReadSlotsRequest.SerializeToString,
-            proto_dot_memory__pb2.ReadSlotsResponse.FromString,
+            raremem_dot_proto_dot_memory__pb2.ReadSlotsRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.ReadSlotsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -427,8 +427,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/Reset',
-            proto_dot_memory__pb2.MemoryName.SerializeToString,
-            proto_dot_memory__pb2.MemoryInfo.FromString,
+            raremem_dot_proto_dot_memory__pb2.MemoryName.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.MemoryInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -454,8 +454,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/Snapshot',
-            proto_dot_memory__pb2.SnapshotRequest.SerializeToString,
-            proto_dot_memory__pb2.SnapshotResponse.FromString,
+            raremem_dot_proto_dot_memory__pb2.SnapshotRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -481,8 +481,8 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/Restore',
-            proto_dot_memory__pb2.RestoreRequest.SerializeToString,
-            proto_dot_memory__pb2.MemoryInfo.FromString,
+            raremem_dot_proto_dot_memory__pb2.RestoreRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.MemoryInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from proto import memory_pb2 as pb
+from raremem.proto import memory_pb2 as pb
 
 _TO_NUMPY = {
     pb.FLOAT32: np.dtype("<f4"),

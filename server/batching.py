@@ -19,8 +19,8 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Callable
 
-from server.errors import Aborted
-from server.store import LookupResult, LookupSpec
+from raremem.server.errors import Aborted
+from raremem.server.store import LookupResult, LookupSpec
 
 
 class Batcher:

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from server.errors import InvalidArgument
+from raremem.server.errors import InvalidArgument
 
 INDEX_KINDS = ("exact", "ivf", "lsh")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from proto import memory_pb2 as pb
-from proto.tensors import from_tensor, optional_tensor, to_tensor
-from server.config import MemoryConfig
-from server.errors import InvalidArgument
-from server.service import MemoryInfo
-from server.store import LookupResult, LookupSpec
+from raremem.proto import memory_pb2 as pb
+from raremem.proto.tensors import from_tensor, optional_tensor, to_tensor
+from raremem.server.config import MemoryConfig
+from raremem.server.errors import InvalidArgument
+from raremem.server.service import MemoryInfo
+from raremem.server.store import LookupResult, LookupSpec
 
 _KIND_TO_PB = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()} | {pb.INDEX_KIND_UNSPECIFIED: "exact"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from server.config import MemoryConfig
+from raremem.server.config import MemoryConfig
 
 # DESIGN §5: faiss-cpu only takes its BLAS path from 1000 queries on; forcing it made exact
 # k=256 search 1.5-4x faster at b = 16..256 with identical results.

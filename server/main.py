@@ -15,9 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
-from server import metrics
-from server.service import MemoryService
-from server.servicer import DEFAULT_MAX_MESSAGE, create_server
+from raremem.server import metrics
+from raremem.server.service import MemoryService
+from raremem.server.servicer import DEFAULT_MAX_MESSAGE, create_server
 
 log = logging.getLogger("raremem.server")
 

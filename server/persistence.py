@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.errors import InvalidArgument, NotFound, PermissionDenied
+from raremem.server.errors import InvalidArgument, NotFound, PermissionDenied
 
 SUFFIX = ".npz"
 COUNTS_FILE = ".write_counts.json"

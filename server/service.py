@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from server import metrics, persistence
-from server.batching import Batcher
-from server.config import MemoryConfig
-from server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from server.store import Counters, LookupResult, LookupSpec, MemoryStore
+from raremem.server import metrics, persistence
+from raremem.server.batching import Batcher
+from raremem.server.config import MemoryConfig
+from raremem.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from raremem.server.store import Counters, LookupResult, LookupSpec, MemoryStore
 
 log = logging.getLogger("raremem.service")
 

@@ -17,11 +17,11 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from proto import memory_pb2 as pb
-from proto import memory_pb2_grpc as pb_grpc
-from proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
-from server import convert, errors, metrics
-from server.service import MemoryService
+from raremem.proto import memory_pb2 as pb
+from raremem.proto import memory_pb2_grpc as pb_grpc
+from raremem.proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
+from raremem.server import convert, errors, metrics
+from raremem.server.service import MemoryService
 
 log = logging.getLogger("raremem.servicer")
 

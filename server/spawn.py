@@ -6,16 +6,13 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def spawn_server(*args: str, timeout: float = 60.0) -> tuple[subprocess.Popen, str, str]:
-    """Run ``python -m server.main --port 0 ARGS``; return (process, "host:port", start-up log).
+    """Run ``python -m raremem.server.main --port 0 ARGS``; return (process, "host:port", start-up log).
 
     The child's combined stdout/stderr stays readable from ``process.stdout`` afterwards."""
-    proc = subprocess.Popen([sys.executable, "-m", "server.main", "--port", "0", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "raremem.server.main", "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, lines = time.time() + timeout, []
     while time.time() < deadline:

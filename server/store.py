@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.config import MemoryConfig
-from server.errors import InvalidArgument
-from server.indexes import make_index
+from raremem.server.config import MemoryConfig
+from raremem.server.errors import InvalidArgument
+from raremem.server.indexes import make_index
 
 EMPTY = -1  # value of an empty slot; also "no slot" in id arrays
 

@@ -6,9 +6,9 @@ import contextlib
 
 import pytest
 
-from client import MemoryClient
-from server.service import MemoryService
-from server.servicer import create_server
+from raremem.client import MemoryClient
+from raremem.server.service import MemoryService
+from raremem.server.servicer import create_server
 
 
 @contextlib.contextmanager

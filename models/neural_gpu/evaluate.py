@@ -5,7 +5,7 @@
 - ``function_coverage``: for every n in S, one input holding n (a fixed context); the share of
   n whose 7 output digits the memory returns correctly, queried with teacher forcing and no
   update: how much of f the trained memory holds.
-- ``python -m models.neural_gpu.evaluate --hamming`` scores the Hamming nearest neighbour.
+- ``python -m raremem.models.neural_gpu.evaluate --hamming`` scores the Hamming nearest neighbour.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import torch
 
-from models.neural_gpu.hamming import hamming_nn
-from models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, Examples, fully_correct,
+from raremem.models.neural_gpu.hamming import hamming_nn
+from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, Examples, fully_correct,
                                     make_splits, to_base4)
 
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     train, test, _ = make_splits(a.task_seed)
     score = float(fully_correct(hamming_nn(train, test), test).mean())
-    from models import runinfo  # noqa: PLC0415
+    from raremem.models import runinfo  # noqa: PLC0415
 
     result = {"row": "hamming", "fully_correct": score, "examples": len(test), "command": runinfo.command(),
               "machine": runinfo.machine()}

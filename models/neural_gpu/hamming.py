@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.neural_gpu.task import MAX_LENGTH, VOCAB, Examples
+from raremem.models.neural_gpu.task import MAX_LENGTH, VOCAB, Examples
 
 
 def one_hot(inputs: np.ndarray) -> np.ndarray:

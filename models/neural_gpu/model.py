@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.memory_layer import MemoryLayer
-from models.seq2seq import AttentionSeq2Seq, DecoderOutput, Seq2SeqConfig
-from models.neural_gpu.task import PAD, VOCAB
+from raremem.models.memory_layer import MemoryLayer
+from raremem.models.seq2seq import AttentionSeq2Seq, DecoderOutput, Seq2SeqConfig
+from raremem.models.neural_gpu.task import PAD, VOCAB
 
 
 @dataclass

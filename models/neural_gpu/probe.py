@@ -12,8 +12,8 @@ memory update) and reports per digit position j:
 - ``recall``: share of numbers whose query in the second input has, among the first input's
   queries at the same digit, its own number's as nearest neighbour (chance: 1 / numbers).
 
-    python -m models.neural_gpu.probe runs/synthetic/ngpu-memory/checkpoint.pt
-    python -m models.neural_gpu.probe --fresh --arch ngpu       # the same model at initialisation
+    python -m raremem.models.neural_gpu.probe runs/synthetic/ngpu-memory/checkpoint.pt
+    python -m raremem.models.neural_gpu.probe --fresh --arch ngpu       # the same model at initialisation
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from dataclasses import fields
 import numpy as np
 import torch.nn.functional as F
 
-from models.memory_layer import make_backend
-from models.neural_gpu.model import ModelConfig, build_model
-from models.neural_gpu.task import A, B, DIGIT0, DIGITS, HIGH, LOW, random_function, to_base4
+from raremem.models.memory_layer import make_backend
+from raremem.models.neural_gpu.model import ModelConfig, build_model
+from raremem.models.neural_gpu.task import A, B, DIGIT0, DIGITS, HIGH, LOW, random_function, to_base4
 
 
 def record_queries(model, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:

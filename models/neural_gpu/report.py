@@ -1,6 +1,6 @@
 """results/synthetic.{md,json,png}: Table 2 from the runs' eval.json files, beside the paper.
 
-    python -m models.neural_gpu.report --runs runs/synthetic [--admin runs/synthetic/admin-stats.txt]
+    python -m raremem.models.neural_gpu.report --runs runs/synthetic [--admin runs/synthetic/admin-stats.txt]
 
 Each row carries its compute (steps, wall time, machine) and command from the run's own record.
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.neural_gpu.probe import load_model, probe
-from models.neural_gpu.task import random_function
-from models.plots import finish, plt, smoothed
+from raremem.models.neural_gpu.probe import load_model, probe
+from raremem.models.neural_gpu.task import random_function
+from raremem.models.plots import finish, plt, smoothed
 
 ROOT = Path(__file__).resolve().parents[2]
 # Table 2 of the paper: fully correct sequences on the 10K test examples, in %.
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         md += [f"| {v['variant']} | {100 * v['fully_correct']:.2f} | {100 * v['memory_run_correct']:.2f} | "
                f"{100 * v['function_coverage']:.2f} | {v['train_steps']:,} | {v['train_seconds'] / 60:.0f} min | "
                f"{where(v['machine'])} |" for v in variants]
-    md += ["", "Do the memory queries name the number? (`python -m models.neural_gpu.probe`: 1,000 numbers of S, "
+    md += ["", "Do the memory queries name the number? (`python -m raremem.models.neural_gpu.probe`: 1,000 numbers of S, "
            "each in two A/B contexts; recall = the query's nearest neighbour among the other context's queries "
            "at the same digit is its own number's; chance 0.1%):", ""] + probe_table(probes)
     if a.notes and a.notes.is_file():

@@ -1,10 +1,10 @@
 """Train one row of Table 2 on the synthetic rare-function task, through a raremem server.
 
-    python -m models.neural_gpu.train --arch ngpu                         # Neural GPU + memory
-    python -m models.neural_gpu.train --arch ngpu --no-memory-layer       # Neural GPU
-    python -m models.neural_gpu.train --arch seq2seq [--no-memory-layer]  # LSTM + attention
-    python -m models.neural_gpu.train --memory HOST:PORT --hogwild 2 ...  # replicas, one memory
-    torchrun --nproc-per-node 2 -m models.neural_gpu.train --memory HOST:PORT ...
+    python -m raremem.models.neural_gpu.train --arch ngpu                         # Neural GPU + memory
+    python -m raremem.models.neural_gpu.train --arch ngpu --no-memory-layer       # Neural GPU
+    python -m raremem.models.neural_gpu.train --arch seq2seq [--no-memory-layer]  # LSTM + attention
+    python -m raremem.models.neural_gpu.train --memory HOST:PORT --hogwild 2 ...  # replicas, one memory
+    torchrun --nproc-per-node 2 -m raremem.models.neural_gpu.train --memory HOST:PORT ...
 
 The memory is life-long: never cleared, one memory for all replicas (``synthetic/<arch>``); a
 spawned server keeps it in ``<out>/memory``, so ``--resume`` continues it.
@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from models.distributed import Replica, bind_shared
-from models.memory_layer import make_backend
-from models.neural_gpu.evaluate import evaluate, function_coverage
-from models.neural_gpu.model import ModelConfig, build_model
-from models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
+from raremem.models.distributed import Replica, bind_shared
+from raremem.models.memory_layer import make_backend
+from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
+from raremem.models.neural_gpu.model import ModelConfig, build_model
+from raremem.models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
+from raremem.models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
                              run_trainer, training_loop)
 
 
@@ -179,7 +179,7 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
     if cfg.memory_layer:
         result["function_coverage"] = function_coverage(model, f, limit=cfg.final_examples or None)
         if address != "local":
-            from client import MemoryClient  # noqa: PLC0415
+            from raremem.client import MemoryClient  # noqa: PLC0415
 
             with MemoryClient(address, token=cfg.token or None) as c:
                 s = c.stats(memory_name(cfg))

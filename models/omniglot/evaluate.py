@@ -5,8 +5,8 @@ times, first draws first; the memory is updated as the episode unfolds (no weigh
 Accuracy is kept per "times seen before" (0-shot ... (shots-1)-shot); 95% intervals are over
 episodes. The same harness scores a trained model and the pixel nearest-neighbour baseline.
 
-    python -m models.omniglot.evaluate --checkpoint runs/omniglot/checkpoint.pt
-    python -m models.omniglot.evaluate --pixel-nn
+    python -m raremem.models.omniglot.evaluate --checkpoint runs/omniglot/checkpoint.pt
+    python -m raremem.models.omniglot.evaluate --pixel-nn
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from models import runinfo
-from models.memory_layer import make_backend
-from models.omniglot.data import Omniglot
-from models.omniglot.episodes import sample_episodes
+from raremem.models import runinfo
+from raremem.models.paths import data_dir
+from raremem.models.memory_layer import make_backend
+from raremem.models.omniglot.data import Omniglot
+from raremem.models.omniglot.episodes import sample_episodes
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot"
+DEFAULT_DATA = data_dir("omniglot")  # $RAREMEM_DATA/omniglot
 
 
 def evaluate(encode: Callable[[np.ndarray], np.ndarray], backend, data: np.ndarray, width: int,
@@ -76,7 +77,7 @@ def evaluate_all(encode, memory: str, key_dim: int, data: np.ndarray, episodes: 
 
 
 def main(argv=None) -> int:
-    from models.omniglot.train import load_model  # noqa: PLC0415 - avoids an import cycle
+    from raremem.models.omniglot.train import load_model  # noqa: PLC0415 - avoids an import cycle
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)

@@ -1,6 +1,6 @@
 """Write results/omniglot.{md,json} and plots from a training run and its evaluations.
 
-    python -m models.omniglot.report --run runs/omniglot-cpu \\
+    python -m raremem.models.omniglot.report --run runs/omniglot-cpu \\
         --model-eval runs/omniglot-cpu/eval.json --pixel-eval runs/pixel_nn.json
 """
 
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from models.plots import finish, plt, smoothed
+from raremem.models.plots import finish, plt, smoothed
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER = {"5-way": {1: 98.4, 5: 99.6}, "20-way": {1: 95.0, 5: 98.6}}

@@ -1,11 +1,11 @@
 """Train the Omniglot ConvNet with memory through a raremem server (paper §4.1).
 
-    python -m models.omniglot.train                      # spawns a server, short run
-    python -m models.omniglot.train --memory HOST:PORT   # a running server
-    python -m models.omniglot.train --memory local       # the store in this process
-    python -m models.omniglot.train --steps 20000 --minutes 120 --out runs/omniglot-full
-    torchrun --nproc-per-node 4 -m models.omniglot.train --memory HOST:PORT   # DDP replicas
-    python -m models.omniglot.train --hogwild 4 --memory HOST:PORT           # Hogwild replicas
+    python -m raremem.models.omniglot.train                      # spawns a server, short run
+    python -m raremem.models.omniglot.train --memory HOST:PORT   # a running server
+    python -m raremem.models.omniglot.train --memory local       # the store in this process
+    python -m raremem.models.omniglot.train --steps 20000 --minutes 120 --out runs/omniglot-full
+    torchrun --nproc-per-node 4 -m raremem.models.omniglot.train --memory HOST:PORT   # DDP replicas
+    python -m raremem.models.omniglot.train --hogwild 4 --memory HOST:PORT           # Hogwild replicas
 
 Each replica owns the memory ``omniglot/replica-<rank>`` (episodes clear it); with
 ``--shared-memory`` all replicas write one life-long memory instead (the write-race study).
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from models.distributed import Replica, bind_shared
-from models.memory_layer import make_backend
-from models.omniglot.data import Omniglot
-from models.omniglot.episodes import sample_episodes
-from models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
-from models.omniglot.model import OmniglotModel, OmniglotModelConfig
-from models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
+from raremem.models.distributed import Replica, bind_shared
+from raremem.models.memory_layer import make_backend
+from raremem.models.omniglot.data import Omniglot
+from raremem.models.omniglot.episodes import sample_episodes
+from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
+from raremem.models.omniglot.model import OmniglotModel, OmniglotModelConfig
+from raremem.models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
                              run_trainer, training_loop)
 
 

@@ -13,7 +13,9 @@ import gzip
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "translation"
+from raremem.models.paths import data_dir
+
+DEFAULT_DATA = data_dir("translation")  # $RAREMEM_DATA/translation
 
 
 @dataclass

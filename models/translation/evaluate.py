@@ -15,8 +15,8 @@ import numpy as np
 import sacrebleu
 import torch
 
-from models.translation.beam import beam_search
-from models.translation.subwords import EOS, PAD, Subwords
+from raremem.models.translation.beam import beam_search
+from raremem.models.translation.subwords import EOS, PAD, Subwords
 
 WORD = re.compile(r"\w+", re.UNICODE)
 

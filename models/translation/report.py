@@ -3,10 +3,10 @@ without context, with the even lines as one-shot context (odd lines scored) and 
 test set as context (the oracle). Every memory row starts from a fresh copy of the trained
 memory (restored under another name on a server of its own); the trained one is never written.
 
-    python -m models.translation.report --split test_2016_flickr     # -> runs/translation/eval-<split>.json
-    python -m models.translation.report --split newstest2014
-    python -m models.translation.report --split newstest2014 --models baseline   # one model now, the other later
-    python -m models.translation.report --tables                     # -> results/translation.{md,json}
+    python -m raremem.models.translation.report --split test_2016_flickr     # -> runs/translation/eval-<split>.json
+    python -m raremem.models.translation.report --split newstest2014
+    python -m raremem.models.translation.report --split newstest2014 --models baseline   # one model now, the other later
+    python -m raremem.models.translation.report --tables                     # -> results/translation.{md,json}
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from client import MemoryClient
-from models import runinfo
-from models.plots import finish, plt, smoothed
-from models.training import memory_server, parameters_digest
-from models.translation import data
-from models.translation.evaluate import bleu, context_pass, rare_hits, rare_recall, translate, word_counts
-from models.translation.subwords import Subwords
-from models.translation.train import TrainConfig, make_model
-from server.persistence import default_file
+from raremem.client import MemoryClient
+from raremem.models import runinfo
+from raremem.models.plots import finish, plt, smoothed
+from raremem.models.training import memory_server, parameters_digest
+from raremem.models.translation import data
+from raremem.models.translation.evaluate import bleu, context_pass, rare_hits, rare_recall, translate, word_counts
+from raremem.models.translation.subwords import Subwords
+from raremem.models.translation.train import TrainConfig, make_model
+from raremem.server.persistence import default_file
 
 
 COPY = "translation/eval-copy"

@@ -1,9 +1,9 @@
 """Train the GNMT-style translator (Multi30k En->De) with or without memory, through raremem.
 
-    python -m models.translation.train --out runs/translation/memory                    # + memory
-    python -m models.translation.train --out runs/translation/baseline --no-memory-layer
-    python -m models.translation.train --memory HOST:PORT --hogwild 2 ...               # replicas
-    torchrun --nproc-per-node 2 -m models.translation.train --memory HOST:PORT ...
+    python -m raremem.models.translation.train --out runs/translation/memory                    # + memory
+    python -m raremem.models.translation.train --out runs/translation/baseline --no-memory-layer
+    python -m raremem.models.translation.train --memory HOST:PORT --hogwild 2 ...               # replicas
+    torchrun --nproc-per-node 2 -m raremem.models.translation.train --memory HOST:PORT ...
 
 Loss = label-smoothed cross-entropy + memory_loss_weight x memory loss; under teacher forcing
 every target position of a batch is one memory call with updates (values = target subword ids).
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from models.distributed import Replica, bind_shared
-from models.memory_layer import make_backend
-from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
+from raremem.models.distributed import Replica, bind_shared
+from raremem.models.memory_layer import make_backend
+from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+from raremem.models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
                              run_trainer, training_loop)
-from models.translation import data, subwords
-from models.translation.evaluate import bleu, pad_batch, translate
+from raremem.models.translation import data, subwords
+from raremem.models.translation.evaluate import bleu, pad_batch, translate
 
 
 @dataclass

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from client.admin import main
+from raremem.client.admin import main
 from tests.workloads import clustered_batches
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from models.omniglot.evaluate import DEFAULT_DATA
+from raremem.models.omniglot.evaluate import DEFAULT_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = os.environ.get("RAREMEM_BASE_IMAGE", "raremem/base:bookworm")

@@ -10,11 +10,10 @@ import sys
 import pytest
 import torch
 
-from client import MemoryClient
-from models.distributed import bind_shared, share
-from models.launch import trainer_command
-from models.omniglot.evaluate import DEFAULT_DATA
-from server.spawn import ROOT
+from raremem.client import MemoryClient
+from raremem.models.distributed import bind_shared, share
+from raremem.models.launch import trainer_command
+from raremem.models.omniglot.evaluate import DEFAULT_DATA
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_file(),
                                 reason="Omniglot zips not in ../shared/data/omniglot")
@@ -25,7 +24,7 @@ SMALL = ["--batch", "2", "--memory-size", "256", "--choose-k", "16", "--rep-dim"
 
 def run(mode: str, replicas: int, address: str, out, *args: str) -> list[dict]:
     cmd = trainer_command("omniglot", mode, replicas, address, [*SMALL, "--out", str(out), *args])
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return [json.loads((out / f"replica-{r}.json").read_text()) for r in range(replicas)]
 
@@ -77,10 +76,10 @@ def test_bind_shared_makes_workers_write_one_storage():
 
 def test_launcher_starts_a_server_and_replicas_and_shows_memory(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "models.launch", "--replicas", "2", "--mode", "hogwild", "--every", "2",
+        [sys.executable, "-m", "raremem.models.launch", "--replicas", "2", "--mode", "hogwild", "--every", "2",
          "--data-dir", str(tmp_path / "mem"), "--log", str(tmp_path / "log.txt"), "--",
          *SMALL, "--steps", "6", "--out", str(tmp_path / "run")],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+        capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "raremem-server on 127.0.0.1:" in out.stdout and "omniglot/replica-1" in out.stdout
     assert "trainer exited with 0" in out.stdout

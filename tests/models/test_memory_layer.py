@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.memory_layer import MemoryLayer, make_backend
+from raremem.models.memory_layer import MemoryLayer, make_backend
 from tests.reference_memory import ReferenceMemory
 from tests.workloads import clustered_batches
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.memory_layer import make_backend
-from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+from raremem.models.memory_layer import make_backend
+from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
 
 
 @pytest.mark.parametrize("memory", [False, True])

@@ -6,17 +6,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 
-from proto import generate
-from proto import memory_pb2 as pb
-from proto.tensors import TensorError, from_tensor, to_tensor
+from raremem.proto import generate
+from raremem.proto import memory_pb2 as pb
+from raremem.proto.tensors import TensorError, from_tensor, to_tensor
 
 
 def test_generated_code_is_up_to_date(tmp_path):
     generate.generate(tmp_path)
-    for rel in generate.GENERATED:
-        fresh = (tmp_path / rel).read_text()
-        committed = (generate.ROOT / rel).read_text()
-        assert fresh == committed, f"{rel} is stale: run `python -m proto.generate`"
+    for name in generate.GENERATED:
+        fresh = (tmp_path / name).read_text()
+        committed = (generate.HERE / name).read_text()
+        assert fresh == committed, f"proto/{name} is stale: run `python -m raremem.proto.generate`"
+
+
+def test_stubs_register_a_name_of_their_own():
+    """The pool holds one file per name: a generic ``memory.proto`` would clash with others'."""
+    assert pb.DESCRIPTOR.name == "raremem/proto/memory.proto"
+    assert pb.DESCRIPTOR.package == "raremem.v1"
 
 
 @pytest.mark.parametrize("array", [

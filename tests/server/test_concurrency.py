@@ -7,7 +7,7 @@ import threading
 import numpy as np
 from prometheus_client import REGISTRY
 
-from client import MemoryClient
+from raremem.client import MemoryClient
 from tests.workloads import clustered_batches
 
 THREADS, BATCHES, B, D, SIZE = 8, 40, 16, 32, 1024

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bench.recall import clustered_memory, recall
-from server.config import MemoryConfig
-from server.indexes import TorchExactIndex
-from server.store import LookupSpec, MemoryStore
+from raremem.server.config import MemoryConfig
+from raremem.server.indexes import TorchExactIndex
+from raremem.server.store import LookupSpec, MemoryStore
 from tests.reference_memory import ReferenceMemory
 from tests.server.test_store_reference import assert_same_answers, assert_same_state, to_spec
 from tests.workloads import clustered_batches

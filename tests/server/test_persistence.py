@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client import MemoryClient
-from server.spawn import spawn_server
+from raremem.client import MemoryClient
+from raremem.server.spawn import spawn_server
 from tests.conftest import running_server
 from tests.workloads import clustered_batches
 

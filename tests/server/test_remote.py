@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from client import MemoryClient
-from proto import memory_pb2 as pb
-from proto.tensors import to_tensor
+from raremem.client import MemoryClient
+from raremem.proto import memory_pb2 as pb
+from raremem.proto.tensors import to_tensor
 from tests.conftest import running_server
 from tests.reference_memory import ReferenceMemory
 from tests.server.test_store_reference import assert_same_answers, assert_same_state
@@ -240,7 +240,7 @@ def test_tls(tmp_path):
 def test_prometheus_metrics(client):
     import urllib.request
 
-    from server.metrics import serve_metrics
+    from raremem.server.metrics import serve_metrics
 
     port = serve_metrics(0)
     client.create_memory("metered", 4, 8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.config import MemoryConfig
-from server.store import LookupSpec, MemoryStore
+from raremem.server.config import MemoryConfig
+from raremem.server.store import LookupSpec, MemoryStore
 from tests.reference_memory import ReferenceMemory
 from tests.workloads import clustered_batches
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from models.memory_layer import make_backend
-from models.neural_gpu.model import ModelConfig, build_model
-from models.neural_gpu.task import VOCAB, make_splits
-from models.neural_gpu.train import TrainConfig, train
+from raremem.models.memory_layer import make_backend
+from raremem.models.neural_gpu.model import ModelConfig, build_model
+from raremem.models.neural_gpu.task import VOCAB, make_splits
+from raremem.models.neural_gpu.train import TrainConfig, train
 
 SMALL = {"ngpu": dict(channels=8, height=2, nconv=1), "seq2seq": dict(units=32)}
 

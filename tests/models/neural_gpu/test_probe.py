@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.neural_gpu.probe import load_model, placed, probe, record_queries
-from models.neural_gpu.task import DIGITS, random_function
+from raremem.models.neural_gpu.probe import load_model, placed, probe, record_queries
+from raremem.models.neural_gpu.task import DIGITS, random_function
 
 F = random_function(0)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, strategies as st
 
-from models.neural_gpu.hamming import hamming_nn
-from models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, decode, from_base4,
+from raremem.models.neural_gpu.hamming import hamming_nn
+from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, decode, from_base4,
                                     fully_correct, generate, make_splits, random_function, to_base4)
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.omniglot.data import Omniglot, OmniglotError, download, read_split, rotations
-from models.omniglot.episodes import sample_episodes
-from models.omniglot.evaluate import DEFAULT_DATA
+from raremem.models.omniglot.data import Omniglot, OmniglotError, download, read_split, rotations
+from raremem.models.omniglot.episodes import sample_episodes
+from raremem.models.omniglot.evaluate import DEFAULT_DATA
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_file(),
                                 reason="shared Omniglot zips not found")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from client import MemoryClient
-from models.memory_layer import make_backend
-from models.omniglot.data import Omniglot
-from models.omniglot.episodes import sample_episodes
-from models.omniglot.evaluate import DEFAULT_DATA, evaluate, pixel_encoder
-from models.omniglot.train import TrainConfig, load_model, parse_args, train
+from raremem.client import MemoryClient
+from raremem.models.memory_layer import make_backend
+from raremem.models.omniglot.data import Omniglot
+from raremem.models.omniglot.episodes import sample_episodes
+from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, pixel_encoder
+from raremem.models.omniglot.train import TrainConfig, load_model, parse_args, train
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_file(),
                                 reason="shared Omniglot zips not found")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.translation.data import DEFAULT_DATA, load
-from models.translation.subwords import EOS, Subwords, train
+from raremem.models.translation.data import DEFAULT_DATA, load
+from raremem.models.translation.subwords import EOS, Subwords, train
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
 

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from client import MemoryClient
-from models.memory_layer import make_backend
-from models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from models.training import memory_server, parameters_digest
-from models.translation import report
-from models.translation.beam import beam_search
-from models.translation.data import DEFAULT_DATA, load
-from models.translation.evaluate import WORD, context_pass, rare_recall, word_counts
-from models.translation.subwords import BOS, EOS, PAD
-from models.translation.train import TrainConfig, main, train
+from raremem.client import MemoryClient
+from raremem.models.memory_layer import make_backend
+from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+from raremem.models.training import memory_server, parameters_digest
+from raremem.models.translation import report
+from raremem.models.translation.beam import beam_search
+from raremem.models.translation.data import DEFAULT_DATA, load
+from raremem.models.translation.evaluate import WORD, context_pass, rare_recall, word_counts
+from raremem.models.translation.subwords import BOS, EOS, PAD
+from raremem.models.translation.train import TrainConfig, main, train
 
 needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
 
@@ -84,7 +84,7 @@ def test_rare_recall_counts_clipped_occurrences_of_rare_words():
 
 @needs_data
 def test_context_pass_changes_memory_but_not_parameters(server, tmp_path):
-    from models.translation.subwords import train as train_subwords
+    from raremem.models.translation.subwords import train as train_subwords
 
     pairs = load("test_2016_flickr")
     sw = train_subwords(pairs.source + pairs.target, tmp_path / "sp.model", vocab_size=500)
