@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from raremem.models import runinfo
 from raremem.models.distributed import Replica, from_env, hogwild, share
+from raremem.models.memory_layer import make_backend
 
 
 @dataclasses.dataclass
@@ -40,6 +41,11 @@ class TrainerFlags:
     resume: bool = False
     init: str = ""                  # start from this checkpoint's weights (fine-tuning)
     hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
+    # The memory (DESIGN §1); a trainer changes the defaults that its task needs.
+    memory_size: int = 8192         # slots
+    choose_k: int = 256             # neighbours per lookup (capped at memory_size)
+    age_noise: float = 8.0          # eviction noise: U(-a, a) added to the ages
+    alpha: float = 0.1              # margin of the memory loss
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -52,6 +58,12 @@ def parse_config(cls, argv=None, description: str = ""):
         else:
             p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
     return cls(**vars(p.parse_args(argv))).validate()
+
+
+def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
+    """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT)."""
+    return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None,
+                        choose_k=cfg.choose_k, age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed)
 
 
 def parameters_digest(model: torch.nn.Module) -> str:

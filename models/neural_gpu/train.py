@@ -28,12 +28,11 @@ import numpy as np
 import torch.nn.functional as F
 
 from raremem.models.distributed import Replica, bind_shared
-from raremem.models.memory_layer import make_backend
 from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
 from raremem.models.neural_gpu.model import ModelConfig, build_model
 from raremem.models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from raremem.models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
-                             run_trainer, training_loop)
+from raremem.models.training import (TrainerFlags, initial_weights, memory_backend, open_replica, parse_config,
+                                     resume_replica, run_trainer, training_loop)
 
 
 @dataclass
@@ -48,9 +47,6 @@ class TrainConfig(TrainerFlags):
     units: int = 256                # seq2seq LSTM units
     dropout: float = 0.1
     memory_size: int = 500_000      # the paper's 500K
-    choose_k: int = 256
-    age_noise: float = 8.0
-    alpha: float = 0.1
     lr: float = 1e-3
     adam_eps: float = 1e-3
     clip: float = 1.0
@@ -94,9 +90,7 @@ def make_model(cfg: TrainConfig, address: str | None):
     mc = cfg.model_config()
     backend = None
     if cfg.memory_layer and address:
-        backend = make_backend(address, memory_name(cfg), mc.key_dim, cfg.memory_size,
-                               token=cfg.token or None, choose_k=cfg.choose_k, age_noise=cfg.age_noise,
-                               alpha=cfg.alpha, seed=cfg.seed)
+        backend = memory_backend(cfg, address, memory_name(cfg), mc.key_dim)
     return build_model(mc, backend)
 
 

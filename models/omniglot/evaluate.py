@@ -25,6 +25,7 @@ from raremem.models.paths import data_dir
 from raremem.models.memory_layer import make_backend
 from raremem.models.omniglot.data import Omniglot
 from raremem.models.omniglot.episodes import sample_episodes
+from raremem.models.omniglot.model import load_model
 
 DEFAULT_DATA = data_dir("omniglot")  # $RAREMEM_DATA/omniglot
 
@@ -77,8 +78,6 @@ def evaluate_all(encode, memory: str, key_dim: int, data: np.ndarray, episodes: 
 
 
 def main(argv=None) -> int:
-    from raremem.models.omniglot.train import load_model  # noqa: PLC0415 - avoids an import cycle
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--checkpoint", type=Path, help="a trainer checkpoint")

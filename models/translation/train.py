@@ -26,10 +26,9 @@ import numpy as np
 import torch.nn.functional as F
 
 from raremem.models.distributed import Replica, bind_shared
-from raremem.models.memory_layer import make_backend
 from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from raremem.models.training import (TrainerFlags, initial_weights, open_replica, parse_config, resume_replica,
-                             run_trainer, training_loop)
+from raremem.models.training import (TrainerFlags, initial_weights, memory_backend, open_replica, parse_config,
+                                     resume_replica, run_trainer, training_loop)
 from raremem.models.translation import data, subwords
 from raremem.models.translation.evaluate import bleu, pad_batch, translate
 
@@ -49,9 +48,6 @@ class TrainConfig(TrainerFlags):
     layers: int = 2
     dropout: float = 0.2
     memory_size: int = 32_768
-    choose_k: int = 256
-    age_noise: float = 8.0
-    alpha: float = 0.1
     lr: float = 1e-3
     clip: float = 5.0
     label_smoothing: float = 0.1
@@ -89,8 +85,7 @@ def make_model(cfg: TrainConfig, address: str | None, vocab: int) -> AttentionSe
                        pad=subwords.PAD, go=subwords.BOS, eos=subwords.EOS)
     backend = None
     if cfg.memory_layer and address:
-        backend = make_backend(address, cfg.memory_name, cfg.units, cfg.memory_size, token=cfg.token or None,
-                               choose_k=cfg.choose_k, age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed)
+        backend = memory_backend(cfg, address, cfg.memory_name, cfg.units)
     return AttentionSeq2Seq(mc, backend)
 
 
