@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -99,68 +100,101 @@ def save_checkpoint(out: Path, model, opt, cfg, step: int, rng: np.random.Genera
                      out / "checkpoint.pt")
 
 
-def open_replica(cfg, replica: Replica | None) -> tuple[Replica, "RunFiles", np.random.Generator]:
-    """A replica's start: its run files, torch threads, and seeds of its own (``seed + rank``)."""
-    replica = replica or Replica()
-    files = RunFiles(cfg, replica)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + replica.rank)
-    return replica, files, np.random.default_rng([cfg.seed, replica.rank])
+class Run:
+    """One replica's run, read top to bottom by its trainer::
 
+        run = Run(cfg, replica)                  # run files, torch threads, seeds (seed + rank)
+        ...                                      # data, model, optimiser (run.rng samples data)
+        run.start(model, opt)                    # resume: optimiser, RNGs, step, wall time
+        for step in run.steps():                 # until cfg.steps, cfg.minutes or SIGTERM
+            ...                                  # train step + 1
+            run.log(row)                         # metrics file and progress bar
+        summary = run.finish()
 
-def training_loop(cfg, replica: Replica, files: "RunFiles", model, opt, rng: np.random.Generator, step: int,
-                  wall: float, one_step, desc: str, show: tuple[str, ...] = ("loss",)) -> dict:
-    """Call ``one_step(step) -> metrics row`` (it trains step + 1, and may validate) until
-    ``cfg.steps``, ``cfg.minutes`` or SIGTERM, all replicas stopping together. Each row goes to
-    the metrics file and its ``show`` keys to the progress bar; checkpoints every
-    ``cfg.checkpoint_every`` steps and at the end. Returns the replica's summary, where
-    ``interrupted`` says SIGTERM stopped it (callers then skip long final work)."""
-    stop = stop_flag()
-    bar = tqdm(total=cfg.steps, initial=step, desc=desc, unit="step", dynamic_ncols=True, disable=not replica.main)
-    start = time.perf_counter() - wall
-    while step < cfg.steps:
-        late = bool(cfg.minutes) and (time.perf_counter() - start) / 60 >= cfg.minutes
-        if replica.any(stop["now"] or late):
-            break
-        row = one_step(step)
-        step += 1
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in show})
-        files.row({"step": step, "wall": time.perf_counter() - start, **row})
-        if step % cfg.checkpoint_every == 0:
-            save_checkpoint(files.out, model, opt, cfg, step, rng, time.perf_counter() - start, replica)
-    bar.close()
-    wall = time.perf_counter() - start
-    save_checkpoint(files.out, model, opt, cfg, step, rng, wall, replica)
-    return files.finish(model, step, wall, interrupted=stop["now"])
+    All replicas stop together; checkpoints every ``cfg.checkpoint_every`` steps and at the end.
+    ``summary["interrupted"]`` says SIGTERM stopped it (callers then skip long final work)."""
 
+    def __init__(self, cfg, replica: Replica | None = None, desc: str = "train",
+                 show: tuple[str, ...] = ("loss",)):
+        self.cfg, self.replica, self.desc, self.show = cfg, replica or Replica(), desc, show
+        self.files = RunFiles(cfg, self.replica)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed + self.replica.rank)
+        self.rng = np.random.default_rng([cfg.seed, self.replica.rank])
+        self.step, self.wall = 0, 0.0
 
-def resume_replica(out: Path, replica: Replica, opt, rng: np.random.Generator) -> tuple[int, float]:
-    """Restore this replica's optimiser and RNGs; (step, wall seconds) to continue from."""
-    own = out / f"replica-{replica.rank}.pt"
-    if not own.is_file():
-        return 0, 0.0
-    state = torch.load(own, map_location="cpu", weights_only=False)
-    opt.load_state_dict(state["optimizer"])
-    rng.bit_generator.state = state["numpy_rng"]
-    torch.set_rng_state(state["torch_rng"])
-    print(f"replica {replica.rank}: resumed from step {state['step']}", flush=True)
-    return state["step"], state["wall_seconds"]
+    def start(self, model: torch.nn.Module, opt) -> None:
+        self.model, self.opt = model, opt
+        own = self.files.out / f"replica-{self.replica.rank}.pt"
+        if self.cfg.resume and own.is_file():
+            state = torch.load(own, map_location="cpu", weights_only=False)
+            opt.load_state_dict(state["optimizer"])
+            self.rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            self.step, self.wall = state["step"], state["wall_seconds"]
+            print(f"replica {self.replica.rank}: resumed from step {self.step}", flush=True)
+        self._start = time.perf_counter() - self.wall
+
+    @property
+    def minutes(self) -> float:
+        return (time.perf_counter() - self._start) / 60
+
+    def steps(self):
+        """Yield the index of each step to train (``self.step`` counts the ones done)."""
+        cfg, stop = self.cfg, stop_flag()
+        self._stop = stop
+        # a bar for people at a terminal; in a log file one line a minute, not one a step
+        self.bar = tqdm(total=cfg.steps, initial=self.step, desc=self.desc, unit="step", dynamic_ncols=True,
+                        disable=not self.replica.main, mininterval=0.1 if sys.stderr.isatty() else 60)
+        while self.step < cfg.steps:
+            if self.replica.any(stop["now"] or (bool(cfg.minutes) and self.minutes >= cfg.minutes)):
+                break
+            yield self.step
+            self.step += 1
+            self.bar.update(1)
+            if self.step % cfg.checkpoint_every == 0:
+                self.checkpoint()
+
+    def log(self, row: dict) -> None:
+        """The metrics row of the step being trained; its ``show`` keys go to the progress bar."""
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in self.show}, refresh=False)
+        self.files.row({"step": self.step + 1, "wall": time.perf_counter() - self._start, **row})
+
+    def say(self, line: str) -> None:
+        """A readable line for people (validations), above the progress bar."""
+        if self.replica.main:
+            tqdm.write(line)
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.files.out, self.model, self.opt, self.cfg, self.step, self.rng,
+                        time.perf_counter() - self._start, self.replica)
+
+    def finish(self) -> dict:
+        self.bar.close()
+        self.checkpoint()
+        return self.files.finish(self.model, self.step, time.perf_counter() - self._start,
+                                 interrupted=self._stop["now"])
 
 
 class RunFiles:
-    """The run record (rank 0), one metrics file per replica, and the replica's summary."""
+    """The run record (rank 0), one metrics file per replica, and the replica's summary.
+    ``run.json`` keeps the first leg's command and machine; each ``--resume`` adds a leg."""
 
     def __init__(self, cfg, replica: Replica):
         self.out, self.replica = Path(cfg.out), replica
         self.out.mkdir(parents=True, exist_ok=True)
         if replica.main:
             print("config: " + json.dumps(dataclasses.asdict(cfg)), flush=True)
-            if not cfg.resume or not (self.out / "run.json").is_file():
-                (self.out / "run.json").write_text(json.dumps(
-                    {"command": runinfo.command(), "config": dataclasses.asdict(cfg), "replicas": replica.world,
-                     "mode": replica.mode, "machine": runinfo.machine()}, indent=2))
+            record = self.out / "run.json"
+            leg = {"command": runinfo.command(), "machine": runinfo.machine()}
+            if cfg.resume and record.is_file():
+                run = json.loads(record.read_text())
+                run.setdefault("legs", [{k: run[k] for k in ("command", "machine")}]).append(leg)
+            else:
+                run = {**leg, "config": dataclasses.asdict(cfg), "replicas": replica.world, "mode": replica.mode,
+                       "legs": [leg]}
+            record.write_text(json.dumps(run, indent=2))
         name = "metrics.jsonl" if replica.main else f"metrics-rank{replica.rank}.jsonl"
         self.metrics = open(self.out / name, "a")
 

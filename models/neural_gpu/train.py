@@ -20,38 +20,31 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 import json
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
 from raremem.models.neural_gpu.model import ModelConfig, build_model
 from raremem.models.neural_gpu.task import PAD, VOCAB, Examples, coverage, fully_correct, make_splits
-from raremem.models.training import (TrainerFlags, initial_weights, memory_backend, open_replica, parse_config,
-                                     resume_replica, run_trainer, training_loop)
+from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
+from raremem.models.training import Run, initial_weights, memory_backend, parse_config, run_trainer
 
 
 @dataclass
-class TrainConfig(TrainerFlags):
+class TrainConfig(SequenceFlags):
     out: str = "runs/synthetic"
     steps: int = 2000
     arch: str = "ngpu"              # "ngpu" (Extended Neural GPU) | "seq2seq" (2-layer LSTM + attention)
-    memory_layer: bool = True       # the memory rows of Table 2
     memory_name: str = ""           # default synthetic/<arch>
-    batch: int = 32
     channels: int = 32              # Neural GPU channels: the paper's small model
     units: int = 256                # seq2seq LSTM units
     dropout: float = 0.1
     memory_size: int = 500_000      # the paper's 500K
-    lr: float = 1e-3
     adam_eps: float = 1e-3
     clip: float = 1.0
-    label_smoothing: float = 0.1
-    memory_loss_weight: float = 0.5
     # Gold embedding mixed into the memory's suggestion on the tape, decaying linearly from 1
     # to gold_floor over gold_decay_steps. The paper's code kept a floor of 0.2 over 10,000
     # steps; the floor here is 0, since at test time there is no gold to mix in.
@@ -94,72 +87,44 @@ def make_model(cfg: TrainConfig, address: str | None):
     return build_model(mc, backend)
 
 
-class LengthBatches:
-    """Training batches of similar length (buckets of 4), each cut to its longest example:
-    inputs average ~24 symbols instead of 40, and the Neural GPU's cost grows as length^2."""
-
-    def __init__(self, ex: Examples, batch: int):
-        self.batch = batch
-        self.buckets = [np.flatnonzero(ex.lengths // 4 == b) for b in np.unique(ex.lengths // 4)]
-        self.p = np.array([len(b) for b in self.buckets], dtype=np.float64) / len(ex)
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        bucket = self.buckets[rng.choice(len(self.buckets), p=self.p)]
-        return rng.choice(bucket, size=min(self.batch, len(bucket)), replace=False)
-
-
 def gold_weight(cfg: TrainConfig, step: int) -> float:
     if not cfg.memory_layer or cfg.gold_decay_steps <= 0:
         return 0.0
     return max(cfg.gold_floor, 1.0 - step / cfg.gold_decay_steps)   # linear to the floor, then flat
 
 
-def train_step(model, net, opt, ex: Examples, idx: np.ndarray, cfg: TrainConfig, step: int) -> dict:
-    model.train()
-    length = int(ex.lengths[idx].max())
-    inputs = torch.from_numpy(ex.inputs[idx, :length])
-    targets = torch.from_numpy(ex.targets[idx, :length])
-    with torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext():
-        out = net(inputs, targets, update=True, gold_weight=gold_weight(cfg, step),
-                  sources=torch.from_numpy(idx))
-    logits = out.logits.float()
-    ce = F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), ignore_index=PAD,
-                         label_smoothing=cfg.label_smoothing)
-    loss = ce + cfg.memory_loss_weight * out.memory_loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-    opt.step()
-    preds = np.full((len(idx), 40), PAD)
-    preds[:, :length] = logits.argmax(-1).numpy()
-    return {"loss": loss.item(), "ce": ce.item(), "memory_loss": out.memory_loss.item(),
-            "train_correct": float(fully_correct(preds, ex.take(idx)).mean())}
-
-
 def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
-    replica, files, rng = open_replica(cfg, replica)
+    run = Run(cfg, replica, cfg.row, show=("loss", "train_correct", "test_fully_correct"))
     train_set, test_set, f = make_splits(cfg.task_seed)
+    # Batches of similar length, cut to their longest example: inputs average ~24 symbols
+    # instead of 40, and the Neural GPU's cost grows as length^2.
+    batches = LengthBuckets(train_set.lengths, cfg.batch)
+    quick = test_set.take(np.arange(min(cfg.eval_examples, len(test_set))))
+
     model = make_model(cfg, address)
     if shared is not None:
         bind_shared(model, shared)
     else:
         initial_weights(model, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
-    net = replica.wrap(model)
-    batches = LengthBatches(train_set, cfg.batch)
-    quick = test_set.take(np.arange(min(cfg.eval_examples, len(test_set))))
+    run.start(model, opt)
+    net = run.replica.wrap(model)
 
-    def one_step(i: int) -> dict:
-        row = train_step(model, net, opt, train_set, batches.sample(rng), cfg, i)
-        if replica.main and cfg.eval_every and (i + 1) % cfg.eval_every == 0:
+    for i in run.steps():
+        idx = batches.sample(run.rng)
+        length = int(train_set.lengths[idx].max())
+        targets = torch.from_numpy(train_set.targets[idx, :length])
+        row, out = sequence_step(model, net, opt, cfg, torch.from_numpy(train_set.inputs[idx, :length]), targets,
+                                 PAD, gold_weight=gold_weight(cfg, i), sources=torch.from_numpy(idx))
+        preds = np.full((len(idx), 40), PAD)
+        preds[:, :length] = out.logits.argmax(-1).numpy()
+        row["train_correct"] = float(fully_correct(preds, train_set.take(idx)).mean())
+        if run.replica.main and cfg.eval_every and (i + 1) % cfg.eval_every == 0:
             row |= {f"test_{k}": v for k, v in evaluate(model, quick).items() if k != "examples"}
-        return row
-
-    summary = training_loop(cfg, replica, files, model, opt, rng, step, wall, one_step, cfg.row,
-                            show=("loss", "train_correct", "test_fully_correct"))
-    if replica.main and not summary["interrupted"]:  # SIGTERM means stop now, not after a long evaluation
+        run.log(row)
+    summary = run.finish()
+    if run.replica.main and not summary["interrupted"]:  # SIGTERM means stop now, not after a long evaluation
         final_evaluation(cfg, model, train_set, test_set, f, address, summary)
     return summary
 

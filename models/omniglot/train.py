@@ -24,20 +24,17 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import dataclasses
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.omniglot.data import Omniglot
 from raremem.models.omniglot.episodes import EpisodeBatch, sample_episodes
 from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from raremem.models.omniglot.model import HEADS, OmniglotModel, OmniglotModelConfig
-from raremem.models.training import (TrainerFlags, initial_weights, memory_backend, open_replica, parse_config,
-                                     resume_replica, run_trainer, training_loop)
+from raremem.models.training import Run, TrainerFlags, initial_weights, memory_backend, parse_config, run_trainer
 
 
 @dataclass
@@ -103,7 +100,7 @@ def train_episodes(model: OmniglotModel, opt, ep: EpisodeBatch, clip: float, *, 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         correct.append(hit.cpu().numpy())
     return float(np.mean(losses)), np.stack(correct)
 
@@ -112,12 +109,11 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
     """The training loop of one replica, against a memory at ``address`` ("local" or HOST:PORT).
     ``shared``: Hogwild parameters to train in place (the parent loaded their weights)."""
-    # config, data
-    replica, files, rng = open_replica(cfg, replica)
-    rank = replica.rank
+    run = Run(cfg, replica, "omniglot", show=("loss", "train_1shot", "train_5shot"))
+    replica = run.replica
     data = Omniglot.load(Path(cfg.data), download_missing=cfg.download)
-    # model, memories, optimiser
-    backend = memory_backend(cfg, address, memory_name(cfg, rank), cfg.rep_dim)
+
+    backend = memory_backend(cfg, address, memory_name(cfg, replica.rank), cfg.rep_dim)
     model = OmniglotModel(cfg.model_config(), backend).to(replica.device)
     if shared is not None:
         bind_shared(model, shared)
@@ -125,20 +121,18 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         initial_weights(model, cfg)
     val_backend = None
     if replica.main and cfg.eval_every:  # validation episodes in a memory of their own
-        val_name = memory_name(dataclasses.replace(cfg, shared_memory=False), rank) + "-val"
         episode = cfg.width * cfg.shots
         val_backend = memory_backend(dataclasses.replace(cfg, memory_size=episode, choose_k=min(cfg.choose_k, episode)),
-                                     address, val_name, cfg.rep_dim)
+                                     address, memory_name(dataclasses.replace(cfg, shared_memory=False), replica.rank)
+                                     + "-val", cfg.rep_dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
-    step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
+    run.start(model, opt)
     net = replica.wrap(model)
-    start = time.perf_counter() - wall
 
-    # the loop: one episode batch per step
-    def one_step(i: int) -> dict:
-        ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, rng)
+    for i in run.steps():  # one episode batch a step
+        ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, run.rng)
         # A life-long shared memory keeps every episode's labels apart, across replicas too.
-        offset = (i * replica.world + rank) * cfg.batch * cfg.width if cfg.shared_memory else 0
+        offset = (i * replica.world + replica.rank) * cfg.batch * cfg.width if cfg.shared_memory else 0
         loss, correct = train_episodes(model, opt, ep, cfg.clip, net=net, reset=not cfg.shared_memory,
                                        label_offset=offset, device=replica.device)
         row = {"loss": loss, "updates": (i + 1) * len(correct),
@@ -147,13 +141,10 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
             v = evaluate(model_encoder(model), val_backend, data.test, cfg.width, cfg.shots, cfg.eval_episodes,
                          seed=i + 1)
             row |= {f"val_{s}shot": v["accuracy"][s] for s in range(cfg.shots)}
-            shots = "  ".join(f"{s}-shot {100 * a:5.1f}" for s, a in enumerate(v["accuracy"]))
-            tqdm.write(f"step {i + 1:6d}  {(time.perf_counter() - start) / 60:6.1f} min  "
-                       f"val {cfg.width}-way  {shots}")
-        return row
-
-    show = ("loss", "train_1shot", "train_5shot")
-    return training_loop(cfg, replica, files, model, opt, rng, step, wall, one_step, "omniglot", show)
+            run.say(f"step {i + 1:6d}  {run.minutes:6.1f} min  val {cfg.width}-way  "
+                    + "  ".join(f"{s}-shot {100 * a:5.1f}" for s, a in enumerate(v["accuracy"])))
+        run.log(row)
+    return run.finish()
 
 
 def main(argv=None) -> int:

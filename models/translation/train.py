@@ -18,26 +18,23 @@ import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import os
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from raremem.models.training import (TrainerFlags, initial_weights, memory_backend, open_replica, parse_config,
-                                     resume_replica, run_trainer, training_loop)
+from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
+from raremem.models.training import Run, initial_weights, memory_backend, parse_config, run_trainer
 from raremem.models.translation import data, subwords
 from raremem.models.translation.evaluate import bleu, pad_batch, translate
 
 
 @dataclass
-class TrainConfig(TrainerFlags):
+class TrainConfig(SequenceFlags):
     out: str = "runs/translation/memory"
     steps: int = 20_000
-    memory_layer: bool = True       # False: the GNMT baseline (same model, no memory)
     memory_name: str = "translation/gnmt"
     data_dir: str = str(data.DEFAULT_DATA)
     spm: str = "runs/translation/spm-8000.model"   # trained on the training set if absent
@@ -48,11 +45,6 @@ class TrainConfig(TrainerFlags):
     layers: int = 2
     dropout: float = 0.2
     memory_size: int = 32_768
-    lr: float = 1e-3
-    clip: float = 5.0
-    label_smoothing: float = 0.1
-    memory_loss_weight: float = 0.5
-    bf16: bool = False
     val_every: int = 1000           # steps between validation BLEU (0 = none)
     val_sentences: int = 256        # first lines of val, greedy
 
@@ -98,14 +90,7 @@ class Corpus:
         self.index = np.array(keep)
         self.src = [src[i] + [subwords.EOS] for i in keep]
         self.tgt = [tgt[i] + [subwords.EOS] for i in keep]
-        lengths = np.array([len(t) for t in self.tgt]) // 4
-        self.buckets = [np.flatnonzero(lengths == b) for b in np.unique(lengths)]
-        self.p = np.array([len(b) for b in self.buckets], dtype=np.float64) / len(keep)
-        self.batch = batch
-
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        bucket = self.buckets[rng.choice(len(self.buckets), p=self.p)]
-        return rng.choice(bucket, size=min(self.batch, len(bucket)), replace=False)
+        self.batches = LengthBuckets(np.array([len(t) for t in self.tgt]), batch)
 
     def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(src (B, S), tgt (B, T), training line numbers (B,))."""
@@ -113,50 +98,35 @@ class Corpus:
                 torch.from_numpy(self.index[idx]))
 
 
-def train_step(model, net, opt, corpus: Corpus, idx: np.ndarray, cfg: TrainConfig) -> dict:
-    model.train()
-    src, tgt, lines = corpus.tensors(idx)
-    with torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext():
-        out = net(src, tgt, update=True, sources=lines)
-    ce = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), tgt.reshape(-1),
-                         ignore_index=subwords.PAD, label_smoothing=cfg.label_smoothing)
-    loss = ce + cfg.memory_loss_weight * out.memory_loss
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-    opt.step()
-    row = {"loss": loss.item(), "ce": ce.item(), "memory_loss": out.memory_loss.item(),
-           "tokens": int((tgt != subwords.PAD).sum())}
-    if out.memory_values is not None:  # how often the memory's nearest value is the next token
-        real = tgt != subwords.PAD
-        row["memory_accuracy"] = float((out.memory_values[real] == tgt[real]).float().mean())
-    return row
-
-
 def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
-    replica, files, rng = open_replica(cfg, replica)
+    run = Run(cfg, replica, cfg.row, show=("loss", "memory_accuracy", "val_bleu"))
     sw = load_subwords(cfg)
     corpus = Corpus(sw, data.load("train", Path(cfg.data_dir)), cfg.max_tokens, cfg.batch)
     val = data.load("val", Path(cfg.data_dir))
     val_src, val_ref = val.source[:cfg.val_sentences], val.target[:cfg.val_sentences]
+
     model = make_model(cfg, address, len(sw))
     if shared is not None:
         bind_shared(model, shared)
     else:
         initial_weights(model, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, wall = resume_replica(files.out, replica, opt, rng) if cfg.resume else (0, 0.0)
-    net = replica.wrap(model)
+    run.start(model, opt)
+    net = run.replica.wrap(model)
 
-    def one_step(i: int) -> dict:
-        row = train_step(model, net, opt, corpus, corpus.sample(rng), cfg)
-        if replica.main and cfg.val_every and (i + 1) % cfg.val_every == 0:
+    for i in run.steps():
+        src, tgt, lines = corpus.tensors(corpus.batches.sample(run.rng))
+        row, out = sequence_step(model, net, opt, cfg, src, tgt, subwords.PAD, sources=lines)
+        real = tgt != subwords.PAD
+        row["tokens"] = int(real.sum())
+        if out.memory_values is not None:  # how often the memory's nearest value is the next token
+            row["memory_accuracy"] = float((out.memory_values[real] == tgt[real]).float().mean())
+        if run.replica.main and cfg.val_every and (i + 1) % cfg.val_every == 0:
             row["val_bleu"] = bleu(translate(model, sw, val_src, width=1), val_ref)["bleu"]
-        return row
-
-    return training_loop(cfg, replica, files, model, opt, rng, step, wall, one_step, cfg.row,
-                         show=("loss", "memory_accuracy", "val_bleu"))
+            run.say(f"step {i + 1:6d}  {run.minutes:6.1f} min  val BLEU {row['val_bleu']:.2f}")
+        run.log(row)
+    return run.finish()
 
 
 def main(argv=None) -> int:

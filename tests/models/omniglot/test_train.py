@@ -14,15 +14,17 @@ from raremem.models.memory_layer import make_backend
 from raremem.models.omniglot.data import Omniglot
 from raremem.models.omniglot.episodes import sample_episodes
 from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, pixel_encoder
-from raremem.models.omniglot.train import TrainConfig, load_model, parse_args, train
+from raremem.models.omniglot.model import HEADS, OmniglotModel, OmniglotModelConfig, load_model
+from raremem.models.omniglot.train import TrainConfig, train, train_episodes
+from raremem.models.training import parse_config
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_file(),
                                 reason="shared Omniglot zips not found")
 
 
 def small(tmp_path, **kw) -> TrainConfig:
-    base = dict(out=str(tmp_path / "run"), steps=40, batch=8, width=5, shots=4, memory_size=256,
-                choose_k=32, eval_every=40, eval_episodes=40, checkpoint_every=1000, rep_dim=128,
+    base = dict(out=str(tmp_path / "run"), steps=20, batch=8, width=5, shots=4, memory_size=256,
+                choose_k=32, eval_every=20, eval_episodes=40, checkpoint_every=1000, rep_dim=128,
                 dropout=0.0, lr=3e-4)
     return TrainConfig(**{**base, **kw}).validate()
 
@@ -33,29 +35,30 @@ def rows(cfg):
 
 def held_out_loss(checkpoint, seed=123) -> float:
     """Memory loss of a trained model on a fixed batch of training episodes, dropout off."""
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, make_backend("local", "m", 128, 256, choose_k=32))
     model.eval()
     data = Omniglot.load(DEFAULT_DATA).train
     ep = sample_episodes(data, 8, 5, 4, np.random.default_rng(seed))
     with torch.no_grad():
-        model.memory.backend.reset()
-        loss, _ = model.episode_loss(torch.from_numpy(ep.images), torch.from_numpy(ep.labels))
-    return float(loss)
+        losses = [model(torch.from_numpy(ep.images[t]), torch.from_numpy(ep.labels[t]))[0]
+                  for t in range(len(ep.labels))]
+    return float(torch.stack(losses).mean())
 
 
 def test_short_run_through_a_server_learns(server, tmp_path):
     before = small(tmp_path, steps=0, out=str(tmp_path / "before"))
     train(before, server[0])
-    cfg = small(tmp_path)
+    cfg = small(tmp_path, steps=20)
     summary = train(cfg, server[0])
-    assert summary["steps"] == 40
+    assert summary["steps"] == 20
     loss_before = held_out_loss(f"{before.out}/checkpoint.pt")
     loss_after = held_out_loss(f"{cfg.out}/checkpoint.pt")
     assert loss_after < 0.9 * loss_before, (loss_before, loss_after)  # the memory loss falls
     assert rows(cfg)[-1]["val_1shot"] > 0.5                              # chance is 0.2 (5-way)
     with MemoryClient(server[0]) as c:  # the replica trained on its own memory on the server
         stats = c.stats("omniglot/replica-0")
-    assert stats["info"]["total_writes"] == 40 * 8 * 5 * 4  # every query of every step updated it
+    assert stats["info"]["total_writes"] == 20 * 8 * 5 * 4  # every query of every step updated it
+    assert rows(cfg)[-1]["updates"] == 20 * 5 * 4          # one update per episode time step
 
 
 def test_resume_is_exact(server, tmp_path):
@@ -73,9 +76,9 @@ def test_resume_is_exact(server, tmp_path):
 
 def test_config_rejects_unknown_flags_and_bad_values():
     with pytest.raises(SystemExit):
-        parse_args(["--no-such-flag", "1"])
+        parse_config(TrainConfig, ["--no-such-flag", "1"])
     with pytest.raises(ValueError):
-        parse_args(["--memory-size", "10"])
+        parse_config(TrainConfig, ["--memory-size", "10"])
 
 
 def test_pixel_nn_is_a_sane_anchor():
@@ -86,3 +89,62 @@ def test_pixel_nn_is_a_sane_anchor():
     assert r["accuracy"][0] == 0.0                    # never seen: never right
     assert 0.3 < r["accuracy"][1] < 0.75              # paper: 41.7% 1-shot
     assert r["accuracy"][5] > r["accuracy"][1]        # more shots help
+
+
+class Recorder:
+    """A memory backend and an optimiser that log, in one list, the order they are called in."""
+
+    def __init__(self, backend, log):
+        self.backend, self.log = backend, log
+        self.alpha, self.inverse_temperature = backend.alpha, backend.inverse_temperature
+
+    def lookup(self, queries, labels=None, **kwargs):
+        self.log.append(("lookup", tuple(labels)))
+        return self.backend.lookup(queries, labels, **kwargs)
+
+    def reset(self):
+        self.log.append(("reset",))
+        self.backend.reset()
+
+
+def test_one_update_per_time_step_after_that_steps_memory_update():
+    """T = width * shots updates per episode batch; each step's B queries reach the memory (and
+    are written) before the update that learns from them, and the next step's after it."""
+    log = []
+    model = OmniglotModel(OmniglotModelConfig(rep_dim=32, dropout=0.0, channels_last=False),
+                          Recorder(make_backend("local", "m", 32, 64, choose_k=8), log))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt.register_step_post_hook(lambda *_: log.append(("update",)))
+    data = np.random.default_rng(0).random((12, 20, 28, 28), dtype=np.float32)
+    ep = sample_episodes(data, 3, 4, 2, np.random.default_rng(1))        # T = 8, B = 3
+    _, correct = train_episodes(model, opt, ep, clip=5.0)
+    assert correct.shape == (8, 3)
+    assert log[0] == ("reset",) and len(log) == 1 + 2 * 8
+    for t in range(8):
+        assert log[1 + 2 * t] == ("lookup", tuple(ep.labels[t])) and log[2 + 2 * t] == ("update",)
+    assert model.memory.backend.backend.store.counters.lookups == 8 * 3
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_heads_have_the_stated_shapes_and_dropout_placement(head):
+    cfg = OmniglotModelConfig(rep_dim=64, head=head, dropout=0.7, channels_last=False)
+    model = OmniglotModel(cfg, backend=None)
+    fc = list(model.embedder.fc)
+    kinds = [type(m).__name__ for m in fc]
+    if head == "paper":   # FC(256)-ReLU-dropout-FC(256)
+        assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear"]
+        assert (fc[1].in_features, fc[1].out_features, fc[4].out_features) == (128 * 7 * 7, 64, 64)
+    else:                 # one FC, then dropout straight into the query projection
+        assert kinds == ["Flatten", "Linear", "Dropout"]
+        assert (fc[1].in_features, fc[1].out_features) == (128 * 7 * 7, 64)
+    dropout = next(m for m in fc if isinstance(m, torch.nn.Dropout))
+    assert dropout.p == 0.7  # PyTorch's drop probability: the authors' keep_prob 0.3
+    x = torch.rand(5, 28, 28)
+    model.train()
+    h = model.embedder(x)
+    assert h.shape == (5, 64)
+    if head == "authors":  # about 70% of the embedding is zeroed in training, none in eval
+        assert 0.55 < float((h == 0).float().mean()) < 0.85
+    model.eval()
+    assert float((model.embedder(x) == 0).float().mean()) < 0.2
+    assert model.queries(x).shape == (5, 64)
