@@ -44,9 +44,7 @@ def unit(rng, n):
 
 def full_store(n: int, rng) -> MemoryStore:
     store = MemoryStore(MemoryConfig(key_dim=D, size=n, choose_k=K))
-    store.keys[:] = unit(rng, n)
-    store.values[:] = np.arange(n)
-    store.filled = n
+    store.load(unit(rng, n), np.arange(n))
     return store
 
 

@@ -113,13 +113,13 @@ def main() -> int:
                         "--threads", "1", *(["--init", init] if init else [])])
                     s = client.stats("omniglot/shared")
                     for mem in client.list_memories():  # the next run starts from an empty server
-                        client.delete_memory(mem["name"])
+                        client.delete_memory(mem.name)
                     acc = {k: float(np.mean([row[k] for run in runs for row in run["rows"]]))
                            for k in ("train_1shot", "train_5shot")}
-                    row = {"replicas": r, "age_noise": noise, "lookups": s["lookups"],
-                           "fresh_writes": s["fresh_writes"], "evictions": s["evictions"],
-                           "lost_writes": s["unread_evictions"],
-                           "lost_fraction": s["unread_evictions"] / max(s["fresh_writes"], 1), **acc}
+                    row = {"replicas": r, "age_noise": noise, "lookups": s.lookups,
+                           "fresh_writes": s.fresh_writes, "evictions": s.evictions,
+                           "lost_writes": s.unread_evictions,
+                           "lost_fraction": s.unread_evictions / max(s.fresh_writes, 1), **acc}
                     service_rows.append(row)
                     print(json.dumps(row), flush=True)
     finally:

@@ -36,7 +36,7 @@ def clustered_memory(kind, n=20000, d=64, clusters=200, noise=1.0, seed=0, **opt
 def recall(store, queries, k=32, nprobe=0):
     """(top-1 agreement, recall@k, seconds per query batch) against exact search of the same keys."""
     exact = MemoryStore(MemoryConfig(**{**store.config.to_dict(), "index": "exact"}))
-    exact.keys[:], exact.values[:], exact.filled = store.keys, store.values, store.filled
+    exact.load(store.keys[:store.filled], store.values[:store.filled])
     want = exact.lookup(LookupSpec(queries, k=k, neighbors=True)).neighbors.ids
     t0 = time.perf_counter()
     got = store.lookup(LookupSpec(queries, k=k, nprobe=nprobe, neighbors=True)).neighbors.ids

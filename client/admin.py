@@ -7,6 +7,7 @@ clear line (no traceback) on stderr with exit code 1 when the server refuses or 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -34,6 +35,8 @@ def _slots(text: str) -> tuple[int, int]:
 
 
 def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):  # MemoryInfo, MemoryStats, LookupResult
+        return _jsonable(dataclasses.asdict(obj))
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, dict):
@@ -52,9 +55,9 @@ def cmd_list(c: MemoryClient, a):
     mems = c.list_memories()
     t = Table("name", "index", "key_dim", "size", "filled", "fill", "writes", title="memories")
     for m in mems:
-        cfg = m["config"]
-        t.add_row(m["name"], cfg["index"], str(cfg["key_dim"]), str(cfg["size"]), str(m["filled"]),
-                  f"{m['filled'] / cfg['size']:.1%}", str(m["total_writes"]))
+        cfg = m.config
+        t.add_row(m.name, cfg["index"], str(cfg["key_dim"]), str(cfg["size"]), str(m.filled),
+                  f"{m.filled / cfg['size']:.1%}", str(m.total_writes))
     return mems, t
 
 
@@ -62,34 +65,34 @@ def cmd_create(c: MemoryClient, a):
     options = {k: v for k, v in (("choose_k", a.k), ("age_noise", a.age_noise), ("seed", a.seed))
                if v is not None}
     info = c.create_memory(a.name, a.key_dim, a.size, index=a.index, exist_ok=a.exist_ok, **options)
-    return info, f"created {info['name']}: {info['config']}"
+    return info, f"created {info.name}: {info.config}"
 
 
 def cmd_stats(c: MemoryClient, a):
     s = c.stats(a.name, age_bins=a.age_bins, top_values=a.top, with_hash=a.hash)
-    info, cfg = s["info"], s["info"]["config"]
+    info, cfg = s.info, s.info.config
     t = Table(show_header=False, title=f"memory {a.name}")
     rows = [("index", f"{cfg['index']} (k={cfg['choose_k']}, d={cfg['key_dim']})"),
-            ("fill", f"{info['filled']} / {cfg['size']} ({info['filled'] / cfg['size']:.1%})"),
-            ("bytes", f"{s.get('bytes', 0):,}"),
-            ("lookups", f"{s.get('lookups', 0):,}"),
-            ("writes", f"{s.get('correct_writes', 0):,} averaged, {s.get('fresh_writes', 0):,} fresh, "
-                       f"{s.get('evictions', 0):,} evictions"),
-            ("distinct values", f"{s.get('distinct_values', 0):,}"),
-            ("unsaved writes", f"{s.get('writes_since_snapshot', 0):,}")]
-    if s.get("writes_lost_at_restore"):
-        rows.append(("writes lost at restore", f"{s['writes_lost_at_restore']:,}"))
+            ("fill", f"{info.filled} / {cfg['size']} ({info.filled / cfg['size']:.1%})"),
+            ("bytes", f"{s.bytes:,}"),
+            ("lookups", f"{s.lookups:,}"),
+            ("writes", f"{s.correct_writes:,} averaged, {s.fresh_writes:,} fresh, "
+                       f"{s.evictions:,} evictions"),
+            ("distinct values", f"{s.distinct_values:,}"),
+            ("unsaved writes", f"{s.writes_since_snapshot:,}")]
+    if s.writes_lost_at_restore:
+        rows.append(("writes lost at restore", f"{s.writes_lost_at_restore:,}"))
     if a.hash:
-        rows.append(("state hash", s["state_hash"]))
+        rows.append(("state hash", s.state_hash))
     for r in rows:
         t.add_row(*r)
-    edges, counts = s["age_bin_edges"], s["age_counts"]
+    edges, counts = s.age_bin_edges, s.age_counts
     hist = Table("age", "slots", "", title="age histogram (filled slots)")
     peak = max(int(counts.max()) if len(counts) else 0, 1)
     for lo, hi, n in zip(edges[:-1], edges[1:], counts):
         hist.add_row(f"{lo:.0f}..{hi:.0f}", str(n), "█" * int(30 * n / peak))
     vals = Table("value", "slots", title=f"most frequent values (top {a.top})")
-    for v, n in zip(s.get("top_values", []), s.get("top_value_counts", [])):
+    for v, n in zip(s.top_values, s.top_value_counts):
         vals.add_row(str(v), str(n))
     grid = Table.grid()
     for part in (t, hist, vals):
@@ -145,7 +148,7 @@ def cmd_snapshot(c: MemoryClient, a):
 
 def cmd_restore(c: MemoryClient, a):
     info = c.restore(a.name, a.path or "")
-    return info, f"restored {info['name']}: {info['filled']} filled slots"
+    return info, f"restored {info.name}: {info.filled} filled slots"
 
 
 def cmd_health(c: MemoryClient, a):
@@ -157,7 +160,7 @@ def cmd_health(c: MemoryClient, a):
 
 def cmd_reset(c: MemoryClient, a):
     info = c.reset(a.name)
-    return info, f"reset {info['name']}"
+    return info, f"reset {info.name}"
 
 
 def cmd_delete(c: MemoryClient, a):

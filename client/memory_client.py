@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import grpc
 import numpy as np
@@ -17,52 +17,23 @@ import numpy as np
 from raremem.proto import memory_pb2 as pb
 from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import from_tensor, to_tensor
+from raremem.proto.types import INDEX_KINDS, MAX_MESSAGE_BYTES, LookupResult, MemoryInfo, MemoryStats, Neighbors
 
-MAX_MESSAGE = 256 * 1024 * 1024
-INDEX_KINDS = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
-
-
-@dataclass
-class Neighbors:
-    ids: np.ndarray           # (b, k) int64, -1 past `found`
-    similarities: np.ndarray  # (b, k) float32
-    weights: np.ndarray       # (b, k) float32
-    values: np.ndarray        # (b, k) int64
-    sources: np.ndarray       # (b, k) int64
-    keys: np.ndarray | None = None  # (b, k, d)
+_INDEX_TO_PB = {kind: pb.IndexKind.Value(kind.upper()) for kind in INDEX_KINDS}
 
 
-@dataclass
-class LookupResult:
-    """Same fields as the in-process store's result (see proto/memory.proto for each)."""
-
-    result: np.ndarray
-    found: np.ndarray
-    top_weight: np.ndarray
-    top_similarity: np.ndarray
-    positive_key: np.ndarray | None = None
-    negative_key: np.ndarray | None = None
-    positive_slot: np.ndarray | None = None
-    negative_slot: np.ndarray | None = None
-    loss: np.ndarray | None = None
-    correct: np.ndarray | None = None
-    written_slot: np.ndarray | None = None
-    top_key: np.ndarray | None = None
-    mean_key: np.ndarray | None = None
-    neighbors: Neighbors | None = None
+def _tensors(msg, names) -> dict:
+    """Decode the set Tensor fields ``names`` of ``msg``."""
+    return {name: from_tensor(getattr(msg, name), name) for name in names if msg.HasField(name)}
 
 
-def _tensors(msg, cls):
-    """Decode every set Tensor field of ``msg`` named like a field of dataclass ``cls``."""
-    out = {}
-    for f in fields(cls):
-        if f.name != "neighbors" and msg.HasField(f.name):
-            out[f.name] = from_tensor(getattr(msg, f.name), f.name)
-    return out
+def _info(msg: pb.MemoryInfo) -> MemoryInfo:
+    return MemoryInfo(name=msg.name, config=_message_dict(msg.config), filled=msg.filled,
+                      total_writes=msg.total_writes)
 
 
 def _message_dict(msg) -> dict:
-    """A Stats, MemoryInfo or MemoryConfig message as plain Python (tensors as numpy); scalars
+    """A message as plain Python (tensors as numpy, enums by lower-case name); scalars
     at their default are included, unset optional fields and sub-messages are not."""
     out = {}
     for desc in msg.DESCRIPTOR.fields:
@@ -85,7 +56,7 @@ class MemoryClient:
 
     def __init__(self, address: str, token: str | None = None, timeout: float = 30.0,
                  retries: int = 4, backoff: float = 0.1, root_certificates: bytes | None = None,
-                 max_message_bytes: int = MAX_MESSAGE):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES):
         self.address, self.timeout, self.retries, self.backoff = address, timeout, retries, backoff
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
@@ -131,26 +102,28 @@ class MemoryClient:
 
     # ------------------------------------------------------------------ memories
     def create_memory(self, name: str, key_dim: int, size: int, *, index: str = "exact",
-                      exist_ok: bool = False, device: str = "", **options) -> dict:
+                      exist_ok: bool = False, device: str = "", **options) -> MemoryInfo:
         """Create a memory; ``options`` are MemoryConfig fields (choose_k, alpha, age_noise, ...)."""
-        if index not in INDEX_KINDS:
-            raise ValueError(f"index must be one of {sorted(INDEX_KINDS)}")
-        config = pb.MemoryConfig(key_dim=key_dim, size=size, index=INDEX_KINDS[index], device=device,
+        if index not in _INDEX_TO_PB:
+            raise ValueError(f"index must be one of {INDEX_KINDS}")
+        config = pb.MemoryConfig(key_dim=key_dim, size=size, index=_INDEX_TO_PB[index], device=device,
                                  **options)
         req = pb.CreateMemoryRequest(name=name, config=config, exist_ok=exist_ok)
-        return _message_dict(self._call("CreateMemory", req, idempotent=exist_ok))
+        return _info(self._call("CreateMemory", req, idempotent=exist_ok))
 
     def delete_memory(self, name: str) -> bool:
         return self._call("DeleteMemory", pb.MemoryName(name=name), idempotent=False).deleted
 
-    def list_memories(self) -> list[dict]:
+    def list_memories(self) -> list[MemoryInfo]:
         resp = self._call("ListMemories", pb.ListMemoriesRequest(), idempotent=True)
-        return [_message_dict(m) for m in resp.memories]
+        return [_info(m) for m in resp.memories]
 
-    def stats(self, name: str, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> dict:
+    def stats(self, name: str, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> MemoryStats:
         req = pb.GetStatsRequest(name=name, age_bins=age_bins, top_values=top_values, with_hash=with_hash)
         resp = self._call("GetStats", req, idempotent=True)
-        return _message_dict(resp)
+        scalars = {f.name: getattr(resp, f.name) for f in fields(MemoryStats)
+                   if f.name != "info" and f.name not in MemoryStats.TENSORS}
+        return MemoryStats(info=_info(resp.info), **_tensors(resp, MemoryStats.TENSORS), **scalars)
 
     # ------------------------------------------------------------------ data path
     def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
@@ -166,9 +139,9 @@ class MemoryClient:
         if sources is not None:
             req.sources.CopyFrom(to_tensor(sources))
         resp = self._call("Lookup", req, idempotent=not update, timeout=timeout)
-        res = LookupResult(**_tensors(resp, LookupResult))
+        res = LookupResult(**_tensors(resp, LookupResult.TENSORS))
         if resp.HasField("neighbors"):
-            res.neighbors = Neighbors(**_tensors(resp.neighbors, Neighbors))
+            res.neighbors = Neighbors(**_tensors(resp.neighbors, [f.name for f in fields(Neighbors)]))
         return res
 
     def write(self, name: str, keys: np.ndarray, labels: np.ndarray,
@@ -191,12 +164,12 @@ class MemoryClient:
         return {f: from_tensor(getattr(resp, f), f) for f in ("ids", "keys", "values", "ages", "sources")}
 
     # ------------------------------------------------------------------ admin
-    def reset(self, name: str) -> dict:
-        return _message_dict(self._call("Reset", pb.MemoryName(name=name), idempotent=True))
+    def reset(self, name: str) -> MemoryInfo:
+        return _info(self._call("Reset", pb.MemoryName(name=name), idempotent=True))
 
     def snapshot(self, name: str = "", path: str = "") -> tuple[list[str], int]:
         resp = self._call("Snapshot", pb.SnapshotRequest(name=name, path=path), idempotent=True)
         return list(resp.paths), resp.bytes
 
-    def restore(self, name: str, path: str = "") -> dict:
-        return _message_dict(self._call("Restore", pb.RestoreRequest(name=name, path=path), idempotent=True))
+    def restore(self, name: str, path: str = "") -> MemoryInfo:
+        return _info(self._call("Restore", pb.RestoreRequest(name=name, path=path), idempotent=True))

@@ -43,10 +43,10 @@ def memory_table(client: MemoryClient, elapsed: float) -> Table:
     for name in ("fill", "lookups", "fresh writes", "evictions", "evicted unread"):
         t.add_column(name, justify="right")
     for m in client.list_memories():
-        s = client.stats(m["name"], age_bins=1, top_values=0)
-        size = m["config"]["size"]
-        t.add_row(m["name"], f"{m['filled']:,} / {size:,} ({m['filled'] / size:.0%})", f"{s.get('lookups', 0):,}",
-                  f"{s.get('fresh_writes', 0):,}", f"{s.get('evictions', 0):,}", f"{s.get('unread_evictions', 0):,}")
+        s = client.stats(m.name, age_bins=1, top_values=0)
+        size = m.config["size"]
+        t.add_row(m.name, f"{m.filled:,} / {size:,} ({m.filled / size:.0%})", f"{s.lookups:,}",
+                  f"{s.fresh_writes:,}", f"{s.evictions:,}", f"{s.unread_evictions:,}")
     return t
 
 

@@ -44,7 +44,7 @@ class RemoteBackend:
 
         self.client = MemoryClient(address, token=token)
         self.name = name
-        cfg = self.client.create_memory(name, key_dim, size, exist_ok=True, **config)["config"]
+        cfg = self.client.create_memory(name, key_dim, size, exist_ok=True, **config).config
         self.alpha, self.inverse_temperature = cfg["alpha"], cfg["inverse_temperature"]
 
     def lookup(self, queries, labels=None, **kwargs):

@@ -6,9 +6,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from raremem.proto.types import INDEX_KINDS
 from raremem.server.errors import InvalidArgument
-
-INDEX_KINDS = ("exact", "ivf", "lsh")
 
 
 @dataclass(frozen=True)

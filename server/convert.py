@@ -6,8 +6,8 @@ from raremem.proto import memory_pb2 as pb
 from raremem.proto.tensors import from_tensor, optional_tensor, to_tensor
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import InvalidArgument
-from raremem.server.service import MemoryInfo
-from raremem.server.store import LookupResult, LookupSpec
+from raremem.proto.types import LookupResult, MemoryInfo, MemoryStats
+from raremem.server.store import LookupSpec
 
 _KIND_TO_PB = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()} | {pb.INDEX_KIND_UNSPECIFIED: "exact"}
@@ -29,7 +29,7 @@ def config_to_pb(config: MemoryConfig) -> pb.MemoryConfig:
 
 
 def info_to_pb(info: MemoryInfo) -> pb.MemoryInfo:
-    return pb.MemoryInfo(name=info.name, config=config_to_pb(info.config), filled=info.filled,
+    return pb.MemoryInfo(name=info.name, config=config_to_pb(MemoryConfig.from_dict(info.config)), filled=info.filled,
                          total_writes=info.total_writes)
 
 
@@ -45,9 +45,7 @@ def lookup_spec_from_pb(req: pb.LookupRequest) -> LookupSpec:
 
 def lookup_result_to_pb(res: LookupResult) -> pb.LookupResponse:
     msg = pb.LookupResponse()
-    for name in ("result", "found", "top_weight", "top_similarity", "positive_key", "negative_key",
-                 "positive_slot", "negative_slot", "loss", "correct", "written_slot", "top_key",
-                 "mean_key"):
+    for name in LookupResult.TENSORS:
         value = getattr(res, name)
         if value is not None:
             getattr(msg, name).CopyFrom(to_tensor(value))
@@ -60,11 +58,10 @@ def lookup_result_to_pb(res: LookupResult) -> pb.LookupResponse:
     return msg
 
 
-def stats_to_pb(stats: dict) -> pb.Stats:
-    tensors = ("age_bin_edges", "age_counts", "top_values", "top_value_counts")
-    scalars = {k: v for k, v in stats.items() if k not in tensors and k != "info"}
-    return pb.Stats(info=info_to_pb(stats["info"]), **scalars,
-                    **{k: to_tensor(stats[k]) for k in tensors})
+def stats_to_pb(stats: MemoryStats) -> pb.Stats:
+    fields = {k: getattr(stats, k) for k in stats.__dataclass_fields__ if k != "info"}
+    return pb.Stats(info=info_to_pb(stats.info), **{k: to_tensor(v) if k in MemoryStats.TENSORS else v
+                                                     for k, v in fields.items()})
 
 
 def slots_to_pb(slots: dict) -> pb.ReadSlotsResponse:

@@ -15,9 +15,10 @@ import sys
 import threading
 from pathlib import Path
 
+from raremem.proto.types import MAX_MESSAGE_BYTES
 from raremem.server import metrics
 from raremem.server.service import MemoryService
-from raremem.server.servicer import DEFAULT_MAX_MESSAGE, create_server
+from raremem.server.servicer import create_server
 
 log = logging.getLogger("raremem.server")
 
@@ -49,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
     p.add_argument("--tls-key", type=Path, help="PEM private key")
     p.add_argument("--max-batch", type=int, default=16384, help="queries per request and per merged search")
-    p.add_argument("--max-message-mb", type=int, default=DEFAULT_MAX_MESSAGE >> 20, help="gRPC message limit")
+    p.add_argument("--max-message-mb", type=int, default=MAX_MESSAGE_BYTES >> 20, help="gRPC message limit")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     p.add_argument("--log-format", choices=("text", "json"), default=env("RAREMEM_LOG_FORMAT", "text"))
     p.add_argument("--log-level", default=env("RAREMEM_LOG_LEVEL", "INFO"))

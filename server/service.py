@@ -19,17 +19,10 @@ from raremem.server import metrics, persistence
 from raremem.server.batching import Batcher
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from raremem.server.store import Counters, LookupResult, LookupSpec, MemoryStore
+from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats
+from raremem.server.store import LookupSpec, MemoryStore
 
 log = logging.getLogger("raremem.service")
-
-
-@dataclass
-class MemoryInfo:
-    name: str
-    config: MemoryConfig
-    filled: int
-    total_writes: int
 
 
 @dataclass
@@ -46,7 +39,7 @@ class Managed:
 
     def info(self) -> MemoryInfo:
         s = self.store
-        return MemoryInfo(self.name, s.config, s.filled, s.counters.total_writes)
+        return MemoryInfo(self.name, s.config.to_dict(), s.filled, s.counters.total_writes)
 
 
 class MemoryService:
@@ -231,30 +224,15 @@ class MemoryService:
         return m.info()
 
     def stats(self, name: str, age_bins: int = 10, top_values: int = 10,
-              with_hash: bool = False) -> dict:
+              with_hash: bool = False) -> MemoryStats:
         if not 0 <= age_bins <= 1000 or not 0 <= top_values <= 10000:
             raise InvalidArgument("age_bins must be in 0..1000 and top_values in 0..10000")
         m = self._get(name)
         with m.lock:
-            s = m.store
-            ages = s.ages[: s.filled].copy()
-            values, counts = np.unique(s.values[: s.filled], return_counts=True)
-            out = {
-                "info": m.info(), "bytes": s.nbytes(), "lookups": s.counters.lookups,
-                "correct_writes": s.counters.correct_writes, "fresh_writes": s.counters.fresh_writes,
-                "evictions": s.counters.evictions, "unread_evictions": s.counters.unread_evictions,
-                "writes_since_snapshot": s.counters.total_writes - m.writes_at_snapshot,
-                "state_hash": s.state_hash() if with_hash else "",
-            }
-        bins = age_bins or 10
-        hist, edges = np.histogram(ages, bins=bins) if len(ages) else (np.zeros(bins, np.int64), np.zeros(bins + 1))
-        order = np.lexsort((values, -counts))[:top_values]
-        out.update(
-            age_bin_edges=edges.astype(np.float32), age_counts=hist.astype(np.int64),
-            top_values=values[order].astype(np.int64), top_value_counts=counts[order].astype(np.int64),
-            distinct_values=len(values), last_snapshot_unix=m.last_snapshot,
-            writes_lost_at_restore=m.writes_lost_at_restore)
-        return out
+            store = m.store.statistics(age_bins, top_values, with_hash)
+            info = m.info()
+        return MemoryStats(info=info, **store, writes_since_snapshot=info.total_writes - m.writes_at_snapshot,
+                           last_snapshot_unix=m.last_snapshot, writes_lost_at_restore=m.writes_lost_at_restore)
 
     # ------------------------------------------------------------------ persistence
     def _need_dir(self) -> Path:

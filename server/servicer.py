@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from raremem.proto import memory_pb2 as pb
 from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
+from raremem.proto.types import MAX_MESSAGE_BYTES
 from raremem.server import convert, errors, metrics
 from raremem.server.service import MemoryService
 
@@ -192,11 +193,8 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
-DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024
-
-
 def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token: str | None = None,
-                  admin_token: str | None = None, max_message_bytes: int = DEFAULT_MAX_MESSAGE,
+                  admin_token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
                   workers: int = 32, tls: tuple[bytes, bytes] | None = None):
     """Build (not start) a server; returns (server, port, health servicer). Port 0 picks one."""
     options = [("grpc.max_receive_message_length", max_message_bytes),

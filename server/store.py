@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raremem.proto.types import EMPTY, Counters, LookupResult, Neighbors
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import InvalidArgument
 from raremem.server.indexes import make_index
 
-EMPTY = -1  # value of an empty slot; also "no slot" in id arrays
+__all__ = ["EMPTY", "Counters", "LookupResult", "LookupSpec", "MemoryStore", "Neighbors"]
 
 
 @dataclass
@@ -37,49 +38,6 @@ class LookupSpec:
     weight_terms: bool = False      # fill top_key and mean_key
     neighbors: bool = False         # fill the neighbour lists
     neighbor_keys: bool = False     # and the neighbour keys
-
-
-@dataclass
-class Neighbors:
-    ids: np.ndarray           # (b, k) int64, -1 past `found`
-    similarities: np.ndarray  # (b, k) float32, -inf past `found`
-    weights: np.ndarray       # (b, k) float32, 0 past `found`
-    values: np.ndarray        # (b, k) int64
-    sources: np.ndarray       # (b, k) int64
-    keys: np.ndarray | None = None  # (b, k, d) float32
-
-
-@dataclass
-class LookupResult:
-    result: np.ndarray          # (b,) int64: V[n_1], -1 if none
-    found: np.ndarray           # (b,) int64
-    top_weight: np.ndarray      # (b,) float32: w_1
-    top_similarity: np.ndarray  # (b,) float32: s_1, -inf if none
-    # with labels
-    positive_key: np.ndarray | None = None   # (b, d), zeros if none
-    negative_key: np.ndarray | None = None   # (b, d), zeros if none
-    positive_slot: np.ndarray | None = None  # (b,) int64
-    negative_slot: np.ndarray | None = None  # (b,) int64
-    loss: np.ndarray | None = None           # (b,) float32
-    correct: np.ndarray | None = None        # (b,) bool
-    written_slot: np.ndarray | None = None   # (b,) int64, -1 where nothing was written
-    # with weight_terms: d w_1 / d q = t * w_1 * (top_key - mean_key)
-    top_key: np.ndarray | None = None        # (b, d)
-    mean_key: np.ndarray | None = None       # (b, d)
-    neighbors: Neighbors | None = None
-
-
-@dataclass
-class Counters:
-    lookups: int = 0          # queries served
-    correct_writes: int = 0   # slots averaged into
-    fresh_writes: int = 0     # slots given a new key
-    evictions: int = 0        # fresh writes over a filled slot
-    unread_evictions: int = 0  # evicted fresh writes no lookup had returned (n_1 or positive)
-
-    @property
-    def total_writes(self) -> int:
-        return self.correct_writes + self.fresh_writes
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -367,6 +325,37 @@ class MemoryStore:
             raise InvalidArgument(f"slot ids must be in [0, {self.config.size})")
         return {"ids": ids, "keys": self.keys[ids], "values": self.values[ids],
                 "ages": self.ages[ids], "sources": self.sources[ids]}
+
+    def load(self, keys: np.ndarray, values: np.ndarray, sources: np.ndarray | None = None) -> None:
+        """Bulk-load ``len(keys)`` slots from slot 0 (benchmarks, imports): keys (n, d) are
+        normalised, ages start at 0, the index is rebuilt. Replaces what the memory held."""
+        n = len(keys)
+        if keys.shape != (n, self.config.key_dim) or values.shape != (n,) or n > self.config.size:
+            raise InvalidArgument(f"load needs keys (n, {self.config.key_dim}) and values (n,), n <= "
+                                  f"{self.config.size}; got {keys.shape} and {values.shape}")
+        if n and (values < 0).any():
+            raise InvalidArgument("values must be >= 0 (-1 marks empty slots)")
+        self.reset()
+        self.keys[:n] = _normalise_rows(np.asarray(keys, np.float32))
+        self.values[:n] = values
+        if sources is not None:
+            self.sources[:n] = sources
+        self.filled = n
+        self.index.on_write(np.arange(n, dtype=np.int64), n)
+
+    def statistics(self, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> dict:
+        """Contents and traffic: an age histogram of the filled slots, the most frequent
+        values, the counters and (if asked) the state hash — the store's part of ``MemoryStats``."""
+        ages = self.ages[: self.filled]
+        values, counts = np.unique(self.values[: self.filled], return_counts=True)
+        bins = age_bins or 10
+        hist, edges = np.histogram(ages, bins=bins) if len(ages) else (np.zeros(bins, np.int64), np.zeros(bins + 1))
+        order = np.lexsort((values, -counts))[:top_values]
+        return {"age_bin_edges": edges.astype(np.float32), "age_counts": hist.astype(np.int64),
+                "top_values": values[order].astype(np.int64), "top_value_counts": counts[order].astype(np.int64),
+                "distinct_values": len(values), "bytes": self.nbytes(),
+                **{k: getattr(self.counters, k) for k in vars(self.counters)},
+                "state_hash": self.state_hash() if with_hash else ""}
 
     def nbytes(self) -> int:
         arrays = (self.keys, self.values, self.ages, self.sources)

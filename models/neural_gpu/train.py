@@ -142,9 +142,9 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
 
             with MemoryClient(address, token=cfg.token or None) as c:
                 s = c.stats(memory_name(cfg))
-            result["memory"] = {k: s.get(k, 0) for k in ("lookups", "fresh_writes", "correct_writes", "evictions",
+            result["memory"] = {k: getattr(s, k) for k in ("lookups", "fresh_writes", "correct_writes", "evictions",
                                                           "unread_evictions", "distinct_values")}
-            result["memory"]["filled"] = s["info"]["filled"]
+            result["memory"]["filled"] = s.info.filled
     result["eval_seconds"] = time.perf_counter() - t0
     (Path(cfg.out) / "eval.json").write_text(json.dumps(result, indent=2))
     print("eval: " + json.dumps(result), flush=True)

@@ -22,7 +22,7 @@ def filled(client, server):
     client.create_memory("demo/m", 16, 64, choose_k=8)
     for req in clustered_batches(0, 16, 40, 8, 20):
         client.lookup("demo/m", req["queries"], req["labels"], update=True, sources=req["sources"])
-    return server[0], client.stats("demo/m")["info"]["filled"]
+    return server[0], client.stats("demo/m").info.filled
 
 
 def test_list_and_stats(capsys, filled):

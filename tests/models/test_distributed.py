@@ -38,7 +38,7 @@ def test_ddp_replicas_stay_equal_and_resume_exactly(server, tmp_path):
     resumed = run("ddp", 2, address, tmp_path / "half", "--steps", "4", "--checkpoint-every", "2", "--resume")
     assert resumed[0]["parameters_sha256"] == full[0]["parameters_sha256"]
     with MemoryClient(address) as c:  # each replica had its own episode memory
-        names = {m["name"] for m in c.list_memories()}
+        names = {m.name for m in c.list_memories()}
     assert {"omniglot/replica-0", "omniglot/replica-1"} <= names
 
 
@@ -52,13 +52,13 @@ def test_hogwild_replicas_share_parameters_and_one_lifelong_memory(server, tmp_p
     assert ckpt["mode"] == "hogwild" and ckpt["replicas"] == 2
     with MemoryClient(address) as c:
         s = c.stats("omniglot/shared")
-        slots = c.read_slots("omniglot/shared", start=0, stop=s["info"]["filled"])
+        slots = c.read_slots("omniglot/shared", start=0, stop=s.info.filled)
     # 2 replicas x 3 episode batches x 2 episodes x 30 draws, never cleared
-    assert s["lookups"] == 2 * 3 * 2 * 30
+    assert s.lookups == 2 * 3 * 2 * 30
     # never cleared: more classes than one episode batch holds; labels kept apart per replica
     # and episode batch, so 2 x 3 batches of (2 episodes x 5 classes) use labels 0..59
     values = set(slots["values"].tolist())
-    assert 10 < len(values) == s["distinct_values"] and max(values) < 60
+    assert 10 < len(values) == s.distinct_values and max(values) < 60
     resumed = run("hogwild", 2, address, out, "--steps", "5", "--shared-memory", "--resume")
     assert all(r["steps"] == 5 for r in resumed)
 

@@ -44,8 +44,8 @@ def test_eight_writers(server):
     with MemoryClient(address) as admin:
         stats = admin.stats("shared")
         slots = admin.read_slots("shared", start=0, stop=SIZE)
-    assert stats["info"]["total_writes"] == THREADS * BATCHES * B
-    assert stats["lookups"] == THREADS * BATCHES * B
+    assert stats.info.total_writes == THREADS * BATCHES * B
+    assert stats.lookups == THREADS * BATCHES * B
     filled = slots["values"] >= 0
     assert filled.all()
     np.testing.assert_allclose(np.linalg.norm(slots["keys"], axis=1), 1.0, atol=1e-5)
@@ -55,6 +55,6 @@ def test_eight_writers(server):
         assert src // 10**6 == owner, "provenance points at the replica that wrote the value"
     merged = (REGISTRY.get_sample_value("raremem_batch_requests_sum", {"memory": "shared"})
               / REGISTRY.get_sample_value("raremem_batch_requests_count", {"memory": "shared"}))
-    print(f"\nrequests per merged search: {merged:.2f}; evictions {stats['evictions']}; "
-          f"writes overwritten before any read: {stats['unread_evictions']}")
+    print(f"\nrequests per merged search: {merged:.2f}; evictions {stats.evictions}; "
+          f"writes overwritten before any read: {stats.unread_evictions}")
     assert merged > 1.0  # concurrent requests were merged into shared searches

@@ -33,13 +33,13 @@ def test_snapshot_restore_round_trip(tmp_path, index):
         q = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
         answer = client.lookup("a/b", q, k=8, neighbors=True).neighbors.ids
         fill(client, "a/b", 10, seed=1)  # diverge, then go back
-        assert client.stats("a/b", with_hash=True)["state_hash"] != before["state_hash"]
+        assert client.stats("a/b", with_hash=True).state_hash != before.state_hash
         info = client.restore("a/b", "copies/b-1.npz")
-        assert info["filled"] == before["info"]["filled"]
-        assert client.stats("a/b", with_hash=True)["state_hash"] == before["state_hash"]
+        assert info.filled == before.info.filled
+        assert client.stats("a/b", with_hash=True).state_hash == before.state_hash
         np.testing.assert_array_equal(client.lookup("a/b", q, k=8, neighbors=True).neighbors.ids, answer)
         client.restore("copy", "copies/b-1.npz")  # a named copy of the same memory
-        assert client.stats("copy", with_hash=True)["state_hash"] == before["state_hash"]
+        assert client.stats("copy", with_hash=True).state_hash == before.state_hash
 
 
 def start_server(data_dir: Path, *extra: str):
@@ -61,7 +61,7 @@ def test_sigkill_after_snapshot_restarts_with_that_memory(tmp_path):
             client.snapshot("m")
             saved = client.stats("m", with_hash=True)
             fill(client, "m", 5, seed=2)  # lost with the crash
-            unsaved = client.stats("m")["writes_since_snapshot"]
+            unsaved = client.stats("m").writes_since_snapshot
             time.sleep(1.5)  # let the write counter tick
     finally:
         stop(proc, signal.SIGKILL)
@@ -71,9 +71,9 @@ def test_sigkill_after_snapshot_restarts_with_that_memory(tmp_path):
     try:
         with MemoryClient(address) as client:
             stats = client.stats("m", with_hash=True)
-            assert stats["state_hash"] == saved["state_hash"]
-            assert stats["info"]["total_writes"] == saved["info"]["total_writes"]
-            assert stats["writes_lost_at_restore"] == 40
+            assert stats.state_hash == saved.state_hash
+            assert stats.info.total_writes == saved.info.total_writes
+            assert stats.writes_lost_at_restore == 40
     finally:
         stop(proc, signal.SIGTERM)
 
@@ -83,15 +83,15 @@ def test_sigterm_snapshots_before_exit(tmp_path):
     with MemoryClient(address) as client:
         client.create_memory("n/one", 16, 64, choose_k=8)
         fill(client, "n/one", 12)
-        saved = client.stats("n/one", with_hash=True)["state_hash"]
+        saved = client.stats("n/one", with_hash=True).state_hash
     out = stop(proc, signal.SIGTERM)
     assert proc.returncode == 0, out
     assert (tmp_path / "n" / "one.npz").is_file() and "snapshots written: n/one.npz" in out
     proc, address, _ = start_server(tmp_path)
     try:
         with MemoryClient(address) as client:
-            assert client.stats("n/one", with_hash=True)["state_hash"] == saved
-            assert client.stats("n/one")["writes_lost_at_restore"] == 0
+            assert client.stats("n/one", with_hash=True).state_hash == saved
+            assert client.stats("n/one").writes_lost_at_restore == 0
     finally:
         stop(proc, signal.SIGTERM)
 
@@ -101,9 +101,9 @@ def test_timed_snapshots(tmp_path):
         client.create_memory("t", 16, 64, choose_k=8)
         fill(client, "t", 3)
         deadline = time.time() + 10
-        while client.stats("t")["writes_since_snapshot"] and time.time() < deadline:
+        while client.stats("t").writes_since_snapshot and time.time() < deadline:
             time.sleep(0.1)
-        assert client.stats("t")["writes_since_snapshot"] == 0
+        assert client.stats("t").writes_since_snapshot == 0
         assert (tmp_path / "t.npz").is_file()
 
 

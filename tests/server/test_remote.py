@@ -36,7 +36,7 @@ def test_remote_matches_reference(client, size, d, k, b, noise):
     # recent is not readable over the wire; every step's positives (use_recent) exercise it
     assert_same_state(keys, values, ages, sources, None, ref)
     stats = client.stats("ref")
-    assert stats["evictions"] > 0 and stats["info"]["filled"] == size
+    assert stats.evictions > 0 and stats.info.filled == size
 
 
 def test_write_applies_the_update_rule(client):
@@ -99,14 +99,14 @@ def test_bad_input_gets_the_right_status_and_changes_nothing(tmp_path):
         client.create_memory("m", 8, 32, choose_k=4)
         for req in clustered_batches(1, 8, 50, 8, 10):
             client.lookup("m", req["queries"], req["labels"], update=True, sources=req["sources"])
-        before = client.stats("m", with_hash=True)["state_hash"]
+        before = client.stats("m", with_hash=True).state_hash
         for what, (fields, code, words) in bad_inputs().items():
             with pytest.raises(grpc.RpcError) as exc:
                 raw_lookup(client.stub, name="m", **fields)
             assert exc.value.code().name == code, what
             assert words in exc.value.details(), (what, exc.value.details())
-            assert client.stats("m", with_hash=True)["state_hash"] == before, what
-        assert client.stats("m")["info"]["total_writes"] == 80
+            assert client.stats("m", with_hash=True).state_hash == before, what
+        assert client.stats("m").info.total_writes == 80
 
 
 def test_unknown_memory_and_names(client):
@@ -121,7 +121,7 @@ def test_unknown_memory_and_names(client):
     with pytest.raises(grpc.RpcError) as exc:
         client.create_memory("ok/name-1", 8, 8)
     assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert client.create_memory("ok/name-1", 8, 8, exist_ok=True)["name"] == "ok/name-1"
+    assert client.create_memory("ok/name-1", 8, 8, exist_ok=True).name == "ok/name-1"
     with pytest.raises(grpc.RpcError) as exc:
         client.create_memory("ok/name-1", 8, 16, exist_ok=True)
     assert exc.value.code() == grpc.StatusCode.ALREADY_EXISTS and "another config" in exc.value.details()
@@ -170,7 +170,7 @@ def test_tokens(tmp_path):
                 assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
             user.create_memory("t", 4, 8)
             user.lookup("t", np.eye(4, dtype=np.float32), np.arange(4), update=True)
-            before = admin.stats("t", with_hash=True)["state_hash"]
+            before = admin.stats("t", with_hash=True).state_hash
             for call in (lambda c: c.reset("t"), lambda c: c.delete_memory("t"), lambda c: c.restore("t")):
                 with pytest.raises(grpc.RpcError) as exc:
                     call(user)
@@ -178,8 +178,8 @@ def test_tokens(tmp_path):
                 with pytest.raises(grpc.RpcError) as exc:
                     call(anon)
                 assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert admin.stats("t", with_hash=True)["state_hash"] == before
-            assert admin.reset("t")["filled"] == 0
+            assert admin.stats("t", with_hash=True).state_hash == before
+            assert admin.reset("t").filled == 0
 
 
 def test_snapshot_paths_stay_in_the_data_dir(tmp_path):
@@ -189,7 +189,7 @@ def test_snapshot_paths_stay_in_the_data_dir(tmp_path):
     with running_server(data) as (address, _), MemoryClient(address) as client:
         client.create_memory("p", 4, 8)
         client.lookup("p", np.eye(4, dtype=np.float32), np.arange(4), update=True)
-        before = client.stats("p", with_hash=True)["state_hash"]
+        before = client.stats("p", with_hash=True).state_hash
         os.symlink(outside, data / "link")
         for path in ("../escape.npz", str(outside / "abs.npz"), "link/x.npz", "a/../../x.npz"):
             for call in (lambda: client.snapshot("p", path), lambda: client.restore("p", path)):
@@ -206,7 +206,7 @@ def test_snapshot_paths_stay_in_the_data_dir(tmp_path):
             with pytest.raises(grpc.RpcError) as exc:
                 client.restore("p", junk)
             assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, junk
-        assert client.stats("p", with_hash=True)["state_hash"] == before
+        assert client.stats("p", with_hash=True).state_hash == before
 
 
 def test_health_and_reflection(server):
@@ -231,7 +231,7 @@ def test_tls(tmp_path):
     with running_server(tmp_path / "d", tls=(key.read_bytes(), cert.read_bytes())) as (address, _):
         with MemoryClient(address, root_certificates=cert.read_bytes()) as client:
             client.create_memory("tls", 4, 8)
-            assert client.list_memories()[0]["name"] == "tls"
+            assert client.list_memories()[0].name == "tls"
         with MemoryClient(address, retries=0, timeout=3) as plain:  # no TLS: refused
             with pytest.raises(grpc.RpcError):
                 plain.list_memories()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from raremem.server.config import MemoryConfig
+from raremem.server.errors import InvalidArgument
 from raremem.server.store import LookupSpec, MemoryStore
 from tests.reference_memory import ReferenceMemory
 from tests.workloads import clustered_batches
@@ -208,3 +209,38 @@ def test_correct_never_counts_the_recent_candidate():
     store.lookup(LookupSpec(e, np.array([7, 8]), update=True))
     res = store.lookup(LookupSpec(e[:1], np.array([8]), use_recent=True, k=1))
     assert res.positive_slot[0] == 1 and not res.correct[0]  # found via recent, yet not correct
+
+
+def test_statistics_describe_the_contents():
+    """The store's own statistics agree with the reference memory's arrays after a seeded run."""
+    size, d, k = 96, 16, 8
+    store = MemoryStore(MemoryConfig(key_dim=d, size=size, choose_k=k, seed=3))
+    ref = ReferenceMemory(size, d, k, seed=3)
+    for req in clustered_batches(size + d, d, 30, 8, 40):
+        store.lookup(to_spec(req))
+        ref.call([dict(req)])
+    s = store.statistics(age_bins=5, top_values=4)
+    filled = ref.V[ref.V != -1]
+    values, counts = np.unique(filled, return_counts=True)
+    order = np.lexsort((values, -counts))[:4]            # most frequent first, ties to the lower value
+    np.testing.assert_array_equal(s["top_values"], values[order])
+    np.testing.assert_array_equal(s["top_value_counts"], counts[order])
+    assert s["distinct_values"] == len(values) and s["age_counts"].sum() == len(filled)
+    assert s["age_bin_edges"][0] == ref.A[ref.V != -1].min() and s["age_bin_edges"][-1] == ref.A[ref.V != -1].max()
+    assert s["lookups"] == 40 * 8 and s["fresh_writes"] + s["correct_writes"] == 40 * 8
+
+
+def test_bulk_load_replaces_the_contents_and_rejects_bad_input():
+    store = MemoryStore(MemoryConfig(key_dim=4, size=8, choose_k=4))
+    keys = np.arange(20, dtype=np.float32).reshape(5, 4) + 1
+    store.load(keys, np.arange(5))
+    assert store.filled == 5 and (store.values[5:] == -1).all()
+    np.testing.assert_allclose(np.linalg.norm(store.keys[:5], axis=1), 1, atol=1e-6)
+    res = store.lookup(LookupSpec(keys[3:4].copy(), k=1, neighbors=True))
+    assert res.result[0] == 3                             # each key answers its own query
+    before = store.state_hash()
+    for bad_keys, bad_values in ((keys[:, :3], np.arange(5)), (np.ones((9, 4), np.float32), np.arange(9)),
+                                 (keys, -np.ones(5, np.int64))):
+        with pytest.raises(InvalidArgument):
+            store.load(bad_keys, bad_values)
+        assert store.state_hash() == before               # nothing lost

@@ -57,7 +57,7 @@ def test_short_run_through_a_server_learns(server, tmp_path):
     assert rows(cfg)[-1]["val_1shot"] > 0.5                              # chance is 0.2 (5-way)
     with MemoryClient(server[0]) as c:  # the replica trained on its own memory on the server
         stats = c.stats("omniglot/replica-0")
-    assert stats["info"]["total_writes"] == 20 * 8 * 5 * 4  # every query of every step updated it
+    assert stats.info.total_writes == 20 * 8 * 5 * 4  # every query of every step updated it
     assert rows(cfg)[-1]["updates"] == 20 * 5 * 4          # one update per episode time step
 
 

@@ -17,12 +17,13 @@ from raremem.client import MemoryClient
 from raremem.models.memory_layer import make_backend
 from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
 from raremem.models.training import memory_server, parameters_digest
-from raremem.models.translation import report
 from raremem.models.translation.beam import beam_search
 from raremem.models.translation.data import DEFAULT_DATA, load
 from raremem.models.translation.evaluate import WORD, context_pass, rare_recall, word_counts
 from raremem.models.translation.subwords import BOS, EOS, PAD
+from raremem.models.translation import protocol
 from raremem.models.translation.train import TrainConfig, main, train
+from reports import translation as report
 
 needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
 
@@ -95,8 +96,8 @@ def test_context_pass_changes_memory_but_not_parameters(server, tmp_path):
     after = backend.client.stats("translation/ctx")
     assert parameters_digest(model) == digest
     assert writes == 3 * sum(len(t) + 1 for t in sw.encode(pairs.target[:20]))
-    assert before["info"]["filled"] == 0 and after["info"]["filled"] > 0
-    assert after["lookups"] - before["lookups"] == writes
+    assert before.info.filled == 0 and after.info.filled > 0
+    assert after.lookups - before.lookups == writes
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_short_training_run_through_a_server_lowers_the_loss(trained_runs):
         assert summaries[name]["steps"] == 40 and last < first - 0.5, (name, first, last)
         assert [r["step"] for r in rows if "val_bleu" in r] == [20, 40]
         assert all(math.isfinite(r["loss"]) for r in rows)
-    assert stats["lookups"] > 0 and stats["info"]["filled"] > 0           # the memory took every target token
+    assert stats.lookups > 0 and stats.info.filled > 0           # the memory took every target token
 
 
 @needs_data
@@ -139,9 +140,9 @@ def test_evaluation_writes_a_copy_never_the_trained_memory(trained_runs):
     snapshot = tmp / "memory" / "memory" / "translation" / "gnmt.npz"
     digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()
     args = (tmp / "baseline", tmp / "memory", "test_2016_flickr", 2, 12, 3)
-    first = report.evaluate_split(*args, models=("baseline",))          # one model now, the other later
+    first = protocol.evaluate_split(*args, models=("baseline",))          # one model now, the other later
     assert set(first["rows"]) == {"GNMT"}
-    result = report.evaluate_split(*args, models=("memory",), earlier=first)
+    result = protocol.evaluate_split(*args, models=("memory",), earlier=first)
     assert hashlib.sha256(snapshot.read_bytes()).hexdigest() == digest
     rows = result["rows"]
     assert set(rows) == set(report.PAPER) and rows["GNMT"] == first["rows"]["GNMT"]
@@ -190,4 +191,4 @@ def test_hogwild_replicas_share_one_life_long_memory(trained_runs, server):
     rows = [json.loads(line) for name in ("metrics.jsonl", "metrics-rank1.jsonl") for line in open(out / name)]
     assert len(rows) == 6
     with MemoryClient(server[0]) as c:
-        assert c.stats("translation/gnmt")["lookups"] == sum(r["tokens"] for r in rows)   # every target token, both
+        assert c.stats("translation/gnmt").lookups == sum(r["tokens"] for r in rows)   # every target token, both

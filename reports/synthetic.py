@@ -1,6 +1,6 @@
 """results/synthetic.{md,json,png}: Table 2 from the runs' eval.json files, beside the paper.
 
-    python -m raremem.models.neural_gpu.report --runs runs/synthetic [--admin runs/synthetic/admin-stats.txt]
+    python -m reports.synthetic --runs runs/synthetic [--admin runs/synthetic/admin-stats.txt]
 
 Each row carries its compute (steps, wall time, machine) and command from the run's own record.
 """
@@ -16,9 +16,9 @@ import numpy as np
 
 from raremem.models.neural_gpu.probe import load_model, probe
 from raremem.models.neural_gpu.task import random_function
-from raremem.models.plots import finish, plt, smoothed
+from raremem.models.paths import results_dir
+from reports.plots import finish, plt, smoothed
 
-ROOT = Path(__file__).resolve().parents[2]
 # Table 2 of the paper: fully correct sequences on the 10K test examples, in %.
 PAPER = {"hamming": 0.1, "seq2seq": 0.9, "ngpu": 12.2, "seq2seq + memory": 35.2, "ngpu + memory": 71.3}
 NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention (2x256 LSTM)",
@@ -101,14 +101,14 @@ def curves(runs: Path, out: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "synthetic")
+    p.add_argument("--runs", type=Path, default=Path("runs/synthetic"))
     p.add_argument("--admin", type=Path, help="raremem-admin stats output of the trained memory to include")
     p.add_argument("--notes", type=Path, help="markdown about the runs' conditions, included as written")
     a = p.parse_args(argv)
     rows, variants = load_rows(a.runs), load_variants(a.runs)
     probes = probe_rows(a.runs, rows, variants)
-    results = ROOT / "results"
-    results.mkdir(exist_ok=True)
+    results = results_dir()
+    results.mkdir(parents=True, exist_ok=True)
     (results / "synthetic.json").write_text(json.dumps({"rows": rows, "paper": PAPER, "variants": variants,
                                                         "probe": probes}, indent=2))
     curves(a.runs, results / "synthetic_curves.png")

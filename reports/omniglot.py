@@ -1,6 +1,6 @@
 """Write results/omniglot.{md,json} and plots from a training run and its evaluations.
 
-    python -m raremem.models.omniglot.report --run runs/omniglot-cpu \\
+    python -m reports.omniglot --run runs/omniglot-cpu \\
         --model-eval runs/omniglot-cpu/eval.json --pixel-eval runs/pixel_nn.json
 """
 
@@ -11,9 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from raremem.models.plots import finish, plt, smoothed
+from raremem.models.paths import results_dir
+from reports.plots import finish, plt, smoothed
 
-ROOT = Path(__file__).resolve().parents[2]
 PAPER = {"5-way": {1: 98.4, 5: 99.6}, "20-way": {1: 95.0, 5: 98.6}}
 PAPER_PIXEL = {"5-way": {1: 41.7, 5: 63.2}, "20-way": {1: 26.7, 5: 42.6}}
 
@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--model-eval", type=Path, required=True)
     p.add_argument("--pixel-eval", type=Path, required=True)
-    p.add_argument("--throughput", type=Path, default=ROOT / "results" / "omniglot_throughput.json")
-    p.add_argument("--out", type=Path, default=ROOT / "results")
+    p.add_argument("--throughput", type=Path, default=results_dir() / "omniglot_throughput.json")
+    p.add_argument("--out", type=Path, default=results_dir())
     args = p.parse_args(argv)
     rows = [json.loads(line) for line in open(args.run / "metrics.jsonl")]
     run = json.loads((args.run / "run.json").read_text())

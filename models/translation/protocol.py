@@ -1,0 +1,144 @@
+"""The Table 3 protocol on a test set: the baseline and the memory model without context,
+with the even lines as one-shot context (odd lines scored) and with the whole test set as
+context (the oracle). Every memory row starts from a fresh copy of the trained memory (restored
+under another name on a server of its own); the trained one is never written.
+
+    python -m raremem.models.translation.protocol --split test_2016_flickr    # -> runs/translation/eval-<split>.json
+    python -m raremem.models.translation.protocol --split newstest2014 --models baseline   # one model now, the other later
+
+``python -m reports.translation`` turns the eval files into results/translation.{md,json}.
+"""
+
+from __future__ import annotations
+
+import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+
+import argparse
+import dataclasses
+import functools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from raremem.client import MemoryClient
+from raremem.models import runinfo
+from raremem.models.training import memory_server, parameters_digest
+from raremem.models.translation import data
+from raremem.models.translation.evaluate import bleu, context_pass, rare_recall, translate, word_counts
+from raremem.models.translation.subwords import Subwords
+from raremem.models.translation.train import TrainConfig, make_model
+from raremem.server.persistence import default_file
+
+COPY = "translation/eval-copy"
+
+
+def load_run(run: Path, address: str | None, memory_name: str = ""):
+    """(model with the trained weights, subwords, training summary); with memory, the model's
+    backend is the memory ``memory_name`` on ``address``."""
+    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    cfg = TrainConfig(**ckpt["config"])   # the run's own config: its subwords, sizes and memory
+    backend_cfg = dataclasses.replace(cfg, memory_name=memory_name or cfg.memory_name)
+    sw = Subwords(Path(cfg.spm))
+    model = make_model(backend_cfg, address if cfg.memory_layer else None, len(sw))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    summary = json.loads((run / "replica-0.json").read_text())
+    return model, sw, summary
+
+
+@functools.cache
+def training_counts() -> Counter:
+    """How often each German word occurs in the training targets (what "rare" is measured by)."""
+    return word_counts(data.load("train", Path(TrainConfig().data_dir)).target)
+
+
+def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
+    h, r = [hyps[i] for i in lines], [refs[i] for i in lines]
+    return {**bleu(h, r), **rare_recall(h, r, counts)}
+
+
+def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: int, passes: int,
+                   models: tuple[str, ...] = ("baseline", "memory"), earlier: dict | None = None) -> dict:
+    """Decode ``split`` with the rows of ``models``; rows of ``earlier`` (the same split, lines and
+    width, decoded before) are kept, so the baseline can be decoded while the memory model trains."""
+    test = data.load(split, Path(TrainConfig().data_dir))
+    src, ref = test.source[:limit or None], test.target[:limit or None]
+    odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
+    counts = training_counts()
+    same = earlier and (earlier["lines"], earlier["beam_width"], earlier["context_passes"]) == (len(src), width, passes)
+    rows, hyps = (dict(earlier["rows"]), dict(earlier["hypotheses"])) if same else ({}, {})
+    stamp = {"machine": runinfo.machine(), "command": runinfo.command()}
+
+    def record(name, summary, hyp, lines_full, seconds, **extra):
+        rows[name] = {"full": _scores(hyp, ref, lines_full, counts) if lines_full else None,
+                      "odd": _scores(hyp, ref, odd, counts), "decode_seconds": round(seconds, 1),
+                      "train_steps": summary["steps"], "train_minutes": round(summary["wall_seconds"] / 60, 1),
+                      **extra, **stamp}
+        hyps[name] = hyp
+        print(f"{split} {name}: " + json.dumps({k: v for k, v in rows[name].items() if k in ("full", "odd")}), flush=True)
+
+    if "baseline" in models:
+        t0 = time.perf_counter()
+        b_model, sw, b_summary = load_run(baseline, None)
+        record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
+    if "memory" in models:
+        trained = default_file(json.loads((memory / "run.json").read_text())["config"]["memory_name"])
+        with tempfile.TemporaryDirectory() as tmp:     # the server writes here, never into the run
+            shutil.copytree(memory / "memory", Path(tmp) / "memory")
+            with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
+                client.restore(COPY, trained)
+                model, sw, summary = load_run(memory, address, COPY)
+                digest = parameters_digest(model)
+
+                def fresh(context: list[int]) -> dict:
+                    """Restore the copy, pass ``context`` lines through memory updates; what it did."""
+                    client.restore(COPY, trained)
+                    before = client.stats(COPY).info.filled
+                    writes = context_pass(model, sw, [src[i] for i in context], [ref[i] for i in context],
+                                          passes) if context else 0
+                    assert parameters_digest(model) == digest, "a context pass changed the weights"
+                    return {"context_lines": len(context), "context_writes": writes, "filled_before": before,
+                            "filled_after": client.stats(COPY).info.filled, "parameters_unchanged": True}
+
+                everything = list(range(len(src)))
+                for name, context, decode in (("GNMT + memory", [], everything),
+                                              ("GNMT + memory, even-line context", even, odd),
+                                              ("GNMT + memory, whole-test context", everything, everything)):
+                    t0 = time.perf_counter()
+                    ctx = fresh(context)
+                    hyp = [""] * len(src)
+                    for i, text in zip(decode, translate(model, sw, [src[i] for i in decode], width), strict=True):
+                        hyp[i] = text
+                    record(name, summary, hyp, everything if decode is everything else None,
+                           time.perf_counter() - t0, **ctx)
+    return {"split": split, "lines": len(src), "beam_width": width, "context_passes": passes, "rows": rows,
+            "hypotheses": hyps}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"))
+    p.add_argument("--memory", type=Path, default=Path("runs/translation/memory"))
+    p.add_argument("--split", required=True, help="the test set to decode (test_2016_flickr, newstest2014, ...)")
+    p.add_argument("--limit", type=int, default=0, help="first lines only (0 = all)")
+    p.add_argument("--width", type=int, default=4)
+    p.add_argument("--passes", type=int, default=3)
+    p.add_argument("--models", nargs="+", choices=("baseline", "memory"), default=["baseline", "memory"],
+                   help="decode these rows (the others are kept from an earlier eval file of the same split)")
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    path = a.memory.parent / f"eval-{a.split}.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else None
+    result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier)
+    path.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
