@@ -7,6 +7,7 @@ backoff. Errors reach the caller as ``grpc.RpcError`` with the server's status a
 
 from __future__ import annotations
 
+import queue
 import random
 import time
 from dataclasses import fields
@@ -49,6 +50,82 @@ def _message_dict(msg) -> dict:
         else:
             out[desc.name] = value
     return out
+
+
+def lookup_request(name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
+                   update: bool = False, use_recent: bool = False, sources: np.ndarray | None = None,
+                   k: int = 0, nprobe: int = 0, weight_terms: bool = False, neighbors: bool = False,
+                   neighbor_keys: bool = False) -> pb.LookupRequest:
+    req = pb.LookupRequest(
+        name=name, queries=to_tensor(queries), update=update, use_recent=use_recent, k=k,
+        nprobe=nprobe, return_weight_terms=weight_terms, return_neighbors=neighbors,
+        return_neighbor_keys=neighbor_keys)
+    if labels is not None:
+        req.labels.CopyFrom(to_tensor(labels))
+    if sources is not None:
+        req.sources.CopyFrom(to_tensor(sources))
+    return req
+
+
+def lookup_result(resp: pb.LookupResponse) -> LookupResult:
+    res = LookupResult(**_tensors(resp, LookupResult.TENSORS))
+    if resp.HasField("neighbors"):
+        res.neighbors = Neighbors(**_tensors(resp.neighbors, [f.name for f in fields(Neighbors)]))
+    return res
+
+
+class StreamError(grpc.RpcError):
+    """One LookupStream message failed (the stream is still open): ``code()`` and
+    ``details()`` as on any ``grpc.RpcError``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
+
+
+class LookupStream:
+    """Lookups over one bidirectional LookupStream call: each ``lookup`` sends one request and
+    waits for its response, so a caller making one call per step pays the call setup once.
+    Not for several threads at once. If the stream breaks (server gone), the error reaches
+    the caller and the next lookup opens a new stream."""
+
+    def __init__(self, client: "MemoryClient"):
+        self.client = client
+        self._requests: queue.SimpleQueue | None = None
+        self._responses = None
+
+    def _open(self) -> None:
+        self._requests = queue.SimpleQueue()
+        self._responses = self.client.stub.LookupStream(iter(self._requests.get, None),
+                                                        metadata=self.client.metadata)
+
+    def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, **options) -> LookupResult:
+        if self._responses is None:
+            self._open()
+        self._requests.put(lookup_request(name, queries, labels, **options))
+        try:
+            resp = next(self._responses)
+        except (grpc.RpcError, StopIteration):
+            self.close()
+            raise
+        if resp.HasField("error"):
+            raise StreamError(_CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN), resp.error.message)
+        return lookup_result(resp)
+
+    def close(self) -> None:
+        if self._responses is not None:
+            self._requests.put(None)   # ends the request iterator: the server finishes the call
+            self._responses.cancel()
+            self._requests = self._responses = None
 
 
 class MemoryClient:
@@ -127,22 +204,14 @@ class MemoryClient:
 
     # ------------------------------------------------------------------ data path
     def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
-               update: bool = False, use_recent: bool = False, sources: np.ndarray | None = None,
-               k: int = 0, nprobe: int = 0, weight_terms: bool = False, neighbors: bool = False,
-               neighbor_keys: bool = False, timeout: float | None = None) -> LookupResult:
-        req = pb.LookupRequest(
-            name=name, queries=to_tensor(queries), update=update, use_recent=use_recent, k=k,
-            nprobe=nprobe, return_weight_terms=weight_terms, return_neighbors=neighbors,
-            return_neighbor_keys=neighbor_keys)
-        if labels is not None:
-            req.labels.CopyFrom(to_tensor(labels))
-        if sources is not None:
-            req.sources.CopyFrom(to_tensor(sources))
-        resp = self._call("Lookup", req, idempotent=not update, timeout=timeout)
-        res = LookupResult(**_tensors(resp, LookupResult.TENSORS))
-        if resp.HasField("neighbors"):
-            res.neighbors = Neighbors(**_tensors(resp.neighbors, [f.name for f in fields(Neighbors)]))
-        return res
+               timeout: float | None = None, **options) -> LookupResult:
+        """Look ``queries`` (b, d) up; ``options`` as ``lookup_request`` takes them."""
+        req = lookup_request(name, queries, labels, **options)
+        return lookup_result(self._call("Lookup", req, idempotent=not req.update, timeout=timeout))
+
+    def stream(self) -> "LookupStream":
+        """A long-lived LookupStream on this channel (one per thread)."""
+        return LookupStream(self)
 
     def write(self, name: str, keys: np.ndarray, labels: np.ndarray,
               sources: np.ndarray | None = None, use_recent: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -37,28 +37,33 @@ class LocalBackend:
 
 
 class RemoteBackend:
-    """A named memory on a raremem server, created if absent."""
+    """A named memory on a raremem server, created if absent. Lookups go over one long-lived
+    LookupStream (a trainer makes one call per step) unless ``stream`` is False."""
 
-    def __init__(self, address: str, name: str, key_dim: int, size: int, token: str | None = None, **config):
+    def __init__(self, address: str, name: str, key_dim: int, size: int, token: str | None = None,
+                 stream: bool = True, **config):
         from raremem.client import MemoryClient  # noqa: PLC0415
 
         self.client = MemoryClient(address, token=token)
         self.name = name
         cfg = self.client.create_memory(name, key_dim, size, exist_ok=True, **config).config
         self.alpha, self.inverse_temperature = cfg["alpha"], cfg["inverse_temperature"]
+        self.calls = self.client.stream() if stream else self.client
 
     def lookup(self, queries, labels=None, **kwargs):
-        return self.client.lookup(self.name, queries, labels, **kwargs)
+        return self.calls.lookup(self.name, queries, labels, **kwargs)
 
     def reset(self) -> None:
         self.client.reset(self.name)
 
     def close(self) -> None:
+        if self.calls is not self.client:
+            self.calls.close()
         self.client.close()
 
 
 def make_backend(memory: str, name: str, key_dim: int, size: int, token: str | None = None, **config):
-    """``memory`` is "local" or "HOST:PORT"; ``config`` holds MemoryConfig fields."""
+    """``memory`` is "local", "HOST:PORT" or "unix:///PATH"; ``config`` holds MemoryConfig fields."""
     if memory == "local":
         return LocalBackend(key_dim, size, **config)
     return RemoteBackend(memory, name, key_dim, size, token=token, **config)

@@ -208,7 +208,7 @@ class Neighbors(_message.Message):
     def __init__(self, ids: _Optional[_Union[Tensor, _Mapping]] = ..., similarities: _Optional[_Union[Tensor, _Mapping]] = ..., weights: _Optional[_Union[Tensor, _Mapping]] = ..., values: _Optional[_Union[Tensor, _Mapping]] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., keys: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("result", "found", "top_weight", "top_similarity", "positive_key", "negative_key", "positive_slot", "negative_slot", "loss", "correct", "written_slot", "top_key", "mean_key", "neighbors")
+    __slots__ = ("result", "found", "top_weight", "top_similarity", "positive_key", "negative_key", "positive_slot", "negative_slot", "loss", "correct", "written_slot", "top_key", "mean_key", "neighbors", "error")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     FOUND_FIELD_NUMBER: _ClassVar[int]
     TOP_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +223,7 @@ class LookupResponse(_message.Message):
     TOP_KEY_FIELD_NUMBER: _ClassVar[int]
     MEAN_KEY_FIELD_NUMBER: _ClassVar[int]
     NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     result: Tensor
     found: Tensor
     top_weight: Tensor
@@ -237,7 +238,16 @@ class LookupResponse(_message.Message):
     top_key: Tensor
     mean_key: Tensor
     neighbors: Neighbors
-    def __init__(self, result: _Optional[_Union[Tensor, _Mapping]] = ..., found: _Optional[_Union[Tensor, _Mapping]] = ..., top_weight: _Optional[_Union[Tensor, _Mapping]] = ..., top_similarity: _Optional[_Union[Tensor, _Mapping]] = ..., positive_key: _Optional[_Union[Tensor, _Mapping]] = ..., negative_key: _Optional[_Union[Tensor, _Mapping]] = ..., positive_slot: _Optional[_Union[Tensor, _Mapping]] = ..., negative_slot: _Optional[_Union[Tensor, _Mapping]] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., correct: _Optional[_Union[Tensor, _Mapping]] = ..., written_slot: _Optional[_Union[Tensor, _Mapping]] = ..., top_key: _Optional[_Union[Tensor, _Mapping]] = ..., mean_key: _Optional[_Union[Tensor, _Mapping]] = ..., neighbors: _Optional[_Union[Neighbors, _Mapping]] = ...) -> None: ...
+    error: StreamError
+    def __init__(self, result: _Optional[_Union[Tensor, _Mapping]] = ..., found: _Optional[_Union[Tensor, _Mapping]] = ..., top_weight: _Optional[_Union[Tensor, _Mapping]] = ..., top_similarity: _Optional[_Union[Tensor, _Mapping]] = ..., positive_key: _Optional[_Union[Tensor, _Mapping]] = ..., negative_key: _Optional[_Union[Tensor, _Mapping]] = ..., positive_slot: _Optional[_Union[Tensor, _Mapping]] = ..., negative_slot: _Optional[_Union[Tensor, _Mapping]] = ..., loss: _Optional[_Union[Tensor, _Mapping]] = ..., correct: _Optional[_Union[Tensor, _Mapping]] = ..., written_slot: _Optional[_Union[Tensor, _Mapping]] = ..., top_key: _Optional[_Union[Tensor, _Mapping]] = ..., mean_key: _Optional[_Union[Tensor, _Mapping]] = ..., neighbors: _Optional[_Union[Neighbors, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
+class StreamError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("name", "keys", "labels", "sources", "use_recent")

@@ -60,6 +60,11 @@ class MemoryStub:
                 request_serializer=raremem_dot_proto_dot_memory__pb2.LookupRequest.SerializeToString,
                 response_deserializer=raremem_dot_proto_dot_memory__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.LookupStream = channel.stream_stream(
+                '/raremem.v1.Memory/LookupStream',
+                request_serializer=raremem_dot_proto_dot_memory__pb2.LookupRequest.SerializeToString,
+                response_deserializer=raremem_dot_proto_dot_memory__pb2.LookupResponse.FromString,
+                _registered_method=True)
         self.Write = channel.unary_unary(
                 '/raremem.v1.Memory/Write',
                 request_serializer=raremem_dot_proto_dot_memory__pb2.WriteRequest.SerializeToString,
@@ -126,6 +131,16 @@ class MemoryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupStream(self, request_iterator, context):
+        """The same lookups over one long-lived stream, for callers that make one call per training
+        step or decoder step: responses come in request order, one per request, with the
+        semantics of Lookup (concurrent streams and unary calls are merged alike). A request that
+        fails gets a response with only `error` set; the stream stays open.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Write(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -183,6 +198,11 @@ def add_MemoryServicer_to_server(servicer, server):
             ),
             'Lookup': grpc.unary_unary_rpc_method_handler(
                     servicer.Lookup,
+                    request_deserializer=raremem_dot_proto_dot_memory__pb2.LookupRequest.FromString,
+                    response_serializer=raremem_dot_proto_dot_memory__pb2.LookupResponse.SerializeToString,
+            ),
+            'LookupStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.LookupStream,
                     request_deserializer=raremem_dot_proto_dot_memory__pb2.LookupRequest.FromString,
                     response_serializer=raremem_dot_proto_dot_memory__pb2.LookupResponse.SerializeToString,
             ),
@@ -346,6 +366,33 @@ class Memory:
             request,
             target,
             '/raremem.v1.Memory/Lookup',
+            raremem_dot_proto_dot_memory__pb2.LookupRequest.SerializeToString,
+            raremem_dot_proto_dot_memory__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/raremem.v1.Memory/LookupStream',
             raremem_dot_proto_dot_memory__pb2.LookupRequest.SerializeToString,
             raremem_dot_proto_dot_memory__pb2.LookupResponse.FromString,
             options,

@@ -38,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default=env("RAREMEM_HOST", "127.0.0.1"),
                    help="address to bind [127.0.0.1; 0.0.0.0 for every interface]")
     p.add_argument("--port", type=int, default=int(env("RAREMEM_PORT", "50051")), help="gRPC port [50051]")
+    p.add_argument("--unix", default=env("RAREMEM_UNIX_SOCKET"),
+                   help="also listen on this Unix-domain socket (clients: unix://PATH) [none]")
     p.add_argument("--data-dir", type=Path, default=env("RAREMEM_DATA_DIR"),
                    help="snapshots live here and are restored on start [none: nothing persists]")
     p.add_argument("--snapshot-interval", type=float, default=float(env("RAREMEM_SNAPSHOT_INTERVAL", "300")),
@@ -72,13 +74,15 @@ def main(argv=None) -> int:
                             snapshot_interval=args.snapshot_interval)
     server, port, health_servicer = create_server(
         service, f"{args.host}:{args.port}", token=args.token, admin_token=args.admin_token,
-        max_message_bytes=args.max_message_mb << 20, tls=tls)
+        max_message_bytes=args.max_message_mb << 20, tls=tls, unix=args.unix)
     if args.metrics_port >= 0:
         mport = metrics.serve_metrics(args.metrics_port, args.host)
         log.info("metrics on http://%s:%d/metrics", args.host, mport)
     server.start()
     log.info("serving on %s:%d (%d memories restored, data dir %s)", args.host, port,
              len(service.list()), args.data_dir or "none")
+    if args.unix:
+        log.info("serving on unix://%s too", args.unix)
     print(f"raremem-server listening on {args.host}:{port}", flush=True)
 
     stop = threading.Event()

@@ -28,6 +28,7 @@ log = logging.getLogger("raremem.servicer")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Memory"].full_name
 ADMIN_METHODS = frozenset({"Reset", "Restore", "DeleteMemory"})
+STREAM_METHODS = frozenset({"LookupStream"})
 
 _STATUS = (  # first match wins
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -94,10 +95,31 @@ class MemoryServicer(pb_grpc.MemoryServicer):
                                    request.with_hash)
         return convert.stats_to_pb(stats)
 
-    @_rpc
-    def Lookup(self, request, context):
+    def _lookup(self, request: pb.LookupRequest) -> pb.LookupResponse:
         spec = convert.lookup_spec_from_pb(request)
         return convert.lookup_result_to_pb(self.service.lookup(request.name, spec))
+
+    @_rpc
+    def Lookup(self, request, context):
+        return self._lookup(request)
+
+    def LookupStream(self, requests, context):
+        """Lookup per message; a failed message is answered with its error and the stream goes on."""
+        for request in requests:
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                if isinstance(request, _Malformed):
+                    raise errors.InvalidArgument(f"malformed request bytes: {request.error}")
+                response = self._lookup(request)
+            except Exception as exc:  # noqa: BLE001 - every error becomes this message's status
+                code = status_for(exc)
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("LookupStream message failed")
+                response = pb.LookupResponse(error=pb.StreamError(code=code.value[0], message=str(exc)))
+            finally:
+                metrics.REQUESTS.labels("LookupStream", code.name).inc()
+                metrics.LATENCY.labels("LookupStream").observe(time.perf_counter() - start)
+            yield response
 
     @_rpc
     def Write(self, request, context):
@@ -135,9 +157,11 @@ class TokenInterceptor(grpc.ServerInterceptor):
         self.token, self.admin_token = token, admin_token
 
     @staticmethod
-    def _deny(code, message):
+    def _deny(code, message, streaming: bool):
         def abort(request, context):
             context.abort(code, message)
+        if streaming:
+            return grpc.stream_stream_rpc_method_handler(abort)
         return grpc.unary_unary_rpc_method_handler(abort)
 
     def intercept_service(self, continuation, details):
@@ -150,14 +174,15 @@ class TokenInterceptor(grpc.ServerInterceptor):
         def matches(token):
             return token is not None and given is not None and hmac.compare_digest(given, token)
 
+        streaming = method in STREAM_METHODS
         if method in ADMIN_METHODS and (self.admin_token or self.token):
             if matches(self.admin_token or self.token):
                 return continuation(details)
             if matches(self.token):
-                return self._deny(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the admin token")
-            return self._deny(grpc.StatusCode.UNAUTHENTICATED, f"{method} needs the admin token")
+                return self._deny(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the admin token", streaming)
+            return self._deny(grpc.StatusCode.UNAUTHENTICATED, f"{method} needs the admin token", streaming)
         if self.token and not (matches(self.token) or matches(self.admin_token)):
-            return self._deny(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            return self._deny(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", streaming)
         return continuation(details)
 
 
@@ -170,19 +195,27 @@ class _Malformed:
 
 class MalformedRequestInterceptor(grpc.ServerInterceptor):
     """Bytes that are not a valid request message get INVALID_ARGUMENT with the parser's
-    reason; gRPC's own deserialisation failure would answer INTERNAL."""
+    reason (gRPC's own deserialisation failure would answer INTERNAL); on a stream, that one
+    message gets the error and the stream goes on."""
 
     def intercept_service(self, continuation, details):
         handler = continuation(details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+        if handler is None or handler.request_deserializer is None:
             return handler
-        parse, behaviour = handler.request_deserializer, handler.unary_unary
+        parse = handler.request_deserializer
 
         def lenient(data: bytes):
             try:
                 return parse(data)
             except DecodeError as exc:
                 return _Malformed(exc)
+
+        if handler.stream_stream is not None:  # the servicer answers _Malformed messages itself
+            return grpc.stream_stream_rpc_method_handler(handler.stream_stream, request_deserializer=lenient,
+                                                         response_serializer=handler.response_serializer)
+        if handler.unary_unary is None:
+            return handler
+        behaviour = handler.unary_unary
 
         def call(request, context):
             if isinstance(request, _Malformed):
@@ -195,8 +228,11 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
 
 def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token: str | None = None,
                   admin_token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                  workers: int = 32, tls: tuple[bytes, bytes] | None = None):
-    """Build (not start) a server; returns (server, port, health servicer). Port 0 picks one."""
+                  workers: int = 32, tls: tuple[bytes, bytes] | None = None, unix: str | None = None):
+    """Build (not start) a server; returns (server, port, health servicer). Port 0 picks one.
+    ``unix``: also listen on this Unix-domain socket path (clients dial ``unix://PATH``;
+    local trainers skip the TCP stack). It is never served with TLS: the file's permissions
+    guard it."""
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
@@ -213,6 +249,8 @@ def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not bind {address}")
+    if unix and server.add_insecure_port(f"unix:{unix}") == 0:
+        raise OSError(f"could not bind unix:{unix}")
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
