@@ -24,19 +24,24 @@ def read_state(client, name, size):
     return slots["keys"], slots["values"], slots["ages"], slots["sources"]
 
 
-@pytest.mark.parametrize("size, d, k, b, noise", [(128, 32, 16, 16, 8.0), (300, 16, 64, 8, 0.0)])
-def test_remote_matches_reference(client, size, d, k, b, noise):
+def check_against_reference(client, calls, size=128, d=32, k=16, b=16, noise=8.0, steps=200):
+    """Seeded lookups with updates through ``calls`` (the client, a stream, ...) answer as the
+    reference memory does, and leave the same state."""
     client.create_memory("ref", d, size, choose_k=k, age_noise=noise, seed=11)
     ref = ReferenceMemory(size, d, k, age_noise=noise, seed=11)
-    for step, req in enumerate(clustered_batches(21, d, 3 * size, b, 200)):
-        res = client.lookup("ref", req["queries"], req["labels"], update=True, use_recent=True,
-                            sources=req["sources"], neighbors=True)
+    for step, req in enumerate(clustered_batches(21, d, 3 * size, b, steps)):
+        res = calls.lookup("ref", req["queries"], req["labels"], update=True, use_recent=True,
+                           sources=req["sources"], neighbors=True)
         assert_same_answers(res, ref.call([dict(req)])[0], k, step)
-    keys, values, ages, sources = read_state(client, "ref", size)
     # recent is not readable over the wire; every step's positives (use_recent) exercise it
-    assert_same_state(keys, values, ages, sources, None, ref)
+    assert_same_state(*read_state(client, "ref", size), None, ref)
     stats = client.stats("ref")
     assert stats.evictions > 0 and stats.info.filled == size
+
+
+@pytest.mark.parametrize("size, d, k, b, noise", [(128, 32, 16, 16, 8.0), (300, 16, 64, 8, 0.0)])
+def test_remote_matches_reference(client, size, d, k, b, noise):
+    check_against_reference(client, client, size, d, k, b, noise)
 
 
 def test_write_applies_the_update_rule(client):

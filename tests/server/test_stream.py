@@ -13,21 +13,7 @@ from raremem.proto import memory_pb2 as pb
 from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import to_tensor
 from tests.conftest import running_server
-from tests.reference_memory import ReferenceMemory
-from tests.server.test_remote import read_state
-from tests.server.test_store_reference import assert_same_answers, assert_same_state
-from tests.workloads import clustered_batches
-
-
-def check_against_reference(client, calls, size=128, d=32, k=16, b=16, noise=8.0):
-    client.create_memory("ref", d, size, choose_k=k, age_noise=noise, seed=11)
-    ref = ReferenceMemory(size, d, k, age_noise=noise, seed=11)
-    for step, req in enumerate(clustered_batches(21, d, 3 * size, b, 150)):
-        res = calls.lookup("ref", req["queries"], req["labels"], update=True, use_recent=True,
-                           sources=req["sources"], neighbors=True)
-        assert_same_answers(res, ref.call([dict(req)])[0], k, step)
-    assert_same_state(*read_state(client, "ref", size), None, ref)
-    assert client.stats("ref").evictions > 0
+from tests.server.test_remote import check_against_reference
 
 
 def test_stream_matches_reference(client):
@@ -43,7 +29,7 @@ def test_unix_socket_matches_reference(tmp_path, over):
     path = tmp_path / "raremem.sock"
     with running_server(tmp_path / "data", unix=str(path)), MemoryClient(f"unix://{path}") as client:
         calls = client.stream() if over == "stream" else client
-        check_against_reference(client, calls, size=64, d=16, k=8, b=8, noise=0.0)
+        check_against_reference(client, calls, size=64, d=16, k=8, b=8, noise=0.0, steps=100)
 
 
 def test_stream_survives_a_bad_message(client):
