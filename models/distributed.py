@@ -50,6 +50,14 @@ class Replica:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the replicas (DDP), so decisions made from it agree."""
+        if self.mode != "ddp":
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return float(t.item()) / self.world
+
     def close(self) -> None:
         if self.mode == "ddp" and dist.is_initialized():
             dist.destroy_process_group()

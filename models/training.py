@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -37,6 +38,7 @@ class TrainerFlags:
     steps: int = 1000
     minutes: float = 0.0            # stop after this wall time too (0 = no limit)
     checkpoint_every: int = 500
+    keep_every: int = 0             # also keep a copy checkpoint-<step>.pt every N steps (0 = none)
     seed: int = 0
     threads: int = 0                # torch threads per replica (0 = the cores shared out)
     resume: bool = False
@@ -167,8 +169,11 @@ class Run:
             tqdm.write(line)
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.files.out, self.model, self.opt, self.cfg, self.step, self.rng,
+        out = self.files.out
+        save_checkpoint(out, self.model, self.opt, self.cfg, self.step, self.rng,
                         time.perf_counter() - self._start, self.replica)
+        if self.replica.main and self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
+            shutil.copyfile(out / "checkpoint.pt", out / f"checkpoint-{self.step}.pt")  # e.g. for the probe
 
     def finish(self) -> dict:
         self.bar.close()

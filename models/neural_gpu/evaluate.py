@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from raremem.models.neural_gpu.hamming import hamming_nn
-from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, Examples, fully_correct,
-                                    make_splits, to_base4)
+from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, PRESETS, Examples,
+                                            fully_correct, make_splits, to_base4)
 
 
 def _batches(ex: Examples, size: int):
@@ -88,13 +88,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Hamming nearest-neighbour baseline of Table 2")
     p.add_argument("--hamming", action="store_true", required=True)
     p.add_argument("--task-seed", type=int, default=0)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full")
     p.add_argument("--out", default="runs/synthetic-hamming.json")
     a = p.parse_args(argv)
-    train, test, _ = make_splits(a.task_seed)
+    train, test, _ = make_splits(a.task_seed, preset=a.preset)
     score = float(fully_correct(hamming_nn(train, test), test).mean())
     from raremem.models import runinfo  # noqa: PLC0415
 
-    result = {"row": "hamming", "fully_correct": score, "examples": len(test), "command": runinfo.command(),
+    result = {"row": "hamming", "preset": a.preset, "fully_correct": score, "examples": len(test), "command": runinfo.command(),
               "machine": runinfo.machine()}
     with open(a.out, "w") as fh:
         json.dump(result, fh, indent=2)

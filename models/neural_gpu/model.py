@@ -3,11 +3,16 @@
 ``ExtendedNeuralGPU`` (Kaiser & Bengio 2016, "Can active memory replace attention?"; paper
 Fig. 3): a convolutional GRU state of shape (B, C, H=4, W=L). The encoder runs L steps of
 ``nconv`` CGRU cells over the embedded input; the decoder runs L steps of ``nconv`` CGRU cells
-that also read an output tape (B, C, H, L). After step ``it`` the decoder emits the symbol at
-``it`` from row 0, writes that symbol's embedding on the tape at ``it`` and, with memory,
-queries the memory from its state one position ahead (row 0, column it+1) and writes the
-returned value's embedding times its softmax weight on the tape at it+1, where the next step
-reads it.
+that also read an output tape (B, C, H, L). Decoder step ``it``, as the authors' ``dec_step``
+(tensorflow/models research/neural_gpu/neural_gpu.py) orders it: with memory, query the memory
+from the state *before* this step's cells, one position ahead (row 0, column it+1); run the
+cells; emit the symbol at ``it`` from row 0 and write its embedding on the tape at ``it``; write
+the memory's value embedding times its softmax weight on the tape at it+1, where the next
+step reads it. Dropout on the state before every step's cells, at ``dropout * 3 / sqrt(L)``.
+
+Initialisation as the authors': every conv kernel and the output matrix orthogonal with gain
+1.8 * 0.8 = 1.44; separate update and reset gate convs, both biases 1.0 (the cut-off sigmoid
+then gives 0.777).
 
 The seq2seq rows are ``models.seq2seq.AttentionSeq2Seq``: a 2-layer LSTM encoder-decoder (256
 units) with additive attention, whose attention vector queries the memory.
@@ -34,7 +39,7 @@ class ModelConfig:
     height: int = 4
     nconv: int = 2            # CGRU cells per step
     units: int = 256          # seq2seq: LSTM units (2 layers)
-    dropout: float = 0.1
+    dropout: float = 0.1      # Neural GPU: state dropout dropout * 3 / sqrt(L) (the authors'); seq2seq: as is
 
     @property
     def key_dim(self) -> int:
@@ -46,23 +51,29 @@ def cutoff_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(1.2 * torch.sigmoid(x) - 0.1, 0.0, 1.0)
 
 
+INIT_GAIN = 1.8 * 0.8   # the authors' orthogonal initialiser gain for kernels and output matrix
+GATE_BIAS = 1.0         # the authors' update and reset gate bias
+
+
 class CGRU(nn.Module):
-    """s' = u*s + (1-u)*tanh(conv([r*s, x])), u, r = cutoff_sigmoid(conv([s, x])); 3x3 kernels.
-    ``extra``: channels of an input ``x`` read beside the state (the decoder's tape)."""
+    """s' = u*s + (1-u)*tanh(conv([r*s, x])), u = cutoff_sigmoid(conv_u([s, x])),
+    r = cutoff_sigmoid(conv_r([s, x])); 3x3 kernels. ``extra``: channels of an input ``x``
+    read beside the state (the decoder's tape)."""
 
     def __init__(self, channels: int, extra: int = 0):
         super().__init__()
-        self.gates = nn.Conv2d(channels + extra, 2 * channels, 3, padding=1)
+        self.update = nn.Conv2d(channels + extra, channels, 3, padding=1)
+        self.reset = nn.Conv2d(channels + extra, channels, 3, padding=1)
         self.candidate = nn.Conv2d(channels + extra, channels, 3, padding=1)
-        # Start by mostly keeping the state: u = cutoff_sigmoid(2) = 0.96 (not saturated, so it
-        # still learns). PyTorch's zero bias gives u = 0.5, and after the 2L cells of encoder
-        # and decoder the input had faded from the state: every query was the same vector
-        # (per-dimension std across a batch ~0.002) and the memory loss sat at alpha.
-        nn.init.constant_(self.gates.bias[:channels], 2.0)
-        nn.init.constant_(self.gates.bias[channels:], 1.0)
+        for conv in (self.update, self.reset, self.candidate):
+            nn.init.orthogonal_(conv.weight, gain=INIT_GAIN)
+        nn.init.constant_(self.update.bias, GATE_BIAS)
+        nn.init.constant_(self.reset.bias, GATE_BIAS)
+        nn.init.zeros_(self.candidate.bias)
 
     def forward(self, s: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        u, r = cutoff_sigmoid(self.gates(s if x is None else torch.cat([s, x], 1))).chunk(2, 1)
+        sx = s if x is None else torch.cat([s, x], 1)
+        u, r = cutoff_sigmoid(self.update(sx)), cutoff_sigmoid(self.reset(sx))
         rs = r * s
         c = torch.tanh(self.candidate(rs if x is None else torch.cat([rs, x], 1)))
         return u * s + (1 - u) * c
@@ -78,7 +89,13 @@ class ExtendedNeuralGPU(nn.Module):
         self.encoder = nn.ModuleList(CGRU(c) for _ in range(cfg.nconv))
         self.decoder = nn.ModuleList(CGRU(c, extra=c) for _ in range(cfg.nconv))
         self.out = nn.Linear(c, VOCAB)
+        nn.init.orthogonal_(self.out.weight, gain=INIT_GAIN)
+        nn.init.zeros_(self.out.bias)
         self.memory = MemoryLayer(c, backend) if cfg.memory else None
+
+    def _drop(self, s: torch.Tensor, length: int) -> torch.Tensor:
+        """The authors' state dropout before every step's cells: dropout * 3 / sqrt(L)."""
+        return F.dropout(s, min(self.cfg.dropout * 3 / length ** 0.5, 0.9), self.training) if self.cfg.dropout else s
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
                 gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> DecoderOutput:
@@ -93,30 +110,34 @@ class ExtendedNeuralGPU(nn.Module):
         s = inputs.new_zeros((B, c, h, L), dtype=torch.float32)
         s[:, :, 0] = self.embed_in(inputs).transpose(1, 2)                  # input on row 0
         for _ in range(L):
+            s = self._drop(s, L)
             for cell in self.encoder:
                 s = cell(s)
         tape = torch.zeros_like(s)                                          # (B, C, H, L)
         logits, mem_losses, mem_values = [], [], []
         for it in range(L):
+            rows = (lengths > it + 1).nonzero()[:, 0]                        # examples still going
+            suggestion = None
+            if self.memory is not None and len(rows):  # queried from the state before the cells
+                label = targets[rows, it + 1] if targets is not None else None
+                out = self.memory(s[rows, :, 0, it + 1], label, update=update and label is not None,
+                                  sources=None if sources is None else sources[rows], weight_grad=True)
+                found = out.result >= 0
+                suggestion = self.embed_out(out.result.clamp(min=0)) * (out.weight * found)[:, None]   # (R, C)
+                if targets is not None and gold_weight > 0:
+                    gold = F.dropout(self.embed_out(label), 0.3, self.training)     # the authors' keep 0.7
+                    suggestion = gold_weight * gold + (1 - gold_weight) * suggestion
+                mem_losses.append(out.loss.mean())
+                mem_values.append(torch.full_like(inputs[:, 0], -1).index_put((rows,), out.result))
+            s = self._drop(s, L)
             for cell in self.decoder:
                 s = cell(s, tape)
             step_logits = self.out(s[:, :, 0, it])                          # (B, VOCAB)
             logits.append(step_logits)
             symbol = targets[:, it] if targets is not None else step_logits.argmax(-1)
             tape = _put(tape, it, self.embed_out(symbol))
-            rows = (lengths > it + 1).nonzero()[:, 0]                        # examples still going
-            if self.memory is not None and len(rows):
-                label = targets[rows, it + 1] if targets is not None else None
-                out = self.memory(s[rows, :, 0, it + 1], label, update=update and label is not None,
-                                  sources=None if sources is None else sources[rows], weight_grad=True)
-                found = out.result >= 0
-                suggestion = self.embed_out(out.result.clamp(min=0)) * (out.weight * found)[:, None]
-                if targets is not None and gold_weight > 0:
-                    gold = F.dropout(self.embed_out(label), 0.3, self.training)
-                    suggestion = gold_weight * gold + (1 - gold_weight) * suggestion
+            if suggestion is not None:
                 tape = _put(tape, it + 1, suggestion.new_zeros(B, c).index_put((rows,), suggestion))
-                mem_losses.append(out.loss.mean())
-                mem_values.append(torch.full_like(inputs[:, 0], -1).index_put((rows,), out.result))
         loss = torch.stack(mem_losses).mean() if mem_losses else s.new_zeros(())
         values = None
         if mem_values:  # (B, L): column it+1 holds what the memory suggested there

@@ -16,8 +16,11 @@ F = random_function(0)
 def test_fresh_neural_gpu_queries_name_the_middle_digits_number():
     result = probe(load_model(None, "ngpu"), F, numbers=200)
     assert result["chance"] == pytest.approx(1 / 200)
-    assert result["recall_other_context"][3] > 0.5        # measured 1.0 at 1,000 numbers
-    assert all(s < 0.5 for s in result["spread"])
+    # With the authors' initialisation, measured at 200 numbers: recall 0.34-0.85 over the 7
+    # digits (0.85 in the middle), mean cosine between numbers 0.09-0.56.
+    assert result["recall_other_context"][3] > 0.5
+    assert min(result["recall_other_context"]) > 0.2
+    assert all(s < 0.7 for s in result["spread"])
 
 
 def test_queries_that_are_one_vector_give_chance_recall():

@@ -58,7 +58,7 @@ def test_short_run_through_a_server_learns(server, tmp_path):
 
 
 def test_resume_is_exact(server, tmp_path):
-    full = small(tmp_path, steps=6, eval_every=100, checkpoint_every=3, out=str(tmp_path / "full"))
+    full = small(tmp_path, steps=6, eval_every=100, checkpoint_every=3, keep_every=3, out=str(tmp_path / "full"))
     train(full, server[0])
     half = dataclasses.replace(full, steps=3, out=str(tmp_path / "half"))
     train(half, server[0])
@@ -68,6 +68,10 @@ def test_resume_is_exact(server, tmp_path):
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     assert [r["loss"] for r in rows(full)] == [r["loss"] for r in rows(half)]
+    kept = torch.load(f"{full.out}/checkpoint-3.pt", weights_only=False)     # a copy kept at step 3
+    assert kept["step"] == 3 and (tmp_path / "full" / "checkpoint-6.pt").is_file()
+    legs = json.loads((tmp_path / "half" / "run.json").read_text())["legs"]
+    assert len(legs) == 2                                                    # the resumed run has two legs
 
 
 def test_config_rejects_unknown_flags_and_bad_values():

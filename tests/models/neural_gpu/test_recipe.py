@@ -1,0 +1,80 @@
+"""The authors' Neural GPU recipe as the trainer's defaults, and the short preset of the task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raremem.models.neural_gpu.model import CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid
+from raremem.models.neural_gpu.task import DIGITS, MAX_LENGTH, PAD, PRESETS, coverage, make_splits, random_function
+from raremem.models.neural_gpu.train import TrainConfig, decay_on_worse, gold_probability, gold_weight
+
+
+def test_kernels_are_orthogonal_with_the_authors_gain_and_gate_biases_one():
+    torch.manual_seed(0)
+    model = ExtendedNeuralGPU(ModelConfig(channels=16, memory=False))
+    cells = [m for m in model.modules() if isinstance(m, CGRU)]
+    assert len(cells) == 4
+    for cell in cells:
+        for conv in (cell.update, cell.reset, cell.candidate):
+            w = conv.weight.detach().reshape(conv.out_channels, -1)           # (out, in * 3 * 3): rows orthogonal
+            torch.testing.assert_close(w @ w.T, INIT_GAIN ** 2 * torch.eye(len(w)), atol=1e-4, rtol=0)
+        assert (cell.update.bias == GATE_BIAS).all() and (cell.reset.bias == GATE_BIAS).all()
+    assert INIT_GAIN == pytest.approx(1.44)
+    assert float(cutoff_sigmoid(torch.tensor(GATE_BIAS))) == pytest.approx(0.777, abs=1e-3)
+    w = model.out.weight.detach()                                             # (VOCAB, C): rows orthogonal
+    torch.testing.assert_close(w @ w.T, INIT_GAIN ** 2 * torch.eye(len(w)), atol=1e-4, rtol=0)
+
+
+def test_trainer_defaults_are_the_authors():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.adam_eps, cfg.clip, cfg.lr_decay, cfg.dropout) == (5e-4, 1e-3, 4.0, 0.995, 0.1)
+    assert (cfg.gold_decay_steps, cfg.gold_floor, cfg.bf16, cfg.memory_size) == (10_000, 0.2, False, 500_000)
+
+
+def test_state_dropout_scales_with_length():
+    model = ExtendedNeuralGPU(ModelConfig(channels=8, memory=False, dropout=0.1)).train()
+    s = torch.ones(4000, 8, 1, 1)
+    for length in (9, 36):   # p = 0.1 * 3 / sqrt(L): 0.1 and 0.05
+        assert float((model._drop(s, length) == 0).float().mean()) == pytest.approx(0.3 / length ** 0.5, abs=0.01)
+    assert (model.eval()._drop(s, 9) == s).all()
+
+
+@pytest.mark.parametrize("step, p", [(0, 1.0), (2_500, 0.75), (5_000, 0.5), (8_000, 0.2), (10_000, 0.2),
+                                     (50_000, 0.2)])
+def test_gold_schedule(step, p):
+    cfg = TrainConfig()
+    assert gold_probability(cfg, step) == pytest.approx(p)
+    rng = np.random.default_rng(0)
+    weights = np.array([gold_weight(cfg, step, rng) for _ in range(4000)])
+    assert all(w == 0.0 or w == pytest.approx(p) for w in np.unique(weights))
+    assert (weights > 0).mean() == pytest.approx(p, abs=0.03)           # applied with probability p
+    assert gold_probability(TrainConfig(memory_layer=False), step) == 0.0  # no memory, no tape blend
+
+
+def test_lr_decays_only_when_the_window_gets_worse():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=5e-4)
+    cfg = TrainConfig()
+    for ce, lr in ((2.0, 5e-4), (1.5, 5e-4), (1.6, 5e-4 * 0.995), (1.7, 5e-4 * 0.995 ** 2), (1.0, 5e-4 * 0.995 ** 2)):
+        decay_on_worse(opt, cfg, ce)
+        assert opt.param_groups[0]["lr"] == pytest.approx(lr)
+    again = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    again.load_state_dict(opt.state_dict())                                # a checkpoint carries the last window
+    assert again.param_groups[0]["last_window_ce"] == 1.0
+
+
+def test_short_preset_is_the_same_task_with_shorter_inputs():
+    train, test, f = make_splits(0, preset="short")
+    full_train, _, full_f = make_splits(0)
+    assert PRESETS["short"] == 16 and len(train) == 40_000 and len(test) == 10_000
+    assert np.array_equal(f, full_f) and np.array_equal(f, random_function(0))   # the same f
+    for ex in (train, test):
+        assert ex.lengths.min() == DIGITS and ex.lengths.max() == 16
+        assert ex.inputs.shape == (len(ex), MAX_LENGTH) and (ex.inputs[:, 16:] == PAD).all()
+        assert (ex.starts + DIGITS <= ex.lengths).all()
+    assert not {r.tobytes() for r in test.inputs} & {r.tobytes() for r in train.inputs}   # distinct inputs
+    assert 0.90 < coverage(test, train) < 0.94                                # ~92% of test numbers seen
+    assert full_train.lengths.max() == 40
+    with pytest.raises(ValueError):
+        make_splits(0, preset="tiny")
