@@ -67,10 +67,10 @@ def model_encoder(model) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def evaluate_all(encode, memory: str, key_dim: int, data: np.ndarray, episodes: int, name: str,
-                 token: str | None = None, seed: int = 1) -> dict:
-    """5- and 20-way with 6 draws per class (0..5-shot), each in a fresh evaluation memory."""
+                 token: str | None = None, seed: int = 1, widths: tuple[int, ...] = (5, 20)) -> dict:
+    """``widths``-way (5 and 20) with 6 draws per class (0..5-shot), each in a fresh memory."""
     out = {}
-    for width in (5, 20):
+    for width in widths:
         backend = make_backend(memory, f"{name}/eval-{width}way", key_dim, width * 6, token=token,
                                choose_k=min(256, width * 6), age_noise=0.0)
         out[f"{width}-way"] = evaluate(encode, backend, data, width, 6, episodes, seed=seed + width)
@@ -86,17 +86,26 @@ def main(argv=None) -> int:
     p.add_argument("--memory", default="local", help="'local' or HOST:PORT of a raremem server")
     p.add_argument("--token")
     p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--widths", type=int, nargs="+", default=[5, 20], help="classes per episode [5 20]")
+    p.add_argument("--seed", type=int, default=1, help="episode draws (width-way uses seed + width)")
+    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the results as JSON here")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = Omniglot.load(args.data).test
     if args.pixel_nn:
         encode, key_dim, name = pixel_encoder, 28 * 28, "omniglot/pixel-nn"
     else:
         model = load_model(args.checkpoint)
         encode, key_dim, name = model_encoder(model), model.cfg.rep_dim, "omniglot/eval"
-    result = evaluate_all(encode, args.memory, key_dim, data, args.episodes, name, args.token)
+        step = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["step"]
+    result = evaluate_all(encode, args.memory, key_dim, data, args.episodes, name, args.token, args.seed,
+                          tuple(args.widths))
     result |= {"command": runinfo.command(), "machine": runinfo.machine()}
-    for key in ("5-way", "20-way"):
+    if args.checkpoint:
+        result["checkpoint"] = {"path": str(args.checkpoint), "step": step}
+    for key in (f"{w}-way" for w in args.widths):
         r = result[key]
         shots = ", ".join(f"{s}-shot {100 * a:.1f}±{100 * h:.1f}" for s, (a, h) in enumerate(zip(r["accuracy"], r["ci95"])))
         print(f"{key}: {shots}")
