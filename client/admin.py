@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raremem.client.memory_client import MemoryClient
+from raremem.proto.types import INDEX_KINDS
 
 
 def _load_queries(path: Path) -> np.ndarray:
@@ -62,8 +63,8 @@ def cmd_list(c: MemoryClient, a):
 
 
 def cmd_create(c: MemoryClient, a):
-    options = {k: v for k, v in (("choose_k", a.k), ("age_noise", a.age_noise), ("seed", a.seed))
-               if v is not None}
+    options = {k: v for k, v in (("choose_k", a.k), ("age_noise", a.age_noise), ("seed", a.seed),
+                                 ("append_only", a.append_only or None)) if v is not None}
     info = c.create_memory(a.name, a.key_dim, a.size, index=a.index, exist_ok=a.exist_ok, **options)
     return info, f"created {info.name}: {info.config}"
 
@@ -72,7 +73,8 @@ def cmd_stats(c: MemoryClient, a):
     s = c.stats(a.name, age_bins=a.age_bins, top_values=a.top, with_hash=a.hash)
     info, cfg = s.info, s.info.config
     t = Table(show_header=False, title=f"memory {a.name}")
-    rows = [("index", f"{cfg['index']} (k={cfg['choose_k']}, d={cfg['key_dim']})"),
+    rows = [("index", f"{cfg['index']} (k={cfg['choose_k']}, d={cfg['key_dim']})"
+                      + (", append-only" if cfg.get("append_only") else "")),
             ("fill", f"{info.filled} / {cfg['size']} ({info.filled / cfg['size']:.1%})"),
             ("bytes", f"{s.bytes:,}"),
             ("lookups", f"{s.lookups:,}"),
@@ -188,10 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("--key-dim", type=int, required=True)
     sp.add_argument("--size", type=int, required=True)
-    sp.add_argument("--index", choices=("exact", "ivf", "lsh"), default="exact")
+    sp.add_argument("--index", choices=INDEX_KINDS, default="exact")
     sp.add_argument("-k", type=int, help="choose_k")
     sp.add_argument("--age-noise", type=float)
     sp.add_argument("--seed", type=int)
+    sp.add_argument("--append-only", action="store_true",
+                    help="every labelled write takes a fresh slot, no averaging (a kNN datastore)")
     sp.add_argument("--exist-ok", action="store_true")
     sp = add("stats", cmd_stats, "fill, age histogram, value counts, index, bytes")
     sp.add_argument("name")

@@ -55,11 +55,13 @@ def _message_dict(msg) -> dict:
 def lookup_request(name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
                    update: bool = False, use_recent: bool = False, sources: np.ndarray | None = None,
                    k: int = 0, nprobe: int = 0, weight_terms: bool = False, neighbors: bool = False,
-                   neighbor_keys: bool = False) -> pb.LookupRequest:
+                   neighbor_keys: bool = False, leave_one_out: bool = False) -> pb.LookupRequest:
+    """A LookupRequest (memory.proto says what each field does); ``sources`` are the queries'
+    provenance for the slots an update writes, and their own sources for ``leave_one_out``."""
     req = pb.LookupRequest(
         name=name, queries=to_tensor(queries), update=update, use_recent=use_recent, k=k,
         nprobe=nprobe, return_weight_terms=weight_terms, return_neighbors=neighbors,
-        return_neighbor_keys=neighbor_keys)
+        return_neighbor_keys=neighbor_keys, leave_one_out=leave_one_out)
     if labels is not None:
         req.labels.CopyFrom(to_tensor(labels))
     if sources is not None:

@@ -40,7 +40,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MemoryConfig(_message.Message):
-    __slots__ = ("key_dim", "size", "choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top", "index", "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "device")
+    __slots__ = ("key_dim", "size", "choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top", "index", "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "device", "append_only")
     KEY_DIM_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CHOOSE_K_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class MemoryConfig(_message.Message):
     LSH_BUCKET_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    APPEND_ONLY_FIELD_NUMBER: _ClassVar[int]
     key_dim: int
     size: int
     choose_k: int
@@ -71,7 +72,8 @@ class MemoryConfig(_message.Message):
     lsh_bucket_size: int
     seed: int
     device: str
-    def __init__(self, key_dim: _Optional[int] = ..., size: _Optional[int] = ..., choose_k: _Optional[int] = ..., alpha: _Optional[float] = ..., inverse_temperature: _Optional[float] = ..., age_noise: _Optional[float] = ..., correct_in_top: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., ivf_nlist: _Optional[int] = ..., ivf_nprobe: _Optional[int] = ..., lsh_tables: _Optional[int] = ..., lsh_bits: _Optional[int] = ..., lsh_bucket_size: _Optional[int] = ..., seed: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    append_only: bool
+    def __init__(self, key_dim: _Optional[int] = ..., size: _Optional[int] = ..., choose_k: _Optional[int] = ..., alpha: _Optional[float] = ..., inverse_temperature: _Optional[float] = ..., age_noise: _Optional[float] = ..., correct_in_top: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., ivf_nlist: _Optional[int] = ..., ivf_nprobe: _Optional[int] = ..., lsh_tables: _Optional[int] = ..., lsh_bits: _Optional[int] = ..., lsh_bucket_size: _Optional[int] = ..., seed: _Optional[int] = ..., device: _Optional[str] = ..., append_only: _Optional[bool] = ...) -> None: ...
 
 class MemoryInfo(_message.Message):
     __slots__ = ("name", "config", "filled", "total_writes")
@@ -166,7 +168,7 @@ class Stats(_message.Message):
     def __init__(self, info: _Optional[_Union[MemoryInfo, _Mapping]] = ..., age_bin_edges: _Optional[_Union[Tensor, _Mapping]] = ..., age_counts: _Optional[_Union[Tensor, _Mapping]] = ..., top_values: _Optional[_Union[Tensor, _Mapping]] = ..., top_value_counts: _Optional[_Union[Tensor, _Mapping]] = ..., distinct_values: _Optional[int] = ..., bytes: _Optional[int] = ..., lookups: _Optional[int] = ..., correct_writes: _Optional[int] = ..., fresh_writes: _Optional[int] = ..., evictions: _Optional[int] = ..., writes_since_snapshot: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., writes_lost_at_restore: _Optional[int] = ..., state_hash: _Optional[str] = ..., unread_evictions: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("name", "queries", "labels", "update", "use_recent", "sources", "k", "nprobe", "return_weight_terms", "return_neighbors", "return_neighbor_keys")
+    __slots__ = ("name", "queries", "labels", "update", "use_recent", "sources", "k", "nprobe", "return_weight_terms", "return_neighbors", "return_neighbor_keys", "leave_one_out")
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +180,7 @@ class LookupRequest(_message.Message):
     RETURN_WEIGHT_TERMS_FIELD_NUMBER: _ClassVar[int]
     RETURN_NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
     RETURN_NEIGHBOR_KEYS_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_ONE_OUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     queries: Tensor
     labels: Tensor
@@ -189,7 +192,8 @@ class LookupRequest(_message.Message):
     return_weight_terms: bool
     return_neighbors: bool
     return_neighbor_keys: bool
-    def __init__(self, name: _Optional[str] = ..., queries: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., update: _Optional[bool] = ..., use_recent: _Optional[bool] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., return_weight_terms: _Optional[bool] = ..., return_neighbors: _Optional[bool] = ..., return_neighbor_keys: _Optional[bool] = ...) -> None: ...
+    leave_one_out: bool
+    def __init__(self, name: _Optional[str] = ..., queries: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., update: _Optional[bool] = ..., use_recent: _Optional[bool] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., return_weight_terms: _Optional[bool] = ..., return_neighbors: _Optional[bool] = ..., return_neighbor_keys: _Optional[bool] = ..., leave_one_out: _Optional[bool] = ...) -> None: ...
 
 class Neighbors(_message.Message):
     __slots__ = ("ids", "similarities", "weights", "values", "sources", "keys")

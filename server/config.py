@@ -27,6 +27,8 @@ class MemoryConfig:
     lsh_bucket_size: int = 16         # LSH slot ids kept per bucket (a ring: newest replace oldest)
     seed: int = 0                     # seeds eviction noise and LSH hyperplanes
     device: str = ""                  # exact only: "" / "cpu" = FAISS; "cuda[:N]" = torch
+    append_only: bool = False         # every labelled update writes a fresh slot (no averaging):
+                                      # a kNN datastore; nothing is evicted while slots are empty
 
     def resolved(self) -> "MemoryConfig":
         """Validate, and fill the defaults that depend on size."""

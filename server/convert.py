@@ -12,7 +12,7 @@ from raremem.server.store import LookupSpec
 _KIND_TO_PB = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()} | {pb.INDEX_KIND_UNSPECIFIED: "exact"}
 _OPTIONAL = ("choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top",
-             "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed")
+             "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "append_only")
 
 
 def config_from_pb(msg: pb.MemoryConfig) -> MemoryConfig:
@@ -40,7 +40,7 @@ def lookup_spec_from_pb(req: pb.LookupRequest) -> LookupSpec:
         update=req.update, use_recent=req.use_recent,
         sources=optional_tensor(req, "sources"),
         k=req.k, nprobe=req.nprobe, weight_terms=req.return_weight_terms,
-        neighbors=req.return_neighbors, neighbor_keys=req.return_neighbor_keys)
+        neighbors=req.return_neighbors, neighbor_keys=req.return_neighbor_keys, leave_one_out=req.leave_one_out)
 
 
 def lookup_result_to_pb(res: LookupResult) -> pb.LookupResponse:

@@ -38,6 +38,7 @@ class LookupSpec:
     weight_terms: bool = False      # fill top_key and mean_key
     neighbors: bool = False         # fill the neighbour lists
     neighbor_keys: bool = False     # and the neighbour keys
+    leave_one_out: bool = False     # skip slots whose source is the query's own (``sources``)
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
@@ -100,8 +101,10 @@ class MemoryStore:
             raise InvalidArgument("labels must be >= 0 (-1 marks empty slots)")
         if spec.update and spec.labels is None:
             raise InvalidArgument("update needs labels")
-        if spec.sources is not None and not spec.update:
-            raise InvalidArgument("sources are only stored by updates")
+        if spec.sources is not None and not (spec.update or spec.leave_one_out):
+            raise InvalidArgument("sources are only stored by updates (or name the queries' own for leave_one_out)")
+        if spec.leave_one_out and spec.sources is None:
+            raise InvalidArgument("leave_one_out needs sources: each query's own")
         if spec.use_recent and spec.labels is None:
             raise InvalidArgument("use_recent needs labels")
         if not 0 <= spec.k <= cfg.size:
@@ -162,21 +165,46 @@ class MemoryStore:
         return (np.pad(sims, ((0, 0), (0, k - kk)), constant_values=-np.inf),
                 np.pad(ids, ((0, 0), (0, k - kk)), constant_values=EMPTY))
 
+    def _own_slots(self, spec: LookupSpec) -> int:
+        """For leave-one-out: the most filled slots any one query's own source holds (the
+        search must reach that much deeper to keep k neighbours after skipping them)."""
+        if not spec.leave_one_out or not self.filled:
+            return 0
+        own = self.sources[: self.filled]
+        mine = np.isin(own, spec.sources)
+        return int(np.unique(own[mine], return_counts=True)[1].max()) if mine.any() else 0
+
     def _search_merged(self, specs, queries) -> list[tuple[np.ndarray, np.ndarray]]:
         """One search per distinct nprobe over all requests' queries, with the largest k;
-        each request then takes the first k columns of its rows (the lists are sorted)."""
+        each request then takes the first k columns of its rows (the lists are sorted), after
+        dropping its own sources' slots when it asks for leave-one-out."""
         out = [None] * len(specs)
+        deeper = [self._own_slots(s) for s in specs]
         for nprobe in sorted({s.nprobe for s in specs}):
             members = [i for i, s in enumerate(specs) if s.nprobe == nprobe]
-            k_max = max(specs[i].k or self.config.choose_k for i in members)
+            k_max = min(max((specs[i].k or self.config.choose_k) + deeper[i] for i in members), self.config.size)
             q = np.concatenate([queries[i] for i in members]) if len(members) > 1 else queries[members[0]]
             sims, ids = self._search(q, k_max, nprobe)
             start = 0
             for i in members:
                 b, k = len(queries[i]), specs[i].k or self.config.choose_k
-                out[i] = (sims[start:start + b, :k], ids[start:start + b, :k])
+                s_i, ids_i = sims[start:start + b], ids[start:start + b]
+                if specs[i].leave_one_out:
+                    s_i, ids_i = self._without_own(s_i, ids_i, specs[i].sources)
+                out[i] = (s_i[:, :k], ids_i[:, :k])
                 start += b
         return out
+
+    def _without_own(self, sims, ids, own):
+        """Neighbour lists (b, K) with the slots of each row's own source moved out (kept in
+        order; the freed columns at the end hold -inf / -1)."""
+        skip = (ids >= 0) & (self.sources[np.maximum(ids, 0)] == own[:, None])
+        if not skip.any():
+            return sims, ids
+        order = np.argsort(skip, axis=1, kind="stable")           # kept columns first, in order
+        sims = np.where(skip, -np.inf, sims).astype(np.float32)
+        ids = np.where(skip, EMPTY, ids)
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
 
     def _lookup_one(self, spec: LookupSpec, q: np.ndarray, sims: np.ndarray, ids: np.ndarray):
         """Answer one request from its neighbour lists ``sims``, ``ids`` (b, k)."""
@@ -215,6 +243,8 @@ class MemoryStore:
         if spec.use_recent:  # recent[v] joins the pool unless it is already a neighbour
             extra = np.array([self.recent.get(int(v), EMPTY) for v in labels], dtype=np.int64)
             extra[(extra[:, None] == ids).any(axis=1)] = EMPTY
+            if spec.leave_one_out:  # nor is the query's own source's slot
+                extra[(extra >= 0) & (self.sources[np.maximum(extra, 0)] == spec.sources)] = EMPTY
             has = extra >= 0
             extra_sim = np.where(has, np.einsum("bd,bd->b", q, self.keys[np.maximum(extra, 0)]), -np.inf)
             ids = np.concatenate([ids, extra[:, None]], axis=1)
@@ -243,7 +273,8 @@ class MemoryStore:
         # Each request ages the memory by one; a slot written by request j is then as old as
         # the number of updating requests after j.
         later = {j: len(upd) - 1 - r for r, j in enumerate(upd)}
-        rows = [(j, results[j].correct) for j in upd]
+        # who averages into its positive: the correct queries (never, in an append-only memory)
+        rows = [(j, results[j].correct & (not cfg.append_only)) for j in upd]
         correct_slots = np.concatenate([positives[j][c] for j, c in rows])
         n_fresh = sum(int((~c).sum()) for _, c in rows)
 

@@ -6,6 +6,10 @@ proto/memory.proto and README): eviction noise is drawn only when a batch must e
 ``rng.uniform(-a, a, filled)`` from ``np.random.default_rng(seed)``; a slot rewritten with
 another value stops being ``recent`` for its old value; slots that correct queries of a call
 average into are never chosen as fresh slots in that call; sources hold the last writer.
+
+Two options beyond the paper (DESIGN §1): leave-one-out lookups skip every slot whose source
+is the query's own (the recent candidate too); an append-only memory writes every labelled
+query of an update into a fresh slot (no averaging), so nothing is evicted while slots are empty.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 
 class ReferenceMemory:
     def __init__(self, size, key_dim, choose_k=None, alpha=0.1, inverse_temperature=40.0,
-                 age_noise=8.0, correct_in_top=1, seed=0):
+                 age_noise=8.0, correct_in_top=1, seed=0, append_only=False):
         self.size, self.d = size, key_dim
         self.k = choose_k or min(256, size)
         self.alpha, self.t, self.noise, self.c = alpha, inverse_temperature, age_noise, correct_in_top
@@ -25,20 +29,21 @@ class ReferenceMemory:
         self.S = np.full(size, -1, np.int64)
         self.recent = {}
         self.rng = np.random.default_rng(seed)
+        self.append_only = append_only
 
     def filled(self):
         return [i for i in range(self.size) if self.V[i] != -1]
 
-    def _neighbours(self, q, k):
-        slots = np.array(self.filled(), dtype=np.int64)
+    def _neighbours(self, q, k, own=None):
+        slots = np.array([i for i in self.filled() if own is None or self.S[i] != own], dtype=np.int64)
         if not len(slots):
             return [], []
         sims = self.K[slots].astype(np.float64) @ q.astype(np.float64)
         order = np.lexsort((slots, -sims))[:k]  # decreasing similarity, ties to the lower slot
         return slots[order].tolist(), sims[order].tolist()
 
-    def _query(self, q, label, use_recent, k):
-        ids, sims = self._neighbours(q, k)
+    def _query(self, q, label, use_recent, k, own=None):
+        ids, sims = self._neighbours(q, k, own)
         out = {"ids": ids, "sims": sims}
         if ids:
             logits = self.t * np.array(sims)
@@ -53,7 +58,7 @@ class ReferenceMemory:
             return out
         pool = list(zip(ids, sims))
         r = self.recent.get(label) if use_recent else None
-        if r is not None and r not in ids:
+        if r is not None and r not in ids and (own is None or self.S[r] != own):
             pool.append((r, float(np.dot(q.astype(np.float64), self.K[r].astype(np.float64)))))
         pos = [(s, i) for i, s in pool if self.V[i] == label]
         neg = [(s, i) for i, s in pool if self.V[i] != label]
@@ -75,16 +80,20 @@ class ReferenceMemory:
             q = np.asarray(req["queries"], np.float32)
             q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
             req["_q"] = q
-            labels = req.get("labels")
+            labels, own = req.get("labels"), req.get("sources") if req.get("leave_one_out") else None
             outs.append([self._query(q[i], None if labels is None else int(labels[i]),
-                                     req.get("use_recent", False), req.get("k") or self.k)
+                                     req.get("use_recent", False), req.get("k") or self.k,
+                                     None if own is None else int(own[i]))
                          for i in range(len(q))])
         updating = [j for j, req in enumerate(requests) if req.get("update")]
         if not updating:
             return outs
-        protected = {o["pos"] for j in updating for o in outs[j] if o["correct"]}
+        def averages(o):  # the query averages into its positive; append-only never does
+            return o["correct"] and not self.append_only
+
+        protected = {o["pos"] for j in updating for o in outs[j] if averages(o)}
         # fresh slots for the whole call: empty slots in index order, then oldest by noisy age
-        n_incorrect = sum(1 for j in updating for o in outs[j] if not o["correct"])
+        n_incorrect = sum(1 for j in updating for o in outs[j] if not averages(o))
         filled = self.filled()
         empty = [i for i in range(self.size) if self.V[i] == -1][:n_incorrect]
         fresh = list(empty)
@@ -101,7 +110,7 @@ class ReferenceMemory:
             written = []
             for i, o in enumerate(outs[j]):
                 v = int(labels[i])
-                if o["correct"]:
+                if averages(o):
                     s = o["pos"]
                     x = q[i] + self.K[s]
                     self.K[s] = x / np.linalg.norm(x)

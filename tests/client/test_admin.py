@@ -70,6 +70,12 @@ def test_create(capsys, server):
     code, out, _ = run(capsys, server[0], "--json", "create", "new", "--key-dim", "8", "--size", "32",
                        "--index", "lsh", "-k", "4")
     assert code == 0 and json.loads(out)["config"]["index"] == "lsh"
+    assert json.loads(out)["config"]["append_only"] is False
+    code, out, _ = run(capsys, server[0], "--json", "create", "store", "--key-dim", "8", "--size", "32",
+                       "--append-only")
+    assert code == 0 and json.loads(out)["config"]["append_only"] is True
+    code, out, _ = run(capsys, server[0], "stats", "store")
+    assert "append-only" in out
 
 
 @pytest.mark.parametrize("argv, words", [

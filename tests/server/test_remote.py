@@ -257,3 +257,22 @@ def test_prometheus_metrics(client):
     assert 'raremem_requests_total{code="INVALID_ARGUMENT",method="Lookup"}' in text
     assert 'raremem_filled_slots{memory="metered"} 4.0' in text
     assert 'raremem_writes_total{kind="fresh",memory="metered"} 4.0' in text
+
+
+def test_leave_one_out_and_append_only_over_the_wire(client):
+    """Both options travel through the proto, the servicer and the client as the store has them."""
+    client.create_memory("loo", 16, 64, choose_k=8, age_noise=0.0, seed=5)
+    info = client.create_memory("knn", 8, 16, choose_k=4, age_noise=0.0, append_only=True)
+    assert info.config["append_only"] is True and client.stats("loo").info.config["append_only"] is False
+    ref = ReferenceMemory(64, 16, 8, age_noise=0.0, seed=5)
+    for step, req in enumerate(clustered_batches(9, 16, 90, 6, 60)):
+        req = dict(req, sources=((np.arange(6) + step) % 11).astype(np.int64))
+        res = client.lookup("loo", req["queries"], req["labels"], update=True, use_recent=True,
+                            sources=req["sources"], neighbors=True, leave_one_out=True)
+        assert_same_answers(res, ref.call([dict(req, leave_one_out=True)])[0], 8, step)
+    ref = ReferenceMemory(16, 8, 4, age_noise=0.0, append_only=True)
+    for step, req in enumerate(clustered_batches(4, 8, 3, 4, 10)):
+        res = client.lookup("knn", req["queries"], req["labels"], update=True, use_recent=True,
+                            sources=req["sources"], neighbors=True)
+        assert_same_answers(res, ref.call([dict(req)])[0], 4, step)
+    assert client.stats("knn").correct_writes == 0

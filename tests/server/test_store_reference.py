@@ -244,3 +244,45 @@ def test_bulk_load_replaces_the_contents_and_rejects_bad_input():
         with pytest.raises(InvalidArgument):
             store.load(bad_keys, bad_values)
         assert store.state_hash() == before               # nothing lost
+
+
+@pytest.mark.parametrize("noise", [0.0, 8.0])
+def test_leave_one_out_matches_reference(noise):
+    """Lookups that skip their own source's slots (sources recur, as training sentences do
+    each epoch): answers, loss terms and the memory after seeded updates agree with the reference."""
+    size, d, k = 64, 16, 8
+    store = MemoryStore(MemoryConfig(key_dim=d, size=size, choose_k=k, age_noise=noise, seed=5))
+    ref = ReferenceMemory(size, d, k, age_noise=noise, seed=5)
+    skipped = 0
+    for step, req in enumerate(clustered_batches(9, d, 90, 6, 150)):
+        req = dict(req, sources=((np.arange(6) + step) % 11).astype(np.int64))     # 11 recurring sources
+        sources_before = store.sources.copy()                                       # lookups see these
+        res = store.lookup(to_spec(req, leave_one_out=True))
+        outs = ref.call([dict(req, leave_one_out=True)])[0]
+        assert_same_answers(res, outs, k, step)
+        own = sources_before[np.maximum(res.neighbors.ids, 0)] == req["sources"][:, None]
+        assert not (own & (res.neighbors.ids >= 0)).any()                           # never its own source
+        skipped += int((sources_before[:store.filled] == req["sources"][0]).sum())
+    assert skipped > 0 and store.counters.evictions > 0
+    assert_same_state(store.keys, store.values, store.ages, store.sources, store.recent, ref)
+    with pytest.raises(InvalidArgument, match="leave_one_out needs sources"):
+        store.lookup(LookupSpec(np.ones((1, d), np.float32), leave_one_out=True))
+    inference = store.lookup(LookupSpec(np.ones((1, d), np.float32), sources=np.array([3]), leave_one_out=True))
+    assert inference.written_slot is None                                            # no labels: no update
+
+
+def test_append_only_matches_reference():
+    """Every labelled write takes a fresh slot, keys as given: the memory fills in index order
+    with no averaging, then evicts the oldest."""
+    size, d, k = 48, 8, 4
+    store = MemoryStore(MemoryConfig(key_dim=d, size=size, choose_k=k, age_noise=0.0, append_only=True))
+    ref = ReferenceMemory(size, d, k, age_noise=0.0, append_only=True)
+    for step, req in enumerate(clustered_batches(4, d, 5, 4, 30)):
+        res = store.lookup(to_spec(req))
+        assert_same_answers(res, ref.call([dict(req)])[0], k, step)
+        if step < size // 4:                                                        # still room: no eviction
+            assert store.filled == 4 * (step + 1) and store.counters.evictions == 0
+            assert res.written_slot.tolist() == list(range(4 * step, 4 * step + 4))
+    assert store.counters.correct_writes == 0 and store.counters.evictions == 30 * 4 - size
+    assert res.correct.any()                                                        # correct, yet not averaged
+    assert_same_state(store.keys, store.values, store.ages, store.sources, store.recent, ref)
