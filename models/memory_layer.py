@@ -94,16 +94,18 @@ class MemoryLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, *, update: bool = True,
                 use_recent: bool = True, sources: torch.Tensor | None = None,
-                weight_grad: bool = False) -> MemoryOutput:
-        """Look up x (B, d); with labels, the loss terms and (if ``update``) the memory update."""
+                weight_grad: bool = False, leave_one_out: bool = False) -> MemoryOutput:
+        """Look up x (B, d); with labels, the loss terms and (if ``update``) the memory update.
+        ``sources`` (B,): provenance of the writes, and with ``leave_one_out`` each query's own
+        source, whose slots the lookup skips."""
         q = self.query(x)                                                   # (B, d) unit rows
         np_labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
         update = update and labels is not None
         res = self.backend.lookup(
             np.ascontiguousarray(q.detach().cpu().numpy()), np_labels,
             update=update, use_recent=use_recent and labels is not None,
-            sources=sources.cpu().numpy().astype(np.int64) if update and sources is not None else None,
-            weight_terms=weight_grad)
+            sources=sources.cpu().numpy().astype(np.int64) if (update or leave_one_out) and sources is not None
+            else None, weight_terms=weight_grad, leave_one_out=leave_one_out)
 
         def t(a):
             return torch.tensor(a, device=q.device)  # a copy: wire arrays are read-only

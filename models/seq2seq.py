@@ -2,8 +2,9 @@
 synthetic task's seq2seq baseline and the GNMT-style translator (paper Fig. 2).
 
 The attention vector ``a_t = tanh(W [h_t; c_t])`` queries the memory; the embedded memory
-value times its softmax weight is combined with it by a linear layer before the output
-softmax: ``logits = out(tanh(M [a_t; emb(v_t) * w_t]))``. Under teacher forcing all decoder
+value times its softmax weight joins it in one linear read-out before the softmax (the paper's
+"additional linear layer"): ``logits = out(a_t) + out_mem(emb(v_t) * w_t)``, with ``out_mem``
+starting at zero, so the memory model starts exactly as its baseline (same seed, same logits). Under teacher forcing all decoder
 steps of a batch go to the memory in one call; greedy decoding makes one call per step, beam
 search (models/translation/beam.py) one per step for all beams.
 """
@@ -58,9 +59,12 @@ class AttentionSeq2Seq(nn.Module):
         self.att_q, self.att_k = nn.Linear(u, u, bias=False), nn.Linear(u, u)
         self.att_v = nn.Linear(u, 1, bias=False)
         self.combine = nn.Linear(2 * u, u)
-        self.memory = MemoryLayer(u, backend) if cfg.memory else None
-        self.mem_mix = nn.Linear(2 * u, u) if cfg.memory else None
         self.out = nn.Linear(u, cfg.tgt_vocab)
+        # Created after everything the baseline has, so both draw the same initial weights.
+        self.memory = MemoryLayer(u, backend) if cfg.memory else None
+        self.out_mem = nn.Linear(u, cfg.tgt_vocab, bias=False) if cfg.memory else None
+        if self.out_mem is not None:
+            nn.init.zeros_(self.out_mem.weight)
 
     def encode(self, src: torch.Tensor):
         """src (B, S) -> (states (B, S, U), decoder initial state or None)."""
@@ -79,19 +83,22 @@ class AttentionSeq2Seq(nn.Module):
         return torch.tanh(self.combine(torch.cat([dec, weights @ enc], -1)))
 
     def _with_memory(self, att: torch.Tensor, labels: torch.Tensor | None, update: bool, mask: torch.Tensor,
-                     sources: torch.Tensor | None):
-        """att (B, T, U): one memory call for the B*T positions where ``mask`` (B, T) holds."""
+                     sources: torch.Tensor | None, leave_one_out: bool = False):
+        """att (B, T, U): one memory call for the B*T positions where ``mask`` (B, T) holds.
+        Returns (logits (B, T, V), mean memory loss, values (B, T)). The weight's gradient
+        terms are asked for only when autograd records (not while decoding)."""
         B, T, U = att.shape
         flat, keep = att.reshape(B * T, U), mask.reshape(-1)
         src = None if sources is None else sources[:, None].expand(B, T).reshape(-1)[keep]
         out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
-                          update=update, weight_grad=True, sources=src)
+                          update=update, weight_grad=torch.is_grad_enabled(), sources=src,
+                          leave_one_out=leave_one_out)
         emb = self.embed_out(out.result.clamp(min=0)) * (out.weight * (out.result >= 0))[:, None]
         mem = emb.new_zeros(B * T, U).index_put((keep.nonzero()[:, 0],), emb).to(flat.dtype)
         values = torch.full((B * T,), -1, dtype=torch.long, device=att.device)
         values[keep] = out.result
-        mixed = torch.tanh(self.mem_mix(torch.cat([flat, mem], -1))).reshape(B, T, U)
-        return mixed, out.loss.mean(), values.reshape(B, T)
+        logits = self.out(att) + self.out_mem(mem.reshape(B, T, U))             # (B, T, V)
+        return logits, out.loss.mean(), values.reshape(B, T)
 
     def start(self, src: torch.Tensor) -> dict:
         """Encode src (B, S) once for step-by-step decoding: what ``step`` reads."""
@@ -103,26 +110,28 @@ class AttentionSeq2Seq(nn.Module):
         values (N, 1) or None; ``ctx["state"]`` advances. Only ``active`` (N,) rows query memory."""
         dec, ctx["state"] = self.decoder(self.embed_out(prev), ctx["state"])
         att = self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
-        values = None
-        if self.memory is not None:
-            att, _, values = self._with_memory(att, None, False, active[:, None], None)
-        return self.out(att), values
+        if self.memory is None:
+            return self.out(att), None
+        logits, _, values = self._with_memory(att, None, False, active[:, None], None)
+        return logits, values
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None, *, update: bool = False,
-                max_len: int | None = None, sources: torch.Tensor | None = None, **_) -> DecoderOutput:
+                max_len: int | None = None, sources: torch.Tensor | None = None, leave_one_out: bool = False,
+                **_) -> DecoderOutput:
         """src (B, S). With ``tgt`` (B, T): teacher forcing, labels = tgt (PAD positions skipped);
         ``update`` writes memory. Without: greedy decoding of ``max_len`` (default S) steps.
-        ``sources`` (B,): provenance stored with written slots (example indices)."""
+        ``sources`` (B,): provenance stored with written slots (example indices); with
+        ``leave_one_out`` the lookups skip the slots their own example wrote."""
         B, S = src.shape
         ctx = self.start(src)
         go = torch.full((B, 1), self.go, dtype=torch.long, device=src.device)
         if tgt is not None:
             dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), ctx["state"])
             att = self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
-            loss, values = att.new_zeros(()), None
-            if self.memory is not None:
-                att, loss, values = self._with_memory(att, tgt, update, tgt != self.cfg.pad, sources)
-            return DecoderOutput(self.out(att), loss, values)
+            if self.memory is None:
+                return DecoderOutput(self.out(att), att.new_zeros(()), None)
+            logits, loss, values = self._with_memory(att, tgt, update, tgt != self.cfg.pad, sources, leave_one_out)
+            return DecoderOutput(logits, loss, values)
         logits, values, prev = [], [], go
         done = torch.zeros(B, dtype=torch.bool, device=src.device)
         for _ in range(max_len or S):

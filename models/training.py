@@ -49,6 +49,9 @@ class TrainerFlags:
     choose_k: int = 256             # neighbours per lookup (capped at memory_size)
     age_noise: float = 8.0          # eviction noise: U(-a, a) added to the ages
     alpha: float = 0.1              # margin of the memory loss
+    memory_index: str = "exact"     # "exact" | "ivf" | "lsh" (DESIGN §1)
+    ivf_nlist: int = 0              # IVF lists (0 = sqrt(size)); IVF lists visited per query:
+    ivf_nprobe: int = 0             # (0 = the server's default)
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -65,8 +68,10 @@ def parse_config(cls, argv=None, description: str = ""):
 
 def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
     """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT)."""
-    return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None,
-                        choose_k=cfg.choose_k, age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed)
+    index = {"index": cfg.memory_index} | {k: v for k, v in (("ivf_nlist", cfg.ivf_nlist), ("ivf_nprobe", cfg.ivf_nprobe))
+                                           if v}
+    return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
+                        age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, **index)
 
 
 def parameters_digest(model: torch.nn.Module) -> str:

@@ -121,7 +121,8 @@ class ExtendedNeuralGPU(nn.Module):
             if self.memory is not None and len(rows):  # queried from the state before the cells
                 label = targets[rows, it + 1] if targets is not None else None
                 out = self.memory(s[rows, :, 0, it + 1], label, update=update and label is not None,
-                                  sources=None if sources is None else sources[rows], weight_grad=True)
+                                  sources=None if sources is None else sources[rows],
+                                  weight_grad=torch.is_grad_enabled())
                 found = out.result >= 0
                 suggestion = self.embed_out(out.result.clamp(min=0)) * (out.weight * found)[:, None]   # (R, C)
                 if targets is not None and gold_weight > 0:

@@ -45,6 +45,9 @@ class TrainConfig(SequenceFlags):
     layers: int = 2
     dropout: float = 0.2
     memory_size: int = 32_768
+    # Training lookups skip the slots their own sentence wrote (an earlier epoch's copy of the
+    # same target): without it the model learns to copy itself instead of to retrieve.
+    leave_one_out: bool = True
     val_every: int = 1000           # steps between validation BLEU (0 = none)
     val_sentences: int = 256        # first lines of val, greedy
 
@@ -117,7 +120,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
 
     for i in run.steps():
         src, tgt, lines = corpus.tensors(corpus.batches.sample(run.rng))
-        row, out = sequence_step(model, net, opt, cfg, src, tgt, subwords.PAD, sources=lines)
+        row, out = sequence_step(model, net, opt, cfg, src, tgt, subwords.PAD, sources=lines,
+                                 leave_one_out=cfg.leave_one_out and cfg.memory_layer)
         real = tgt != subwords.PAD
         row["tokens"] = int(real.sum())
         if out.memory_values is not None:  # how often the memory's nearest value is the next token

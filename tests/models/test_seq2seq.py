@@ -35,3 +35,23 @@ def test_gnmt_shape_gradients_and_memory(memory):
         assert model.memory.query_proj.weight.grad.abs().sum() > 0
     greedy = model(src, max_len=9)
     assert greedy.logits.shape[0] == 5 and greedy.logits.shape[1] <= 9
+
+
+def test_memory_model_starts_as_its_baseline():
+    """The read-out's memory part starts at zero and the memory layer's weights are drawn after
+    the baseline's: at the same seed, the memory model's logits are the baseline's exactly,
+    whatever the memory returns."""
+    src = torch.randint(1, 20, (3, 7))
+    tgt = torch.randint(1, 20, (3, 5))
+    torch.manual_seed(4)
+    base = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=False, bidirectional_first=True))
+    torch.manual_seed(4)
+    backend = make_backend("local", "m", 16, 64, choose_k=8)
+    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, bidirectional_first=True), backend)
+    base.eval(), mem.eval()
+    mem(src, tgt, update=True)                               # fill the memory: its answers are non-trivial
+    assert backend.store.filled > 0
+    with torch.no_grad():
+        a, b = base(src, tgt).logits, mem(src, tgt).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert (mem.out_mem.weight == 0).all()
