@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -59,6 +60,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def unwritable(data_dir: Path) -> str:
+    """Why snapshots could not be written in ``data_dir`` ("" if they can): checked at start,
+    so a bad directory is one clear line, not a failed snapshot at shutdown."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     handler = logging.StreamHandler()
@@ -70,13 +83,22 @@ def main(argv=None) -> int:
         return 2
     tls = (args.tls_key.read_bytes(), args.tls_cert.read_bytes()) if args.tls_cert else None
 
+    if args.data_dir and (problem := unwritable(args.data_dir)):
+        log.error("data dir %s is not usable: %s", args.data_dir, problem)
+        return 2
     service = MemoryService(args.data_dir, max_batch=args.max_batch,
                             snapshot_interval=args.snapshot_interval)
     server, port, health_servicer = create_server(
         service, f"{args.host}:{args.port}", token=args.token, admin_token=args.admin_token,
         max_message_bytes=args.max_message_mb << 20, tls=tls, unix=args.unix)
     if args.metrics_port >= 0:
-        mport = metrics.serve_metrics(args.metrics_port, args.host)
+        try:
+            mport = metrics.serve_metrics(args.metrics_port, args.host)
+        except OSError as exc:
+            log.error("metrics port %d: %s (pick another with --metrics-port, or -1 for none)",
+                      args.metrics_port, exc.strerror or exc)
+            service.close(snapshot=False)
+            return 2
         log.info("metrics on http://%s:%d/metrics", args.host, mport)
     server.start()
     log.info("serving on %s:%d (%d memories restored, data dir %s)", args.host, port,

@@ -1,8 +1,9 @@
-"""Snapshot files: atomic writes, safe paths under the data directory, and the write counter
-that tells, after a crash, how many writes the last snapshot missed."""
+"""Snapshot files: atomic writes with a checksum, safe paths under the data directory, and the
+write counter that tells, after a crash, how many writes the last snapshot missed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from raremem.server.errors import InvalidArgument, NotFound, PermissionDenied
 
 SUFFIX = ".npz"
 COUNTS_FILE = ".write_counts.json"
+CHECKSUM = "sha256"   # the array holding the checksum of every other array in the file
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
 
 
@@ -47,8 +49,22 @@ def default_file(name: str) -> str:
     return name + SUFFIX
 
 
+def checksum(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """sha256 over every array's name, dtype, shape and bytes, in name order, as uint8 (32,)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == CHECKSUM:
+            continue
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return np.frombuffer(h.digest(), np.uint8)
+
+
 def save(path: Path, arrays: dict[str, np.ndarray]) -> int:
-    """Write an uncompressed .npz atomically (temporary file, fsync, rename); return its size."""
+    """Write an uncompressed .npz with its checksum atomically (temporary file, fsync, rename);
+    return its size."""
+    arrays = {**arrays, CHECKSUM: checksum(arrays)}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -73,9 +89,15 @@ def load(path: Path) -> dict[str, np.ndarray]:
         raise NotFound(f"no snapshot at {path.name!r}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            arrays = {key: data[key] for key in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InvalidArgument(f"snapshot {path.name!r} is not a readable memory snapshot: {exc}") from exc
+    stored = arrays.pop(CHECKSUM, None)
+    if stored is None:
+        raise InvalidArgument(f"snapshot {path.name!r} carries no checksum: refusing to restore it")
+    if not np.array_equal(stored, checksum(arrays)):
+        raise InvalidArgument(f"snapshot {path.name!r} fails its checksum (damaged or altered): refusing to restore it")
+    return arrays
 
 
 def find_snapshots(data_dir: Path) -> dict[str, Path]:

@@ -1,11 +1,16 @@
-"""Snapshots: round trip, SIGKILL after a snapshot, SIGTERM snapshots before exit."""
+"""Snapshots: round trip, SIGKILL after a snapshot, SIGTERM snapshots before exit, checksums,
+and the start-up errors that must be one clear line."""
 
 from __future__ import annotations
 
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -115,3 +120,46 @@ def test_without_data_dir_snapshots_fail_cleanly():
         with pytest.raises(grpc.RpcError) as exc:
             client.snapshot("x")
         assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_restore_refuses_a_damaged_or_unchecked_snapshot(tmp_path):
+    """A snapshot carries a checksum of its arrays: a flipped byte (the zip's CRC catches it), a
+    file rewritten with one value changed (the checksum catches it) and a file without one are
+    each refused with a clear error, and the memory they were to replace is untouched."""
+    with running_server(tmp_path / "data") as (address, _), MemoryClient(address) as client:
+        client.create_memory("m", 16, 64, choose_k=8)
+        fill(client, "m", 10)
+        client.snapshot("m", "good.npz")
+        before = client.stats("m", with_hash=True).state_hash
+        raw = bytearray((tmp_path / "data" / "good.npz").read_bytes())
+        raw[len(raw) // 2] ^= 0xFF                                  # inside the keys' bytes
+        (tmp_path / "data" / "bad.npz").write_bytes(bytes(raw))
+        with np.load(tmp_path / "data" / "good.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        np.savez(tmp_path / "data" / "plain.npz", **{k: v for k, v in arrays.items() if k != "sha256"})
+        arrays["ages"] = arrays["ages"] + 1                          # a valid file, one array altered
+        np.savez(tmp_path / "data" / "altered.npz", **arrays)
+        for path, words in (("bad.npz", "snapshot 'bad.npz'"), ("altered.npz", "fails its checksum"),
+                            ("plain.npz", "carries no checksum")):
+            with pytest.raises(grpc.RpcError) as exc:
+                client.restore("m", path)
+            assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in exc.value.details()
+            assert client.stats("m", with_hash=True).state_hash == before
+        client.restore("m", "good.npz")
+        assert client.stats("m", with_hash=True).state_hash == before
+
+
+def test_a_busy_metrics_port_or_an_unusable_data_dir_is_one_clear_line(tmp_path):
+    def start(*args):
+        proc = subprocess.run([sys.executable, "-m", "raremem.server.main", "--port", "0", *args],
+                              capture_output=True, text=True, timeout=60)
+        return proc.returncode, [line for line in proc.stderr.splitlines() if "ERROR" in line]
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code, errors = start("--metrics-port", str(busy.getsockname()[1]))
+    assert code == 2 and len(errors) == 1 and "metrics port" in errors[0] and "in use" in errors[0]
+    (tmp_path / "file").write_text("not a directory")
+    code, errors = start("--metrics-port", "-1", "--data-dir", str(tmp_path / "file" / "data"))
+    assert code == 2 and len(errors) == 1 and "data dir" in errors[0]
