@@ -206,7 +206,7 @@ class RunFiles:
                        "legs": [leg]}
             record.write_text(json.dumps(run, indent=2))
         name = "metrics.jsonl" if replica.main else f"metrics-rank{replica.rank}.jsonl"
-        self.metrics = open(self.out / name, "a")
+        self.metrics = open(self.out / name, "a" if cfg.resume else "w")  # a fresh run starts a fresh file
 
     def row(self, row: dict) -> None:
         self.metrics.write(json.dumps(row) + "\n")
