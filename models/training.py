@@ -50,8 +50,8 @@ class TrainerFlags:
     age_noise: float = 8.0          # eviction noise: U(-a, a) added to the ages
     alpha: float = 0.1              # margin of the memory loss
     memory_index: str = "exact"     # "exact" | "ivf" | "lsh" (DESIGN §1)
-    ivf_nlist: int = 0              # IVF lists (0 = sqrt(size)); IVF lists visited per query:
-    ivf_nprobe: int = 0             # (0 = the server's default)
+    ivf_nlist: int = 0              # IVF: inverted lists (0 = sqrt(size))
+    ivf_nprobe: int = 0             # IVF: lists visited per query (0 = the memory's default)
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -68,10 +68,9 @@ def parse_config(cls, argv=None, description: str = ""):
 
 def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
     """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT)."""
-    index = {"index": cfg.memory_index} | {k: v for k, v in (("ivf_nlist", cfg.ivf_nlist), ("ivf_nprobe", cfg.ivf_nprobe))
-                                           if v}
+    ivf = {k: v for k, v in (("ivf_nlist", cfg.ivf_nlist), ("ivf_nprobe", cfg.ivf_nprobe)) if v}
     return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
-                        age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, **index)
+                        age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf)
 
 
 def parameters_digest(model: torch.nn.Module) -> str:
