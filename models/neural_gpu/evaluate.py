@@ -53,13 +53,35 @@ def _runs(a: np.ndarray, ex: Examples) -> np.ndarray:
     return np.take_along_axis(a, ex.starts[:, None] + np.arange(DIGITS), 1)
 
 
-def evaluate(model, test: Examples, batch: int = 256) -> dict:
-    preds, values = predict(model, test, batch)
-    out = {"examples": len(test), "fully_correct": float(fully_correct(preds, test).mean()),
-           "run_correct": float((_runs(preds, test) == _runs(test.targets, test)).all(1).mean())}
-    if (values >= 0).any():
-        out["memory_run_correct"] = float((_runs(values, test) == _runs(test.targets, test)).all(1).mean())
+SEEN_BUCKETS = ("0", "1", "2", ">=3")   # how often a test example's number occurs in training
+
+
+def scores(preds: np.ndarray, values: np.ndarray, test: Examples, train: Examples | None = None) -> dict:
+    """Fully correct outputs, correct digit runs and (with memory) runs the memory alone got
+    right; with ``train``, the same split by how often each test number was seen in training,
+    and ``fully_correct_seen``: over test numbers seen at least once (the rare events)."""
+    full = fully_correct(preds, test)
+    run = (_runs(preds, test) == _runs(test.targets, test)).all(1)
+    memory = (_runs(values, test) == _runs(test.targets, test)).all(1) if (values >= 0).any() else None
+
+    def summary(mask):
+        out = {"examples": int(mask.sum()), "fully_correct": float(full[mask].mean()) if mask.any() else None,
+               "run_correct": float(run[mask].mean()) if mask.any() else None}
+        if memory is not None:
+            out["memory_run_correct"] = float(memory[mask].mean()) if mask.any() else None
+        return out
+
+    out = summary(np.ones(len(test), bool))
+    if train is not None:
+        seen = np.bincount(train.numbers, minlength=HIGH + 1)[test.numbers]
+        masks = dict(zip(SEEN_BUCKETS, (seen == 0, seen == 1, seen == 2, seen >= 3)))
+        out["by_times_seen"] = {name: summary(mask) for name, mask in masks.items()}
+        out["fully_correct_seen"] = summary(seen >= 1)["fully_correct"]
     return out
+
+
+def evaluate(model, test: Examples, batch: int = 256, train: Examples | None = None) -> dict:
+    return scores(*predict(model, test, batch), test, train)
 
 
 def coverage_examples(f: np.ndarray, length: int = 16, start: int = 4, seed: int = 0) -> Examples:

@@ -171,7 +171,8 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
     """eval.json: the metric on the whole test set, with the compute it took to get there."""
     t0 = time.perf_counter()
     n = cfg.final_examples or len(test_set)
-    result = {"row": cfg.row, **evaluate(model, test_set.take(np.arange(n))), "train_steps": summary["steps"],
+    result = {"row": cfg.row, "preset": cfg.preset, **evaluate(model, test_set.take(np.arange(n)), train=train_set),
+              "train_steps": summary["steps"],
               "train_seconds": summary["wall_seconds"], "test_numbers_seen_in_training": coverage(test_set, train_set)}
     if cfg.memory_layer:
         result["function_coverage"] = function_coverage(model, f, limit=cfg.final_examples or None)

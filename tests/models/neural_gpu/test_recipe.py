@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from raremem.models.neural_gpu.evaluate import SEEN_BUCKETS, scores
 from raremem.models.neural_gpu.model import CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid
 from raremem.models.neural_gpu.task import DIGITS, MAX_LENGTH, PAD, PRESETS, coverage, make_splits, random_function
 from raremem.models.neural_gpu.train import TrainConfig, decay_on_worse, gold_probability, gold_weight
@@ -78,3 +79,17 @@ def test_short_preset_is_the_same_task_with_shorter_inputs():
     assert full_train.lengths.max() == 40
     with pytest.raises(ValueError):
         make_splits(0, preset="tiny")
+
+
+def test_scores_split_by_how_often_the_number_was_seen():
+    """Predictions right exactly for numbers seen 3+ times: the buckets say 0, 0, 0, 100%."""
+    train, test, _ = make_splits(0, n_test=600, preset="short")
+    seen = np.bincount(train.numbers, minlength=16001)[test.numbers]
+    preds = np.where((seen >= 3)[:, None], test.targets, PAD)
+    values = np.full_like(preds, -1)
+    r = scores(preds, values, test, train)
+    by = r["by_times_seen"]
+    assert list(by) == list(SEEN_BUCKETS) and sum(b["examples"] for b in by.values()) == len(test)
+    assert [by[b]["fully_correct"] for b in ("0", "1", "2")] == [0.0, 0.0, 0.0] and by[">=3"]["fully_correct"] == 1.0
+    assert r["fully_correct"] == pytest.approx((seen >= 3).mean()) and "memory_run_correct" not in r
+    assert r["fully_correct_seen"] == pytest.approx((seen >= 3).sum() / (seen >= 1).sum())
