@@ -39,7 +39,8 @@ def predict(model, ex: Examples, batch: int = 256, teacher_forcing: bool = False
     for idx, length in _batches(ex, batch):
         inputs = torch.from_numpy(ex.inputs[idx, :length])
         targets = torch.from_numpy(ex.targets[idx, :length]) if teacher_forcing else None
-        out = model(inputs, targets, update=False)
+        out = model(inputs, targets, update=False, numbers=torch.from_numpy(ex.numbers[idx]),
+                    starts=torch.from_numpy(ex.starts[idx]))
         preds[idx, :length] = out.logits.argmax(-1).numpy()
         if out.memory_values is not None:
             values[idx, :length] = out.memory_values.numpy()

@@ -28,7 +28,7 @@ from torch import nn
 
 from raremem.models.memory_layer import MemoryLayer
 from raremem.models.seq2seq import AttentionSeq2Seq, DecoderOutput, Seq2SeqConfig
-from raremem.models.neural_gpu.task import PAD, VOCAB
+from raremem.models.neural_gpu.task import DIGITS, HIGH, PAD, VOCAB
 
 
 @dataclass
@@ -40,6 +40,10 @@ class ModelConfig:
     nconv: int = 2            # CGRU cells per step
     units: int = 256          # seq2seq: LSTM units (2 layers)
     dropout: float = 0.1      # Neural GPU: state dropout dropout * 3 / sqrt(L) (the authors'); seq2seq: as is
+    # The control: memory queries are a fixed random unit vector per (number, digit position)
+    # inside the run and per symbol outside it, not the model's state; everything else as is.
+    # It shows how far the memory-and-tape path gets when the queries are right.
+    fixed_queries: bool = False
 
     @property
     def key_dim(self) -> int:
@@ -92,18 +96,42 @@ class ExtendedNeuralGPU(nn.Module):
         nn.init.orthogonal_(self.out.weight, gain=INIT_GAIN)
         nn.init.zeros_(self.out.bias)
         self.memory = MemoryLayer(c, backend) if cfg.memory else None
+        if cfg.fixed_queries:
+            if self.memory is None:
+                raise ValueError("fixed_queries needs the memory layer")
+            g = torch.Generator().manual_seed(0x51ED)
+            # (HIGH + 1, DIGITS, C) for digit positions, (VOCAB, C) for the symbols around them;
+            # not parameters and not saved: the same seed rebuilds them.
+            self.register_buffer("fixed_digits", F.normalize(torch.randn(HIGH + 1, DIGITS, c, generator=g), dim=-1),
+                                 persistent=False)
+            self.register_buffer("fixed_symbols", F.normalize(torch.randn(VOCAB, c, generator=g), dim=-1),
+                                 persistent=False)
+            with torch.no_grad():   # queries pass through unprojected: q = x
+                self.memory.query_proj.weight.copy_(torch.eye(c))
+            self.memory.query_proj.weight.requires_grad_(False)
+
+    def _fixed_query(self, rows, column: int, inputs, numbers, starts) -> torch.Tensor:
+        """The control's queries (R, C) for decoder column ``column`` of examples ``rows``."""
+        offset = column - starts[rows]                                      # (R,) digit index if in the run
+        inside = (offset >= 0) & (offset < DIGITS)
+        digits = self.fixed_digits[numbers[rows], offset.clamp(0, DIGITS - 1)]
+        return torch.where(inside[:, None], digits, self.fixed_symbols[inputs[rows, column]])
 
     def _drop(self, s: torch.Tensor, length: int) -> torch.Tensor:
         """The authors' state dropout before every step's cells: dropout * 3 / sqrt(L)."""
         return F.dropout(s, min(self.cfg.dropout * 3 / length ** 0.5, 0.9), self.training) if self.cfg.dropout else s
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
-                gold_weight: float = 0.0, sources: torch.Tensor | None = None) -> DecoderOutput:
+                gold_weight: float = 0.0, sources: torch.Tensor | None = None,
+                numbers: torch.Tensor | None = None, starts: torch.Tensor | None = None) -> DecoderOutput:
         """inputs (B, L), PAD after each example. With ``targets`` (B, L): teacher forcing (the
         gold symbol goes on the tape; with memory, each query carries its label and ``update``
         writes). Without: greedy. ``gold_weight``: training only, the share of the gold embedding
         mixed into the memory's suggestion on the tape (the paper's code decays it early on).
-        ``sources`` (B,): provenance stored with written slots (example indices)."""
+        ``sources`` (B,): provenance stored with written slots (example indices). ``numbers``,
+        ``starts`` (B,): each example's number and run start, read only by the fixed-query control."""
+        if self.cfg.fixed_queries and (numbers is None or starts is None):
+            raise ValueError("the fixed-query control needs numbers and starts")
         B, L = inputs.shape
         lengths = (inputs != PAD).sum(1)                                    # (B,)
         c, h = self.cfg.channels, self.cfg.height
@@ -120,7 +148,9 @@ class ExtendedNeuralGPU(nn.Module):
             suggestion = None
             if self.memory is not None and len(rows):  # queried from the state before the cells
                 label = targets[rows, it + 1] if targets is not None else None
-                out = self.memory(s[rows, :, 0, it + 1], label, update=update and label is not None,
+                query = (self._fixed_query(rows, it + 1, inputs, numbers, starts) if self.cfg.fixed_queries
+                         else s[rows, :, 0, it + 1])
+                out = self.memory(query, label, update=update and label is not None,
                                   sources=None if sources is None else sources[rows],
                                   weight_grad=torch.is_grad_enabled())
                 found = out.result >= 0

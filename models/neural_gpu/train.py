@@ -40,6 +40,7 @@ class TrainConfig(SequenceFlags):
     arch: str = "ngpu"              # "ngpu" (Extended Neural GPU) | "seq2seq" (2-layer LSTM + attention)
     memory_name: str = ""           # default synthetic/<arch>
     preset: str = "full"            # "full" (lengths 7-40, Table 2) | "short" (7-16; see task.py)
+    fixed_queries: bool = False     # the control: fixed (number, digit position) queries (model.py)
     channels: int = 32              # Neural GPU channels: the paper's small model
     units: int = 256                # seq2seq LSTM units
     # The authors' Neural GPU trainer (tensorflow/models research/neural_gpu, neural_gpu_trainer.py
@@ -71,17 +72,19 @@ class TrainConfig(SequenceFlags):
             raise ValueError("--arch is ngpu or seq2seq")
         if self.batch < 1 or self.steps < 0 or self.hogwild < 0 or self.memory_size < self.batch * 40:
             raise ValueError("batch >= 1, steps >= 0, hogwild >= 0, memory_size >= 40 * batch")
+        if self.fixed_queries and not (self.arch == "ngpu" and self.memory_layer):
+            raise ValueError("--fixed-queries is a control of the Neural GPU + memory row")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset is one of {sorted(PRESETS)}")
         return self
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, memory=self.memory_layer, channels=self.channels, units=self.units,
-                           dropout=self.dropout)
+                           dropout=self.dropout, fixed_queries=self.fixed_queries)
 
     @property
     def row(self) -> str:
-        return self.arch + (" + memory" if self.memory_layer else "")
+        return self.arch + (" + memory" if self.memory_layer else "") + (", fixed queries" if self.fixed_queries else "")
 
 
 def memory_name(cfg: TrainConfig) -> str:
@@ -147,7 +150,9 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         targets = torch.from_numpy(train_set.targets[idx, :length])
         gold = gold_weight(cfg, i, run.rng)
         row, out = sequence_step(model, net, opt, cfg, torch.from_numpy(train_set.inputs[idx, :length]), targets,
-                                 PAD, gold_weight=gold, sources=torch.from_numpy(idx))
+                                 PAD, gold_weight=gold, sources=torch.from_numpy(idx),
+                                 numbers=torch.from_numpy(train_set.numbers[idx]),
+                                 starts=torch.from_numpy(train_set.starts[idx]))
         preds = np.full(train_set.targets[idx].shape, PAD)
         preds[:, :length] = out.logits.argmax(-1).numpy()
         row |= {"train_correct": float(fully_correct(preds, train_set.take(idx)).mean()), "gold": gold,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from raremem.models.memory_layer import make_backend
 from raremem.models.neural_gpu.evaluate import SEEN_BUCKETS, scores
 from raremem.models.neural_gpu.model import CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid
 from raremem.models.neural_gpu.task import DIGITS, MAX_LENGTH, PAD, PRESETS, coverage, make_splits, random_function
@@ -93,3 +94,29 @@ def test_scores_split_by_how_often_the_number_was_seen():
     assert [by[b]["fully_correct"] for b in ("0", "1", "2")] == [0.0, 0.0, 0.0] and by[">=3"]["fully_correct"] == 1.0
     assert r["fully_correct"] == pytest.approx((seen >= 3).mean()) and "memory_run_correct" not in r
     assert r["fully_correct_seen"] == pytest.approx((seen >= 3).sum() / (seen >= 1).sum())
+
+
+def test_fixed_query_control_remembers_every_run_it_wrote():
+    """With fixed (number, digit) queries the memory path is exact on a small batch: after one
+    pass that writes it, the memory alone returns every later symbol of those examples. (In 8
+    dimensions random keys collide, and the paper's rule then averages a query into another
+    number's key that happens to hold the right digit; at the model's 32 they do not here.)"""
+    torch.manual_seed(0)
+    backend = make_backend("local", "c", 32, 4096, choose_k=4, age_noise=0.0)
+    model = ExtendedNeuralGPU(ModelConfig(channels=32, height=2, nconv=1, fixed_queries=True), backend)
+    train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
+    idx = np.argsort(train.lengths)[-12:]
+    length = int(train.lengths[idx].max())
+    inputs, targets = (torch.from_numpy(a[idx, :length]) for a in (train.inputs, train.targets))
+    extra = {"numbers": torch.from_numpy(train.numbers[idx]), "starts": torch.from_numpy(train.starts[idx])}
+    model(inputs, targets, update=True, **extra)                             # write every column once
+    with torch.no_grad():
+        out = model(inputs, targets, update=False, **extra)
+    inside = torch.arange(length)[None] < torch.from_numpy(train.lengths[idx])[:, None]
+    inside[:, 0] = False                                                     # column 0 is never queried
+    assert (out.memory_values[inside] == targets[inside]).all()
+    assert not model.memory.query_proj.weight.requires_grad
+    with pytest.raises(ValueError, match="numbers and starts"):
+        model(inputs, targets)
+    with pytest.raises(ValueError, match="fixed-queries"):
+        TrainConfig(fixed_queries=True, memory_layer=False).validate()
