@@ -1,0 +1,65 @@
+"""One-shot protocols for translation with power, beside the paper's even/odd split (which on
+Multi30k captions of unrelated images almost never repeats a rare word between the halves).
+
+Paired rare words: every German word seen at most ``at_most`` times in training that occurs in
+at least two lines of the held-out pool (val and every Multi30k test set) gives pairs
+(context line, evaluation line): the first line it occurs in is passed through memory updates,
+the later ones are translated, and whether the word appears in the translation is scored with
+and without that context. The with/without hits on the same evaluation lines are paired, so
+McNemar's exact test says whether the context raised the hit rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from raremem.models.translation import data
+from raremem.models.translation.evaluate import WORD
+
+POOL = ("val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
+
+
+@dataclass(frozen=True)
+class RarePair:
+    word: str          # the rare German word
+    train_count: int   # how often it occurs in the training targets (0 .. at_most)
+    context: int       # index into the pool of the line passed through memory first
+    evaluation: int    # index into the pool of a later line that holds the word too
+
+
+def pooled(splits=POOL, folder=data.DEFAULT_DATA) -> data.Parallel:
+    """The held-out lines, split after split, in file order."""
+    parts = [data.load(s, folder) for s in splits]
+    return data.Parallel([s for p in parts for s in p.source], [t for p in parts for t in p.target])
+
+
+def rare_pairs(targets: list[str], counts: Counter, at_most: int = 2, max_per_word: int = 3) -> list[RarePair]:
+    """Pairs for every word seen <= ``at_most`` times in training (``counts``) that occurs in
+    two or more of ``targets``: its first line as context, each later one (up to
+    ``max_per_word``) as an evaluation line. In word order, then line order."""
+    lines: dict[str, list[int]] = {}
+    for i, line in enumerate(targets):
+        for w in dict.fromkeys(WORD.findall(line)):       # each word once per line
+            if counts[w] <= at_most and not w.isdigit():
+                lines.setdefault(w, []).append(i)
+    return [RarePair(w, counts[w], where[0], later) for w, where in sorted(lines.items()) if len(where) > 1
+            for later in where[1:1 + max_per_word]]
+
+
+def hit(word: str, hypothesis: str) -> bool:
+    return word in WORD.findall(hypothesis)
+
+
+def mcnemar(without: list[bool], with_context: list[bool]) -> dict:
+    """McNemar's exact test on paired outcomes: b = pairs the context turned into a hit, c =
+    pairs it turned into a miss; one-sided p of b >= observed under Binomial(b + c, 1/2)."""
+    if len(without) != len(with_context):
+        raise ValueError("paired outcomes need equal lengths")
+    b = sum(1 for x, y in zip(without, with_context) if y and not x)
+    c = sum(1 for x, y in zip(without, with_context) if x and not y)
+    n = b + c
+    p = sum(math.comb(n, i) for i in range(b, n + 1)) / 2 ** n if n else 1.0
+    return {"pairs": len(without), "hits_without": sum(without), "hits_with": sum(with_context),
+            "gained": b, "lost": c, "p_one_sided": p}
