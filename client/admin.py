@@ -228,7 +228,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     console, err = Console(), Console(stderr=True, soft_wrap=True)  # errors stay one line
     try:
-        with MemoryClient(args.memory, token=args.token, timeout=args.timeout, retries=1) as client:
+        with MemoryClient(args.memory, token=args.token, timeout=args.timeout, retry_seconds=1) as client:
             data, view = args.func(client, args)
     except grpc.RpcError as exc:
         code = exc.code()

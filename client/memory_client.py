@@ -1,15 +1,19 @@
 """``MemoryClient``: the one class that owns a channel to a raremem server.
 
-Typed methods take and return numpy arrays. Every call has a deadline; calls that are safe to
-repeat (reads, and lookups that do not update) are retried on UNAVAILABLE with exponential
-backoff. Errors reach the caller as ``grpc.RpcError`` with the server's status and message.
+Typed methods take and return numpy arrays. Every call has a deadline. Every update carries a
+fresh request id, which the server uses to apply a repeated request once, so every call is
+safe to repeat: on UNAVAILABLE or DEADLINE_EXCEEDED (a server restarting, a lost response) it
+is retried with exponential backoff for up to ``retry_seconds``, with one warning line per
+outage. Errors reach the caller as ``grpc.RpcError`` with the server's status and message.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 import time
+import uuid
 from dataclasses import fields
 
 import grpc
@@ -21,6 +25,29 @@ from raremem.proto.tensors import from_tensor, to_tensor
 from raremem.proto.types import INDEX_KINDS, MAX_MESSAGE_BYTES, LookupResult, MemoryInfo, MemoryStats, Neighbors
 
 _INDEX_TO_PB = {kind: pb.IndexKind.Value(kind.upper()) for kind in INDEX_KINDS}
+RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+log = logging.getLogger("raremem.client")
+
+
+def retrying(attempt, retry_seconds: float, backoff: float, address: str):
+    """``attempt()`` until it succeeds, fails with a code not worth retrying, or
+    ``retry_seconds`` have passed; jittered exponential backoff from ``backoff`` to 2 s."""
+    deadline, delay, warned = time.monotonic() + retry_seconds, backoff, False
+    while True:
+        try:
+            result = attempt()
+            if warned:
+                log.warning("raremem server at %s answers again", address)
+            return result
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRY_CODES or time.monotonic() + delay > deadline:
+                raise
+            if not warned:
+                log.warning("raremem server at %s: %s; retrying for up to %.0f s", address, exc.code().name,
+                            retry_seconds)
+                warned = True
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(2 * delay, 2.0)
 
 
 def _tensors(msg, names) -> dict:
@@ -57,11 +84,13 @@ def lookup_request(name: str, queries: np.ndarray, labels: np.ndarray | None = N
                    k: int = 0, nprobe: int = 0, weight_terms: bool = False, neighbors: bool = False,
                    neighbor_keys: bool = False, leave_one_out: bool = False) -> pb.LookupRequest:
     """A LookupRequest (memory.proto says what each field does); ``sources`` are the queries'
-    provenance for the slots an update writes, and their own sources for ``leave_one_out``."""
+    provenance for the slots an update writes, and their own sources for ``leave_one_out``.
+    An update gets a fresh request id: its retries then apply it once."""
     req = pb.LookupRequest(
         name=name, queries=to_tensor(queries), update=update, use_recent=use_recent, k=k,
         nprobe=nprobe, return_weight_terms=weight_terms, return_neighbors=neighbors,
-        return_neighbor_keys=neighbor_keys, leave_one_out=leave_one_out)
+        return_neighbor_keys=neighbor_keys, leave_one_out=leave_one_out,
+        request_id=uuid.uuid4().hex if update else "")
     if labels is not None:
         req.labels.CopyFrom(to_tensor(labels))
     if sources is not None:
@@ -97,8 +126,8 @@ _CODES = {c.value[0]: c for c in grpc.StatusCode}
 class LookupStream:
     """Lookups over one bidirectional LookupStream call: each ``lookup`` sends one request and
     waits for its response, so a caller making one call per step pays the call setup once.
-    Not for several threads at once. If the stream breaks (server gone), the error reaches
-    the caller and the next lookup opens a new stream."""
+    Not for several threads at once. If the stream breaks (a server restarting), the same
+    request is sent again on a new stream, as the client retries any call."""
 
     def __init__(self, client: "MemoryClient"):
         self.client = client
@@ -110,15 +139,20 @@ class LookupStream:
         self._responses = self.client.stub.LookupStream(iter(self._requests.get, None),
                                                         metadata=self.client.metadata)
 
-    def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, **options) -> LookupResult:
+    def _once(self, req: pb.LookupRequest) -> pb.LookupResponse:
         if self._responses is None:
             self._open()
-        self._requests.put(lookup_request(name, queries, labels, **options))
+        self._requests.put(req)
         try:
-            resp = next(self._responses)
-        except (grpc.RpcError, StopIteration):
+            return next(self._responses)
+        except grpc.RpcError:
             self.close()
             raise
+
+    def lookup(self, name: str, queries: np.ndarray, labels: np.ndarray | None = None, **options) -> LookupResult:
+        req = lookup_request(name, queries, labels, **options)
+        c = self.client
+        resp = retrying(lambda: self._once(req), c.retry_seconds, c.backoff, c.address)
         if resp.HasField("error"):
             raise StreamError(_CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN), resp.error.message)
         return lookup_result(resp)
@@ -134,9 +168,9 @@ class MemoryClient:
     """``with MemoryClient("127.0.0.1:50051") as mem: mem.lookup("name", queries, labels)``."""
 
     def __init__(self, address: str, token: str | None = None, timeout: float = 30.0,
-                 retries: int = 4, backoff: float = 0.1, root_certificates: bytes | None = None,
+                 retry_seconds: float = 60.0, backoff: float = 0.05, root_certificates: bytes | None = None,
                  max_message_bytes: int = MAX_MESSAGE_BYTES):
-        self.address, self.timeout, self.retries, self.backoff = address, timeout, retries, backoff
+        self.address, self.timeout, self.retry_seconds, self.backoff = address, timeout, retry_seconds, backoff
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         if root_certificates is not None:
@@ -168,16 +202,13 @@ class MemoryClient:
             health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
 
-    def _call(self, method: str, request, idempotent: bool, timeout: float | None = None):
+    def _call(self, method: str, request, idempotent: bool = True, timeout: float | None = None):
+        """One rpc; retried (see ``retrying``) unless ``idempotent`` is False."""
         rpc = getattr(self.stub, method)
-        for attempt in range(self.retries + 1):
-            try:
-                return rpc(request, timeout=timeout or self.timeout, metadata=self.metadata)
-            except grpc.RpcError as exc:
-                if not idempotent or exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise
-                time.sleep(self.backoff * (2 ** attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+
+        def attempt():
+            return rpc(request, timeout=timeout or self.timeout, metadata=self.metadata)
+        return retrying(attempt, self.retry_seconds if idempotent else 0.0, self.backoff, self.address)
 
     # ------------------------------------------------------------------ memories
     def create_memory(self, name: str, key_dim: int, size: int, *, index: str = "exact",
@@ -194,12 +225,12 @@ class MemoryClient:
         return self._call("DeleteMemory", pb.MemoryName(name=name), idempotent=False).deleted
 
     def list_memories(self) -> list[MemoryInfo]:
-        resp = self._call("ListMemories", pb.ListMemoriesRequest(), idempotent=True)
+        resp = self._call("ListMemories", pb.ListMemoriesRequest())
         return [_info(m) for m in resp.memories]
 
     def stats(self, name: str, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> MemoryStats:
         req = pb.GetStatsRequest(name=name, age_bins=age_bins, top_values=top_values, with_hash=with_hash)
-        resp = self._call("GetStats", req, idempotent=True)
+        resp = self._call("GetStats", req)
         scalars = {f.name: getattr(resp, f.name) for f in fields(MemoryStats)
                    if f.name != "info" and f.name not in MemoryStats.TENSORS}
         return MemoryStats(info=_info(resp.info), **_tensors(resp, MemoryStats.TENSORS), **scalars)
@@ -209,7 +240,7 @@ class MemoryClient:
                timeout: float | None = None, **options) -> LookupResult:
         """Look ``queries`` (b, d) up; ``options`` as ``lookup_request`` takes them."""
         req = lookup_request(name, queries, labels, **options)
-        return lookup_result(self._call("Lookup", req, idempotent=not req.update, timeout=timeout))
+        return lookup_result(self._call("Lookup", req, timeout=timeout))
 
     def stream(self) -> "LookupStream":
         """A long-lived LookupStream on this channel (one per thread)."""
@@ -219,10 +250,10 @@ class MemoryClient:
               sources: np.ndarray | None = None, use_recent: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Apply the update rule to (keys, labels); returns (written_slot, correct)."""
         req = pb.WriteRequest(name=name, keys=to_tensor(keys), labels=to_tensor(labels),
-                              use_recent=use_recent)
+                              use_recent=use_recent, request_id=uuid.uuid4().hex)
         if sources is not None:
             req.sources.CopyFrom(to_tensor(sources))
-        resp = self._call("Write", req, idempotent=False)
+        resp = self._call("Write", req)
         return from_tensor(resp.written_slot), from_tensor(resp.correct)
 
     def read_slots(self, name: str, ids: np.ndarray | None = None, start: int = 0,
@@ -231,16 +262,16 @@ class MemoryClient:
         req = pb.ReadSlotsRequest(name=name, start=start, stop=stop)
         if ids is not None:
             req.ids.CopyFrom(to_tensor(np.asarray(ids, dtype=np.int64)))
-        resp = self._call("ReadSlots", req, idempotent=True)
+        resp = self._call("ReadSlots", req)
         return {f: from_tensor(getattr(resp, f), f) for f in ("ids", "keys", "values", "ages", "sources")}
 
     # ------------------------------------------------------------------ admin
     def reset(self, name: str) -> MemoryInfo:
-        return _info(self._call("Reset", pb.MemoryName(name=name), idempotent=True))
+        return _info(self._call("Reset", pb.MemoryName(name=name)))
 
     def snapshot(self, name: str = "", path: str = "") -> tuple[list[str], int]:
-        resp = self._call("Snapshot", pb.SnapshotRequest(name=name, path=path), idempotent=True)
+        resp = self._call("Snapshot", pb.SnapshotRequest(name=name, path=path))
         return list(resp.paths), resp.bytes
 
     def restore(self, name: str, path: str = "") -> MemoryInfo:
-        return _info(self._call("Restore", pb.RestoreRequest(name=name, path=path), idempotent=True))
+        return _info(self._call("Restore", pb.RestoreRequest(name=name, path=path)))

@@ -168,7 +168,7 @@ class Stats(_message.Message):
     def __init__(self, info: _Optional[_Union[MemoryInfo, _Mapping]] = ..., age_bin_edges: _Optional[_Union[Tensor, _Mapping]] = ..., age_counts: _Optional[_Union[Tensor, _Mapping]] = ..., top_values: _Optional[_Union[Tensor, _Mapping]] = ..., top_value_counts: _Optional[_Union[Tensor, _Mapping]] = ..., distinct_values: _Optional[int] = ..., bytes: _Optional[int] = ..., lookups: _Optional[int] = ..., correct_writes: _Optional[int] = ..., fresh_writes: _Optional[int] = ..., evictions: _Optional[int] = ..., writes_since_snapshot: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., writes_lost_at_restore: _Optional[int] = ..., state_hash: _Optional[str] = ..., unread_evictions: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("name", "queries", "labels", "update", "use_recent", "sources", "k", "nprobe", "return_weight_terms", "return_neighbors", "return_neighbor_keys", "leave_one_out")
+    __slots__ = ("name", "queries", "labels", "update", "use_recent", "sources", "k", "nprobe", "return_weight_terms", "return_neighbors", "return_neighbor_keys", "leave_one_out", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +181,7 @@ class LookupRequest(_message.Message):
     RETURN_NEIGHBORS_FIELD_NUMBER: _ClassVar[int]
     RETURN_NEIGHBOR_KEYS_FIELD_NUMBER: _ClassVar[int]
     LEAVE_ONE_OUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     queries: Tensor
     labels: Tensor
@@ -193,7 +194,8 @@ class LookupRequest(_message.Message):
     return_neighbors: bool
     return_neighbor_keys: bool
     leave_one_out: bool
-    def __init__(self, name: _Optional[str] = ..., queries: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., update: _Optional[bool] = ..., use_recent: _Optional[bool] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., return_weight_terms: _Optional[bool] = ..., return_neighbors: _Optional[bool] = ..., return_neighbor_keys: _Optional[bool] = ..., leave_one_out: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., queries: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., update: _Optional[bool] = ..., use_recent: _Optional[bool] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., k: _Optional[int] = ..., nprobe: _Optional[int] = ..., return_weight_terms: _Optional[bool] = ..., return_neighbors: _Optional[bool] = ..., return_neighbor_keys: _Optional[bool] = ..., leave_one_out: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Neighbors(_message.Message):
     __slots__ = ("ids", "similarities", "weights", "values", "sources", "keys")
@@ -254,18 +256,20 @@ class StreamError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("name", "keys", "labels", "sources", "use_recent")
+    __slots__ = ("name", "keys", "labels", "sources", "use_recent", "request_id")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     USE_RECENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     name: str
     keys: Tensor
     labels: Tensor
     sources: Tensor
     use_recent: bool
-    def __init__(self, name: _Optional[str] = ..., keys: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., use_recent: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., keys: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., sources: _Optional[_Union[Tensor, _Mapping]] = ..., use_recent: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("written_slot", "correct")

@@ -40,7 +40,8 @@ def lookup_spec_from_pb(req: pb.LookupRequest) -> LookupSpec:
         update=req.update, use_recent=req.use_recent,
         sources=optional_tensor(req, "sources"),
         k=req.k, nprobe=req.nprobe, weight_terms=req.return_weight_terms,
-        neighbors=req.return_neighbors, neighbor_keys=req.return_neighbor_keys, leave_one_out=req.leave_one_out)
+        neighbors=req.return_neighbors, neighbor_keys=req.return_neighbor_keys, leave_one_out=req.leave_one_out,
+        request_id=req.request_id)
 
 
 def lookup_result_to_pb(res: LookupResult) -> pb.LookupResponse:

@@ -43,6 +43,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also listen on this Unix-domain socket (clients: unix://PATH) [none]")
     p.add_argument("--data-dir", type=Path, default=env("RAREMEM_DATA_DIR"),
                    help="snapshots live here and are restored on start [none: nothing persists]")
+    p.add_argument("--wal-fsync", choices=("always", "interval", "none", "off"),
+                   default=env("RAREMEM_WAL_FSYNC", "interval"),
+                   help="write-ahead log: fsync before each answer (always), every --wal-interval seconds "
+                        "(interval), never (none), or no log (off) [interval]")
+    p.add_argument("--wal-interval", type=float, default=0.2, help="seconds between log fsyncs [0.2]")
     p.add_argument("--snapshot-interval", type=float, default=float(env("RAREMEM_SNAPSHOT_INTERVAL", "300")),
                    help="seconds between timed snapshots of changed memories; 0 = off [300]")
     p.add_argument("--metrics-port", type=int, default=int(env("RAREMEM_METRICS_PORT", "9464")),
@@ -87,7 +92,8 @@ def main(argv=None) -> int:
         log.error("data dir %s is not usable: %s", args.data_dir, problem)
         return 2
     service = MemoryService(args.data_dir, max_batch=args.max_batch,
-                            snapshot_interval=args.snapshot_interval)
+                            snapshot_interval=args.snapshot_interval, wal_fsync=args.wal_fsync,
+                            wal_interval=args.wal_interval)
     server, port, health_servicer = create_server(
         service, f"{args.host}:{args.port}", token=args.token, admin_token=args.admin_token,
         max_message_bytes=args.max_message_mb << 20, tls=tls, unix=args.unix)

@@ -10,12 +10,13 @@ import dataclasses
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from raremem.server import metrics, persistence
+from raremem.server import metrics, persistence, wal
 from raremem.server.batching import Batcher
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
@@ -23,6 +24,7 @@ from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats
 from raremem.server.store import LookupSpec, MemoryStore
 
 log = logging.getLogger("raremem.service")
+ANSWERS_KEPT = 1024   # recent update answers kept per memory for retries (a retry comes within seconds)
 
 
 @dataclass
@@ -36,6 +38,14 @@ class Managed:
     writes_at_snapshot: int = 0
     last_snapshot: float = 0.0
     writes_lost_at_restore: int = 0
+    log: wal.WriteAheadLog | None = None
+    # the answers to recent updates by request id: a retried update is answered, not applied
+    answered: OrderedDict = field(default_factory=OrderedDict)
+
+    def remember(self, request_id: str, result: LookupResult) -> None:
+        self.answered[request_id] = result
+        while len(self.answered) > ANSWERS_KEPT:
+            self.answered.popitem(last=False)
 
     def info(self) -> MemoryInfo:
         s = self.store
@@ -44,9 +54,15 @@ class Managed:
 
 class MemoryService:
     def __init__(self, data_dir: Path | None = None, max_batch: int = 16384,
-                 snapshot_interval: float = 0.0, restore: bool = True):
+                 snapshot_interval: float = 0.0, restore: bool = True, wal_fsync: str = "interval",
+                 wal_interval: float = 0.2):
+        """``wal_fsync``: the write-ahead log's policy (``always``, ``interval``, ``none``; ``off``
+        keeps no log: a crash then loses the writes since the last snapshot)."""
+        if wal_fsync not in (*wal.POLICIES, "off"):
+            raise InvalidArgument(f"wal_fsync is one of {(*wal.POLICIES, 'off')}, not {wal_fsync!r}")
         self.data_dir = Path(data_dir) if data_dir else None
         self.max_batch = max_batch
+        self.wal_fsync = wal_fsync if self.data_dir else "off"
         self._memories: dict[str, Managed] = {}
         self._lock = threading.Lock()  # guards the dict, not the memories
         self._admin_lock = threading.Lock()  # create, restore and delete run one at a time
@@ -59,6 +75,8 @@ class MemoryService:
             self._start(self._count_writes_loop, 1.0)
             if snapshot_interval > 0:
                 self._start(self._snapshot_loop, snapshot_interval)
+            if self.wal_fsync == "interval":
+                self._start(self._sync_loop, wal_interval)
 
     # ------------------------------------------------------------------ lifecycle
     def _start(self, loop, period: float) -> None:
@@ -73,6 +91,12 @@ class MemoryService:
             if counts != last:
                 persistence.write_counts(self.data_dir, counts)
                 last = counts
+
+    def _sync_loop(self, period: float) -> None:
+        while not self._stop.wait(period):
+            for m in self._all():
+                if m.log:
+                    m.log.sync()
 
     def _snapshot_loop(self, period: float) -> None:
         while not self._stop.wait(period):
@@ -96,19 +120,24 @@ class MemoryService:
             persistence.write_counts(self.data_dir, {m.name: m.store.counters.total_writes for m in self._all()})
         for m in self._all():
             m.batcher.close()
+            if m.log:
+                m.log.close()
         return saved
 
     def _restore_all(self) -> None:
         counts = persistence.read_counts(self.data_dir)
         for name, path in persistence.find_snapshots(self.data_dir).items():
             try:
-                m = self._install(name, MemoryStore.from_state(persistence.load(path)))
+                state = persistence.load(path)
+                store = MemoryStore.from_state(state)
+                in_snapshot = store.counters.total_writes
+                m = self._install(name, store, *self._replay(name, store, int(state.get("wal_seq", [0])[0])))
             except Exception:  # noqa: BLE001 - one bad file must not keep the others down
                 log.exception("could not restore %s from %s", name, path)
                 continue
-            m.writes_at_snapshot = m.store.counters.total_writes
+            m.writes_at_snapshot = in_snapshot          # what the log replayed is not in a snapshot yet
             m.last_snapshot = path.stat().st_mtime
-            m.writes_lost_at_restore = max(0, counts.get(name, 0) - m.writes_at_snapshot)
+            m.writes_lost_at_restore = max(0, counts.get(name, 0) - m.store.counters.total_writes)
             level = logging.WARNING if m.writes_lost_at_restore else logging.INFO
             log.log(level, "restored %s: %d filled slots; %d writes since its snapshot were lost",
                     name, m.store.filled, m.writes_lost_at_restore)
@@ -125,23 +154,78 @@ class MemoryService:
             raise NotFound(f"no memory named {name!r}")
         return m
 
-    def _install(self, name: str, store: MemoryStore) -> Managed:
-        m = Managed(name, store)
+    def _wal_path(self, name: str) -> Path:
+        return self.data_dir / (name + ".wal")
+
+    def _replay(self, name: str, store: MemoryStore, seq: int) -> tuple[int, OrderedDict]:
+        """Apply to ``store`` (restored from a snapshot holding records up to ``seq``) the logged
+        records after it. Returns the last sequence number and the answers to replayed updates."""
+        answered: OrderedDict = OrderedDict()
+        if self.wal_fsync == "off":
+            return seq, answered
+        records, dropped, last = wal.replay_records(self._wal_path(name), seq)
+        for header, arrays in records:
+            if header["kind"] == "reset":
+                store.reset()
+                continue
+            specs = wal.batch_specs(header, arrays)
+            for spec, result in zip(specs, store.lookup_many(specs, checked=True)):
+                if spec.request_id:
+                    answered[spec.request_id] = result
+        if records or dropped:
+            level = logging.WARNING if dropped else logging.INFO
+            log.log(level, "%s: replayed %d logged records after its snapshot; a torn tail of %d bytes was cut",
+                    name, len(records), dropped)
+        while len(answered) > ANSWERS_KEPT:
+            answered.popitem(last=False)
+        return last, answered
+
+    def _install(self, name: str, store: MemoryStore, wal_seq: int = 0, answered: OrderedDict | None = None) -> Managed:
+        m = Managed(name, store, answered=answered or OrderedDict())
 
         def run(specs):
+            results: list[LookupResult | None] = [None] * len(specs)
+            todo, first = [], {}
             with m.lock:
+                for i, spec in enumerate(specs):   # a repeated update id gets its first answer
+                    rid = spec.request_id if spec.update else ""
+                    if rid and rid in m.answered:
+                        results[i] = m.answered[rid]
+                    elif rid and rid in first:
+                        continue
+                    else:
+                        if rid:
+                            first[rid] = i
+                        todo.append(i)
                 before = dataclasses.replace(m.store.counters)
-                results = m.store.lookup_many(specs, checked=True)
+                done = m.store.lookup_many([specs[i] for i in todo], checked=True) if todo else []
                 after = dataclasses.replace(m.store.counters)
-            self._record(m, specs, before, after)
+                for i, result in zip(todo, done):
+                    results[i] = result
+                updates = [specs[i] for i in todo if specs[i].update]
+                if updates and m.log:      # logged before any of them is answered
+                    m.log.append(*wal.batch_record(updates))
+                for i in todo:
+                    if specs[i].update and specs[i].request_id:
+                        m.remember(specs[i].request_id, results[i])
+                for i, spec in enumerate(specs):
+                    if results[i] is None:
+                        results[i] = results[first[spec.request_id]]
+            self._record(m, [specs[i] for i in todo], before, after)
             return results
 
         m.batcher = Batcher(name, run, self.max_batch, store.config.size)
-        with self._lock:
-            old = self._memories.get(name)
-            self._memories[name] = m
-        if old:
-            old.batcher.close()
+        with m.lock:   # requests to the new memory wait until its log is open
+            with self._lock:
+                old = self._memories.get(name)
+                self._memories[name] = m
+            if old:    # the old memory finishes what it queued, and its log, first
+                old.batcher.close()
+                if old.log:
+                    old.log.close()
+                    wal_seq = max(wal_seq, old.log.seq)
+            if self.wal_fsync != "off":
+                m.log = wal.WriteAheadLog(self._wal_path(name), self.wal_fsync, wal_seq)
         return m
 
     @staticmethod
@@ -164,6 +248,8 @@ class MemoryService:
                     return existing.info()
                 raise AlreadyExists(f"memory {name!r} exists" + (" with another config" if exist_ok else ""))
             m = self._install(name, MemoryStore(config))
+            if m.log:   # a log always follows a snapshot, so a replay knows the memory's config
+                self._snapshot_one(m, None)
         log.info("created %s: %s", name, config)
         return m.info()
 
@@ -176,6 +262,8 @@ class MemoryService:
         metrics.forget_memory(name)
         if self.data_dir:
             (self.data_dir / persistence.default_file(name)).unlink(missing_ok=True)
+        if m.log:
+            m.log.remove()
         log.info("deleted %s", name)
         return True
 
@@ -197,12 +285,12 @@ class MemoryService:
                                   f"{m.store.config.size}")
         return m.batcher.submit(spec)
 
-    def write(self, name: str, keys: np.ndarray, labels: np.ndarray,
-              sources: np.ndarray | None = None, use_recent: bool = False) -> LookupResult:
+    def write(self, name: str, keys: np.ndarray, labels: np.ndarray, sources: np.ndarray | None = None,
+              use_recent: bool = False, request_id: str = "") -> LookupResult:
         if labels is None:
             raise InvalidArgument("write needs labels")
         return self.lookup(name, LookupSpec(keys, labels, update=True, use_recent=use_recent,
-                                            sources=sources))
+                                            sources=sources, request_id=request_id))
 
     def read_slots(self, name: str, ids: np.ndarray | None = None, start: int = 0,
                    stop: int = 0) -> dict[str, np.ndarray]:
@@ -220,6 +308,8 @@ class MemoryService:
         m = self._get(name)
         with m.lock:
             m.store.reset()
+            if m.log:
+                m.log.append({"kind": "reset"}, [])
         metrics.FILL.labels(name).set(0)
         return m.info()
 
@@ -244,11 +334,18 @@ class MemoryService:
         data_dir = self._need_dir()
         rel = path or persistence.default_file(m.name)
         target = persistence.resolve(data_dir, rel)
+        own = target == data_dir.resolve() / persistence.default_file(m.name)
         with m.lock:  # copy under the lock, write outside it
             state = {k: np.array(v) for k, v in m.store.state().items()}
             writes = m.store.counters.total_writes
+            if m.log:
+                state["wal_seq"] = np.array([m.log.seq], np.int64)
+                if own:   # the log starts afresh: what it held is in this snapshot
+                    m.log.rotate()
         nbytes = persistence.save(target, state)
-        if path is None or target == data_dir.resolve() / persistence.default_file(m.name):
+        if own:
+            if m.log:
+                m.log.drop_old()
             m.writes_at_snapshot, m.last_snapshot = writes, time.time()
         log.info("snapshot of %s: %s (%d bytes)", m.name, rel, nbytes)
         return rel, nbytes
@@ -270,6 +367,8 @@ class MemoryService:
         store = MemoryStore.from_state(persistence.load(target))
         with self._admin_lock:
             m = self._install(name, store)
+            if m.log:   # durable before it is acknowledged: the log restarts from this state
+                self._snapshot_one(m, None)
         m.writes_at_snapshot, m.last_snapshot = store.counters.total_writes, time.time()
         log.info("restored %s from %s", name, path or "its default snapshot")
         return m.info()

@@ -125,7 +125,7 @@ class MemoryServicer(pb_grpc.MemoryServicer):
     def Write(self, request, context):
         res = self.service.write(request.name, from_tensor(request.keys, "keys"),
                                  optional_tensor(request, "labels"),
-                                 optional_tensor(request, "sources"), request.use_recent)
+                                 optional_tensor(request, "sources"), request.use_recent, request.request_id)
         return pb.WriteResponse(written_slot=to_tensor(res.written_slot),
                                 correct=to_tensor(res.correct))
 

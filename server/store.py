@@ -39,6 +39,7 @@ class LookupSpec:
     neighbors: bool = False         # fill the neighbour lists
     neighbor_keys: bool = False     # and the neighbour keys
     leave_one_out: bool = False     # skip slots whose source is the query's own (``sources``)
+    request_id: str = ""            # an update's id: a repeat is answered, not applied (the service)
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:

@@ -57,8 +57,8 @@ def stop(proc, sig) -> str:
     return out
 
 
-def test_sigkill_after_snapshot_restarts_with_that_memory(tmp_path):
-    proc, address, _ = start_server(tmp_path, "--snapshot-interval", "0")
+def test_sigkill_without_a_log_restarts_with_the_snapshot_and_says_what_was_lost(tmp_path):
+    proc, address, _ = start_server(tmp_path, "--snapshot-interval", "0", "--wal-fsync", "off")
     try:
         with MemoryClient(address) as client:
             client.create_memory("m", 16, 64, choose_k=8)
@@ -71,7 +71,7 @@ def test_sigkill_after_snapshot_restarts_with_that_memory(tmp_path):
     finally:
         stop(proc, signal.SIGKILL)
     assert unsaved == 40
-    proc, address, log = start_server(tmp_path, "--snapshot-interval", "0")
+    proc, address, log = start_server(tmp_path, "--snapshot-interval", "0", "--wal-fsync", "off")
     assert "40 writes since its snapshot were lost" in log
     try:
         with MemoryClient(address) as client:

@@ -167,7 +167,7 @@ def test_malformed_bytes_on_the_wire(server):
 
 def test_tokens(tmp_path):
     with running_server(tmp_path, token="user-t", admin_token="admin-t") as (address, _):
-        with MemoryClient(address, retries=0) as anon, MemoryClient(address, token="wrong") as wrong, \
+        with MemoryClient(address, retry_seconds=0) as anon, MemoryClient(address, token="wrong") as wrong, \
                 MemoryClient(address, token="user-t") as user, MemoryClient(address, token="admin-t") as admin:
             for c in (anon, wrong):
                 with pytest.raises(grpc.RpcError) as exc:
@@ -237,7 +237,7 @@ def test_tls(tmp_path):
         with MemoryClient(address, root_certificates=cert.read_bytes()) as client:
             client.create_memory("tls", 4, 8)
             assert client.list_memories()[0].name == "tls"
-        with MemoryClient(address, retries=0, timeout=3) as plain:  # no TLS: refused
+        with MemoryClient(address, retry_seconds=0, timeout=3) as plain:  # no TLS: refused
             with pytest.raises(grpc.RpcError):
                 plain.list_memories()
 
