@@ -58,6 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
     p.add_argument("--tls-key", type=Path, help="PEM private key")
     p.add_argument("--max-batch", type=int, default=16384, help="queries per request and per merged search")
+    p.add_argument("--max-memory-gb", type=float, default=0.0,
+                   help="the largest memory a create may ask for [half the machine's RAM]")
     p.add_argument("--max-message-mb", type=int, default=MAX_MESSAGE_BYTES >> 20, help="gRPC message limit")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight calls get at shutdown")
     p.add_argument("--log-format", choices=("text", "json"), default=env("RAREMEM_LOG_FORMAT", "text"))
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
         return 2
     service = MemoryService(args.data_dir, max_batch=args.max_batch,
                             snapshot_interval=args.snapshot_interval, wal_fsync=args.wal_fsync,
-                            wal_interval=args.wal_interval)
+                            wal_interval=args.wal_interval, max_bytes=int(args.max_memory_gb * 2 ** 30))
     server, port, health_servicer = create_server(
         service, f"{args.host}:{args.port}", token=args.token, admin_token=args.admin_token,
         max_message_bytes=args.max_message_mb << 20, tls=tls, unix=args.unix)

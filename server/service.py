@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -55,13 +56,15 @@ class Managed:
 class MemoryService:
     def __init__(self, data_dir: Path | None = None, max_batch: int = 16384,
                  snapshot_interval: float = 0.0, restore: bool = True, wal_fsync: str = "interval",
-                 wal_interval: float = 0.2):
+                 wal_interval: float = 0.2, max_bytes: int = 0):
         """``wal_fsync``: the write-ahead log's policy (``always``, ``interval``, ``none``; ``off``
         keeps no log: a crash then loses the writes since the last snapshot)."""
         if wal_fsync not in (*wal.POLICIES, "off"):
             raise InvalidArgument(f"wal_fsync is one of {(*wal.POLICIES, 'off')}, not {wal_fsync!r}")
         self.data_dir = Path(data_dir) if data_dir else None
         self.max_batch = max_batch
+        # the largest memory one create may ask for: half the machine's RAM unless told
+        self.max_bytes = max_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
         self.wal_fsync = wal_fsync if self.data_dir else "off"
         self._memories: dict[str, Managed] = {}
         self._lock = threading.Lock()  # guards the dict, not the memories
@@ -240,6 +243,10 @@ class MemoryService:
     def create(self, name: str, config: MemoryConfig, exist_ok: bool = False) -> MemoryInfo:
         persistence.check_name(name)
         config = config.resolved()
+        need = config.size * (4 * config.key_dim + 21)   # keys, values, ages, sources, read flags
+        if need > self.max_bytes:
+            raise ResourceExhausted(f"a memory of {config.size:,} slots x {config.key_dim} dimensions needs "
+                                    f"{need / 2**30:.1f} GiB; this server takes at most {self.max_bytes / 2**30:.1f} GiB")
         with self._admin_lock:
             with self._lock:
                 existing = self._memories.get(name)

@@ -276,3 +276,10 @@ def test_leave_one_out_and_append_only_over_the_wire(client):
                             sources=req["sources"], neighbors=True)
         assert_same_answers(res, ref.call([dict(req)])[0], 4, step)
     assert client.stats("knn").correct_writes == 0
+
+
+def test_a_memory_too_large_for_the_server_is_refused_clearly(client):
+    with pytest.raises(grpc.RpcError) as exc:
+        client.create_memory("huge", 2 ** 20, 2 ** 20)           # 4 TiB of keys
+    assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "GiB" in exc.value.details()
+    assert [m.name for m in client.list_memories()] == []
