@@ -49,6 +49,11 @@ def compute(run: dict) -> str:
             f"{m.get('torch', '?')}, commits " + ", ".join(f"`{leg['machine']['commit']}`" for leg in legs))
 
 
+def commands(run: dict) -> str:
+    legs = run["record"].get("legs", [run["record"]])
+    return "; ".join(f"leg {i + 1}: `{leg['command']}`" for i, leg in enumerate(legs))
+
+
 def plot_curves(runs: dict[str, dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for (name, run), color in zip(runs.items(), ("C0", "C2")):
@@ -119,8 +124,8 @@ def main(argv=None) -> int:
         "from a 5-way model, the 20-way columns from a 20-way model (width 20, episodes of 120 draws, rep_dim "
         "256). One optimiser update per episode time step, as the authors' `episode_step` does. Memory on a "
         "raremem server spawned by each trainer (one LookupStream per replica).", "",
-        f"- 5-way model: {compute(five)}. `{five['record']['command']}`",
-        f"- 20-way model: {compute(twenty)}. `{twenty['record']['command']}`", "",
+        f"- 5-way model: {compute(five)}. {commands(five)}",
+        f"- 20-way model: {compute(twenty)}. {commands(twenty)}", "",
         f"Evaluation: 1,000 episodes per setting on the 659 held-out classes (images_evaluation), one episode at a "
         "time in an emptied memory, no weight changes; accuracy ± 95% interval over episodes. "
         f"`{five['eval']['command']}` (checkpoint step {five['eval']['checkpoint']['step']:,}) and "
@@ -154,11 +159,14 @@ def main(argv=None) -> int:
                                                      f"{r['wall'] / 60:.0f} |" if r else "— | — |"))
         trajectory.append({"step": step, "authors": theirs, "ours": r and r["val_1shot"], "our_step": r and r["step"]})
     val = five["val"]
-    lines += ["", "Validation during training (1-shot / 5-shot %, 100 episodes each, every few readings):", "",
+    lines += ["", "Validation during training at the model's own width (1-shot / 5-shot %, every few readings; "
+              f"{five['record']['config']['eval_episodes']} episodes per 5-way reading, "
+              f"{twenty['record']['config']['eval_episodes']} per 20-way reading):", "",
               "| model | episode batch | minutes | 1-shot | 5-shot |", "|---|---:|---:|---:|---:|"]
     for name, run in (("5-way", five), ("20-way", twenty)):
         v = run["val"]
-        for r in v[:: max(1, len(v) // 10)] + ([v[-1]] if v else []):
+        picked = v[:: max(1, len(v) // 10)]
+        for r in picked + ([v[-1]] if v and v[-1] is not picked[-1] else []):
             lines.append(f"| {name} | {r['step']:,} | {r['wall'] / 60:.0f} | {100 * r['val_1shot']:.1f} | "
                          f"{100 * r['val_5shot']:.1f} |")
 
