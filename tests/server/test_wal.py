@@ -109,7 +109,7 @@ def test_twenty_sigkills_lose_no_acknowledged_update(tmp_path):
     proc = start(port, tmp_path, "--wal-fsync", "always")
     requests = list(clustered_batches(13, d, 300, 8, 400))
     done = threading.Event()
-    errors = []
+    errors, acknowledged = [], [0]
 
     def stream():
         try:
@@ -119,6 +119,7 @@ def test_twenty_sigkills_lose_no_acknowledged_update(tmp_path):
                 for req in requests:
                     calls.lookup("kill", req["queries"], req["labels"], update=True, use_recent=True,
                                  sources=req["sources"])
+                    acknowledged[0] += 1
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
         finally:
@@ -129,7 +130,12 @@ def test_twenty_sigkills_lose_no_acknowledged_update(tmp_path):
     rng, kills = random.Random(7), 0
     try:
         while kills < 20 and not done.is_set():
-            time.sleep(rng.uniform(0.05, 0.3))
+            # after a random 1-15 more acknowledged updates (20 kills fit in the 400), plus a
+            # random few milliseconds, so kills land inside a call as well as between calls
+            target = acknowledged[0] + rng.randint(1, 15)
+            while acknowledged[0] < target and not done.is_set():
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.005))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
