@@ -72,8 +72,8 @@ def test_sigkill_without_a_log_restarts_with_the_snapshot_and_says_what_was_lost
         stop(proc, signal.SIGKILL)
     assert unsaved == 40
     proc, address, log = start_server(tmp_path, "--snapshot-interval", "0", "--wal-fsync", "off")
-    assert "40 writes since its snapshot were lost" in log
     try:
+        assert "40 writes since its snapshot were lost" in log
         with MemoryClient(address) as client:
             stats = client.stats("m", with_hash=True)
             assert stats.state_hash == saved.state_hash
