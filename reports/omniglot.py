@@ -158,7 +158,6 @@ def main(argv=None) -> int:
         lines.append(f"| {step:,} | {theirs} | " + (f"{100 * r['val_1shot']:.1f} (batch {r['step']:,}) | "
                                                      f"{r['wall'] / 60:.0f} |" if r else "— | — |"))
         trajectory.append({"step": step, "authors": theirs, "ours": r and r["val_1shot"], "our_step": r and r["step"]})
-    val = five["val"]
     lines += ["", "Validation during training at the model's own width (1-shot / 5-shot %, every few readings; "
               f"{five['record']['config']['eval_episodes']} episodes per 5-way reading, "
               f"{twenty['record']['config']['eval_episodes']} per 20-way reading):", "",

@@ -7,8 +7,6 @@ worked examples and the training curves.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
-
 import argparse
 import json
 import sys

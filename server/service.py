@@ -243,7 +243,7 @@ class MemoryService:
     def create(self, name: str, config: MemoryConfig, exist_ok: bool = False) -> MemoryInfo:
         persistence.check_name(name)
         config = config.resolved()
-        need = config.size * (4 * config.key_dim + 21)   # keys, values, ages, sources, read flags
+        need = MemoryStore.bytes_needed(config)
         if need > self.max_bytes:
             raise ResourceExhausted(f"a memory of {config.size:,} slots x {config.key_dim} dimensions needs "
                                     f"{need / 2**30:.1f} GiB; this server takes at most {self.max_bytes / 2**30:.1f} GiB")

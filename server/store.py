@@ -389,6 +389,11 @@ class MemoryStore:
                 **{k: getattr(self.counters, k) for k in vars(self.counters)},
                 "state_hash": self.state_hash() if with_hash else ""}
 
+    @staticmethod
+    def bytes_needed(config: MemoryConfig) -> int:
+        """What a memory of ``config`` allocates for its slots: keys, values, ages, sources, read flags."""
+        return config.size * (4 * config.key_dim + 8 + 4 + 8 + 1)
+
     def nbytes(self) -> int:
         arrays = (self.keys, self.values, self.ages, self.sources)
         return sum(a.nbytes for a in arrays) + self.index.nbytes() + 16 * len(self.recent)

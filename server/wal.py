@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from raremem.server.store import LookupSpec
+
 log = logging.getLogger("raremem.wal")
 
 FRAME = struct.Struct("<II")
@@ -165,9 +167,7 @@ def batch_record(specs) -> tuple[dict, list[np.ndarray]]:
     return header, arrays
 
 
-def batch_specs(header: dict, arrays: list[np.ndarray]) -> list:
-    from raremem.server.store import LookupSpec  # noqa: PLC0415 - the store imports nothing of this
-
+def batch_specs(header: dict, arrays: list[np.ndarray]) -> list[LookupSpec]:
     specs, it = [], iter(arrays)
     for r in header["requests"]:
         queries, labels = next(it), next(it)
