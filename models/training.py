@@ -245,18 +245,20 @@ def train_hogwild(train_fn, cfg, address: str, model: torch.nn.Module) -> dict:
 
 
 @contextlib.contextmanager
-def memory_server(memory: str, data_dir: Path | None = None):
+def memory_server(memory: str, data_dir: Path | None = None, threads: int = 0):
     """Yield the address to train against: ``memory`` itself, or a server started for the run
     when it is "spawn", stopped with SIGTERM afterwards. With ``data_dir`` that server restores
     the memories snapshotted there and snapshots them again when it stops (life-long memories
-    survive ``--resume``); without, it keeps nothing."""
+    survive ``--resume``); without, it keeps nothing. ``threads``: the spawned server's FAISS
+    threads (the trainer's own count: trainer and server take turns on the same cores)."""
     if memory != "spawn":
         yield memory
         return
     from raremem.server.spawn import spawn_server  # noqa: PLC0415
 
     keep = ("--data-dir", str(data_dir)) if data_dir else ()
-    proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0", *keep)
+    proc, address, _ = spawn_server("--metrics-port", "-1", "--snapshot-interval", "0", "--threads", str(threads),
+                                    *keep)
     print(f"started raremem-server on {address}", flush=True)
     try:
         yield address
@@ -275,7 +277,7 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
     if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
         raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
     try:
-        with memory_server(cfg.memory, data_dir) as address:
+        with memory_server(cfg.memory, data_dir, cfg.threads) as address:
             if cfg.hogwild:
                 torch.manual_seed(cfg.seed)
                 summary = train_hogwild(train_fn, cfg, address, parameters_only())

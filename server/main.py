@@ -18,6 +18,7 @@ from pathlib import Path
 
 from raremem.proto.types import MAX_MESSAGE_BYTES
 from raremem.server import metrics
+from raremem.server.indexes import set_threads
 from raremem.server.service import MemoryService
 from raremem.server.servicer import create_server
 
@@ -57,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="bearer token for Reset, Restore, DeleteMemory [env RAREMEM_ADMIN_TOKEN]")
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
     p.add_argument("--tls-key", type=Path, help="PEM private key")
+    p.add_argument("--threads", type=int, default=int(env("RAREMEM_THREADS", "0")),
+                   help="OpenMP threads for FAISS searches; 0 = one per core. Give 1 when trainers share "
+                        "the cores: spinning OpenMP teams on an oversubscribed machine cost more than they win [0]")
     p.add_argument("--max-batch", type=int, default=16384, help="queries per request and per merged search")
     p.add_argument("--max-memory-gb", type=float, default=0.0,
                    help="the largest memory a create may ask for [half the machine's RAM]")
@@ -90,6 +94,10 @@ def main(argv=None) -> int:
         return 2
     tls = (args.tls_key.read_bytes(), args.tls_cert.read_bytes()) if args.tls_cert else None
 
+    if args.threads < 0:
+        log.error("--threads is 0 (one per core) or more")
+        return 2
+    set_threads(args.threads)
     if args.data_dir and (problem := unwritable(args.data_dir)):
         log.error("data dir %s is not usable: %s", args.data_dir, problem)
         return 2

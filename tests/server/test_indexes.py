@@ -66,3 +66,36 @@ def test_approximate_kinds_keep_the_update_rule(kind):
         np.testing.assert_array_equal(a.written_slot, e.written_slot)
     np.testing.assert_array_equal(approx.values, exact.values)
     np.testing.assert_allclose(approx.keys, exact.keys, atol=1e-6)
+
+
+def test_thread_count_reaches_every_searching_thread():
+    """OpenMP's thread count is per thread: a count set once must still hold in a thread
+    started later (a memory's batcher), or its searches spin teams of one per core."""
+    import threading
+
+    import faiss
+
+    from raremem.server import indexes
+
+    store = MemoryStore(MemoryConfig(key_dim=8, size=64, choose_k=4))
+    rng = np.random.default_rng(0)
+    store.lookup(LookupSpec(rng.standard_normal((16, 8)).astype(np.float32), np.arange(16), update=True))
+    seen = {}
+
+    def search():
+        seen["before"] = faiss.omp_get_max_threads()
+        store.lookup(LookupSpec(rng.standard_normal((4, 8)).astype(np.float32)))
+        seen["after"] = faiss.omp_get_max_threads()
+
+    default = faiss.omp_get_max_threads()
+    indexes.set_threads(1)
+    try:
+        t = threading.Thread(target=search)
+        t.start()
+        t.join()
+    finally:
+        indexes.set_threads(0)
+        faiss.omp_set_num_threads(default)
+    assert seen["after"] == 1
+    if default > 1:   # a new thread starts from the library's default, not the setting
+        assert seen["before"] == default
