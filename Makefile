@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The data sets (omniglot/, translation/) for the trainers and the tests; results go to ./results.
 export RAREMEM_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test bench proto docker-test
+.PHONY: setup demo test bench proto docker-test browser-test
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -41,3 +41,10 @@ docker-test: setup
 	docker info >/dev/null 2>&1 || { nohup dockerd >/tmp/dockerd.log 2>&1 & \
 	  for i in $$(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
 	$(PY) -m pytest -q -m docker tests/docker
+
+# The memory page in a real browser (tests/client/test_browser.py): installs Debian's chromium
+# and chromedriver if missing, then runs the browser-marked tests.
+browser-test: setup
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || (apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	$(PY) -m pytest -q -m browser tests/client

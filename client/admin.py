@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import grpc
@@ -169,6 +170,28 @@ def cmd_delete(c: MemoryClient, a):
     return {"deleted": c.delete_memory(a.name)}, f"deleted {a.name}"
 
 
+def cmd_ui(c: MemoryClient, a):
+    """Serve the web page (client/ui) until interrupted."""
+    try:
+        from raremem.client.ui.app import PageServer, create_app  # noqa: PLC0415 - flask only here
+        from raremem.client.ui.renderers import Renderers, parse_options  # noqa: PLC0415
+    except ImportError as exc:
+        raise ValueError(f"the page needs Flask: pip install 'raremem[ui]' ({exc})") from exc
+    c.retry_seconds = 0   # a page view reports a server that is down at once
+    renderers = Renderers(parse_options(a.render))
+    server = PageServer(create_app(c, renderers, admin_token=a.admin_token or ""), a.host, a.port)
+    url = f"http://{a.host}:{server.port}/"
+    print(f"raremem page for {a.memory} on {url} (renderers: {', '.join(renderers.names) or 'none'}); "
+          "Ctrl-C stops it", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return {"url": url}, f"stopped {url}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raremem-admin", description=__doc__.splitlines()[0])
     p.add_argument("--memory", default=os.environ.get("RAREMEM_ADDRESS", "127.0.0.1:50051"),
@@ -219,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("restore", cmd_restore, "replace a memory with a snapshot (admin)")
     sp.add_argument("name")
     sp.add_argument("--path", help="file relative to the data directory")
+    sp = add("ui", cmd_ui, "serve a web page of the memories, their slots and sources (read-only)")
+    sp.add_argument("--host", default="127.0.0.1", help="address the page binds [127.0.0.1]")
+    sp.add_argument("--port", type=int, default=8080, help="page port; 0 = any free one [8080]")
+    sp.add_argument("--admin-token", default=os.environ.get("RAREMEM_ADMIN_TOKEN"),
+                    help="the token the page asks for before it writes a snapshot [env RAREMEM_ADMIN_TOKEN; "
+                         "none: no snapshots from the page]")
+    sp.add_argument("--render", action="append", default=[], metavar="NAME:KEY=VALUE",
+                    help="an option of a source renderer, e.g. omniglot:checkpoint=runs/x/checkpoint.pt "
+                         "(embed uploaded drawings), synthetic:preset=short, translation:spm=PATH")
     add("reset", cmd_reset, "empty a memory (admin)").add_argument("name")
     add("delete", cmd_delete, "delete a memory and its snapshot (admin)").add_argument("name")
     return p

@@ -1,0 +1,1 @@
+"""The web page over a raremem server: ``raremem-admin ui`` (see app.py)."""
