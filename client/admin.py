@@ -82,7 +82,7 @@ def cmd_stats(c: MemoryClient, a):
             ("writes", f"{s.correct_writes:,} averaged, {s.fresh_writes:,} fresh, "
                        f"{s.evictions:,} evictions"),
             ("distinct values", f"{s.distinct_values:,}"),
-            ("unsaved writes", f"{s.writes_since_snapshot:,}")]
+            ("unsaved writes", f"{s.writes_since_snapshot:,} (log: {s.wal_unsynced:,} records not yet fsynced)")]
     if s.writes_lost_at_restore:
         rows.append(("writes lost at restore", f"{s.writes_lost_at_restore:,}"))
     if a.hash:

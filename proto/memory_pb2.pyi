@@ -132,7 +132,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., age_bins: _Optional[int] = ..., top_values: _Optional[int] = ..., with_hash: _Optional[bool] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("info", "age_bin_edges", "age_counts", "top_values", "top_value_counts", "distinct_values", "bytes", "lookups", "correct_writes", "fresh_writes", "evictions", "writes_since_snapshot", "last_snapshot_unix", "writes_lost_at_restore", "state_hash", "unread_evictions")
+    __slots__ = ("info", "age_bin_edges", "age_counts", "top_values", "top_value_counts", "distinct_values", "bytes", "lookups", "correct_writes", "fresh_writes", "evictions", "writes_since_snapshot", "last_snapshot_unix", "writes_lost_at_restore", "state_hash", "unread_evictions", "wal_unsynced")
     INFO_FIELD_NUMBER: _ClassVar[int]
     AGE_BIN_EDGES_FIELD_NUMBER: _ClassVar[int]
     AGE_COUNTS_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +149,7 @@ class Stats(_message.Message):
     WRITES_LOST_AT_RESTORE_FIELD_NUMBER: _ClassVar[int]
     STATE_HASH_FIELD_NUMBER: _ClassVar[int]
     UNREAD_EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    WAL_UNSYNCED_FIELD_NUMBER: _ClassVar[int]
     info: MemoryInfo
     age_bin_edges: Tensor
     age_counts: Tensor
@@ -165,7 +166,8 @@ class Stats(_message.Message):
     writes_lost_at_restore: int
     state_hash: str
     unread_evictions: int
-    def __init__(self, info: _Optional[_Union[MemoryInfo, _Mapping]] = ..., age_bin_edges: _Optional[_Union[Tensor, _Mapping]] = ..., age_counts: _Optional[_Union[Tensor, _Mapping]] = ..., top_values: _Optional[_Union[Tensor, _Mapping]] = ..., top_value_counts: _Optional[_Union[Tensor, _Mapping]] = ..., distinct_values: _Optional[int] = ..., bytes: _Optional[int] = ..., lookups: _Optional[int] = ..., correct_writes: _Optional[int] = ..., fresh_writes: _Optional[int] = ..., evictions: _Optional[int] = ..., writes_since_snapshot: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., writes_lost_at_restore: _Optional[int] = ..., state_hash: _Optional[str] = ..., unread_evictions: _Optional[int] = ...) -> None: ...
+    wal_unsynced: int
+    def __init__(self, info: _Optional[_Union[MemoryInfo, _Mapping]] = ..., age_bin_edges: _Optional[_Union[Tensor, _Mapping]] = ..., age_counts: _Optional[_Union[Tensor, _Mapping]] = ..., top_values: _Optional[_Union[Tensor, _Mapping]] = ..., top_value_counts: _Optional[_Union[Tensor, _Mapping]] = ..., distinct_values: _Optional[int] = ..., bytes: _Optional[int] = ..., lookups: _Optional[int] = ..., correct_writes: _Optional[int] = ..., fresh_writes: _Optional[int] = ..., evictions: _Optional[int] = ..., writes_since_snapshot: _Optional[int] = ..., last_snapshot_unix: _Optional[float] = ..., writes_lost_at_restore: _Optional[int] = ..., state_hash: _Optional[str] = ..., unread_evictions: _Optional[int] = ..., wal_unsynced: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
     __slots__ = ("name", "queries", "labels", "update", "use_recent", "sources", "k", "nprobe", "return_weight_terms", "return_neighbors", "return_neighbor_keys", "leave_one_out", "request_id")

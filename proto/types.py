@@ -78,6 +78,7 @@ class MemoryStats:
     last_snapshot_unix: float = 0.0   # 0 if never
     writes_lost_at_restore: int = 0
     state_hash: str = ""           # sha256 of the state, if asked for
+    wal_unsynced: int = 0          # logged records not yet fsynced (at risk from a power cut)
 
     TENSORS = ("age_bin_edges", "age_counts", "top_values", "top_value_counts")
 

@@ -7,6 +7,7 @@ Raises the domain errors of ``server.errors``; knows nothing of gRPC. Each memor
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import threading
@@ -20,7 +21,8 @@ import numpy as np
 from raremem.server import metrics, persistence, wal
 from raremem.server.batching import Batcher
 from raremem.server.config import MemoryConfig
-from raremem.server.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from raremem.server.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, MemoryServiceError, NotFound,
+                                   ResourceExhausted)
 from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats
 from raremem.server.store import LookupSpec, MemoryStore
 
@@ -107,6 +109,8 @@ class MemoryService:
                 if m.store.counters.total_writes != m.writes_at_snapshot:
                     try:
                         self._snapshot_one(m, None)
+                    except MemoryServiceError as exc:   # one line; the next tick retries
+                        log.error("timed %s", exc)
                     except Exception:  # noqa: BLE001 - keep serving; the next tick retries
                         log.exception("timed snapshot of %s failed", m.name)
 
@@ -119,7 +123,10 @@ class MemoryService:
         if snapshot and self.data_dir:
             for m in self._all():
                 if m.store.counters.total_writes != m.writes_at_snapshot or not m.last_snapshot:
-                    saved.append(self._snapshot_one(m, None)[0])
+                    try:
+                        saved.append(self._snapshot_one(m, None)[0])
+                    except MemoryServiceError as exc:   # the log still holds it: say so, go on
+                        log.error("at shutdown: %s", exc)
             persistence.write_counts(self.data_dir, {m.name: m.store.counters.total_writes for m in self._all()})
         for m in self._all():
             m.batcher.close()
@@ -329,7 +336,8 @@ class MemoryService:
             store = m.store.statistics(age_bins, top_values, with_hash)
             info = m.info()
         return MemoryStats(info=info, **store, writes_since_snapshot=info.total_writes - m.writes_at_snapshot,
-                           last_snapshot_unix=m.last_snapshot, writes_lost_at_restore=m.writes_lost_at_restore)
+                           last_snapshot_unix=m.last_snapshot, writes_lost_at_restore=m.writes_lost_at_restore,
+                           wal_unsynced=m.log.unsynced if m.log else 0)
 
     # ------------------------------------------------------------------ persistence
     def _need_dir(self) -> Path:
@@ -349,7 +357,15 @@ class MemoryService:
                 state["wal_seq"] = np.array([m.log.seq], np.int64)
                 if own:   # the log starts afresh: what it held is in this snapshot
                     m.log.rotate()
-        nbytes = persistence.save(target, state)
+        try:
+            nbytes = persistence.save(target, state)
+        except OSError as exc:
+            # Nothing acknowledged is lost: the previous snapshot is untouched and the log keeps
+            # every update since it (rotate appends to a leftover .old), so a restart replays them.
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            kind = ResourceExhausted if full else FailedPrecondition
+            raise kind(f"snapshot of {m.name} to {rel} failed: {exc.strerror or exc}; the previous snapshot "
+                       f"and the write-ahead log still hold every acknowledged update") from exc
         if own:
             if m.log:
                 m.log.drop_old()

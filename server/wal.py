@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import struct
 import threading
 import zlib
@@ -90,7 +91,14 @@ class WriteAheadLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")
         self._dirty = False
+        self.synced_seq = seq            # the last record known to be on disk (fsynced)
         self._lock = threading.Lock()   # appends come from one memory's batcher; flushes from a timer
+
+    @property
+    def unsynced(self) -> int:
+        """Records acknowledged but not yet fsynced: what a power cut now would lose (with
+        ``interval``, at most ``interval`` seconds of them; a killed process loses none)."""
+        return self.seq - self.synced_seq
 
     @property
     def old(self) -> Path:
@@ -104,6 +112,7 @@ class WriteAheadLog:
             self._file.flush()
             if self.fsync == "always":
                 os.fsync(self._file.fileno())
+                self.synced_seq = self.seq
             else:
                 self._dirty = True
             return self.seq
@@ -114,14 +123,26 @@ class WriteAheadLog:
             if self._dirty and not self._file.closed:
                 os.fsync(self._file.fileno())
                 self._dirty = False
+                self.synced_seq = self.seq
 
     def rotate(self) -> None:
-        """Start a new file; the current one becomes ``.wal.old`` until ``drop_old``."""
+        """Start a new file; the current one becomes ``.wal.old`` until ``drop_old``. If an
+        ``.old`` is still there (the snapshot after the last rotation failed, e.g. on a full
+        disk), the current records are appended to it instead: it still holds every record
+        since the last snapshot on disk, and replacing it would lose them."""
         with self._lock:
             self._file.flush()
             os.fsync(self._file.fileno())
+            self.synced_seq = self.seq
             self._file.close()
-            os.replace(self.path, self.old)
+            if self.old.exists():
+                with open(self.path, "rb") as src, open(self.old, "ab") as dst:
+                    shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                self.path.unlink()
+            else:
+                os.replace(self.path, self.old)
             self._file = open(self.path, "ab")
 
     def drop_old(self) -> None:

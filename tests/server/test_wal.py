@@ -152,3 +152,111 @@ def test_twenty_sigkills_lose_no_acknowledged_update(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_with_interval_the_unsynced_tail_is_bounded_and_reported(tmp_path):
+    """``interval``: at any moment only records of the last interval are not yet fsynced, and
+    stats say how many. A power cut at such a moment (the log cut at its fsynced length, the
+    worst the OS may leave) restores the memory as the reference replayed over exactly the
+    fsynced requests."""
+    interval, slack = 0.2, 0.4
+    service = MemoryService(tmp_path / "live", wal_fsync="interval", wal_interval=interval)
+    service.create("m", MemoryConfig(key_dim=8, size=64, choose_k=4, age_noise=0.0))
+    log = service._get("m").log
+    reqs = list(clustered_batches(7, 8, 40, 4, 5000))
+    acked, size_at = [], {0: log.path.stat().st_size}   # ack times; log length after record seq
+    cut = None
+    t_end = time.monotonic() + 1.5
+    for req in reqs:
+        if time.monotonic() > t_end:
+            break
+        service.lookup("m", LookupSpec(req["queries"], req["labels"], update=True, use_recent=req["use_recent"],
+                                       sources=req["sources"]))
+        now = time.monotonic()
+        acked.append(now)
+        with log._lock:
+            synced, seq = log.synced_seq, log.seq
+        size_at[seq] = log.path.stat().st_size
+        assert service.stats("m").wal_unsynced == seq - synced
+        # every record older than the interval (plus scheduling slack) is on disk
+        assert all(now - t <= interval + slack for t in acked[synced:]), (synced, seq)
+        if cut is None and now > t_end - 0.75 and 0 < synced < seq:
+            cut = synced   # a power cut now loses records synced+1..seq
+    assert cut is not None and len(acked) > 20
+    time.sleep(interval + slack)
+    assert service.stats("m").wal_unsynced == 0
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / "m.npz").write_bytes((tmp_path / "live" / "m.npz").read_bytes())   # the creation snapshot
+    (crashed / "m.wal").write_bytes((tmp_path / "live" / "m.wal").read_bytes()[:size_at[cut]])
+    service.close(snapshot=False)
+    again = MemoryService(crashed, wal_fsync="interval")
+    ref = ReferenceMemory(64, 8, 4, age_noise=0.0)
+    for req in reqs[:cut]:
+        ref.call([dict(req)])
+    st = again._get("m").store
+    assert_same_state(st.keys, st.values, st.ages, st.sources, None, ref)
+    assert again.stats("m").info.total_writes == 4 * cut
+    again.close(snapshot=False)
+
+
+def test_a_full_disk_while_snapshotting_loses_nothing(tmp_path, monkeypatch):
+    """Snapshots that fail midway (no space left), twice in a row: each call gets one clear
+    RESOURCE_EXHAUSTED-class error, no temporary file stays, the last good snapshot is intact,
+    and a restart (as after a crash) brings back every acknowledged update."""
+    import errno
+
+    from raremem.server import persistence
+    from raremem.server.errors import ResourceExhausted
+
+    service = MemoryService(tmp_path, wal_fsync="always")
+    service.create("m", MemoryConfig(key_dim=8, size=48, choose_k=4, age_noise=4.0, seed=1))
+    reqs = list(clustered_batches(3, 8, 60, 4, 60))
+    for req in reqs[:20]:
+        service.lookup("m", LookupSpec(req["queries"], req["labels"], update=True, sources=req["sources"]))
+    service.snapshot("m")
+    good = (tmp_path / "m.npz").read_bytes()
+    real_write = persistence._write
+
+    def disk_full(f, arrays):
+        f.write(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(persistence, "_write", disk_full)
+    for part in (reqs[20:40], reqs[40:60]):
+        for req in part:
+            service.lookup("m", LookupSpec(req["queries"], req["labels"], update=True, sources=req["sources"]))
+        with pytest.raises(ResourceExhausted, match="No space left on device.*still hold every acknowledged"):
+            service.snapshot("m")
+    assert (tmp_path / "m.npz").read_bytes() == good
+    assert not list(tmp_path.glob(".m.npz.*"))          # no half-written temporary file left
+    before = service.stats("m", with_hash=True)
+    assert service.close(snapshot=True) == []            # shutdown's snapshot fails too: logged, not raised
+    monkeypatch.setattr(persistence, "_write", real_write)
+    again = MemoryService(tmp_path, wal_fsync="always")
+    after = again.stats("m", with_hash=True)
+    assert after.state_hash == before.state_hash and after.info.total_writes == 60 * 4
+    again.snapshot("m")                                   # space again: the log folds into a snapshot
+    assert not (tmp_path / "m.wal.old").exists()
+    again.close(snapshot=False)
+
+
+def test_a_full_disk_is_a_clear_status_over_grpc(tmp_path, monkeypatch):
+    import errno
+
+    import grpc
+
+    from raremem.server import persistence
+    from tests.conftest import running_server
+
+    def disk_full(f, arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with running_server(tmp_path) as (address, _), MemoryClient(address) as c:
+        c.create_memory("m", 8, 16)
+        monkeypatch.setattr(persistence, "_write", disk_full)
+        with pytest.raises(grpc.RpcError) as err:
+            c.snapshot("m")
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "snapshot of m to m.npz failed: No space left on device" in err.value.details()
+        assert c.health() == "SERVING"
