@@ -66,39 +66,79 @@ def interleaved(methods: dict, rounds: int, block: int = 16, untimed: int = 4) -
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def _client_loop(address, name, b, seed, start, stop, counts, i):
-    """One client: look up b random queries until told to stop."""
+def _client_loop(address, name, b, seed, start, stop, counts, cpu, i):
+    """One client: look up b random queries on its stream until told to stop; queries done
+    and CPU seconds spent (for the processes: this process's; threads share one)."""
     q = unit(np.random.default_rng(seed), b)
     with MemoryClient(address) as c:
-        c.lookup(name, q)
+        s = c.stream()
+        s.lookup(name, q)
         start.wait()
-        n = 0
+        n, c0 = 0, time.process_time()
         while not stop.is_set():
-            c.lookup(name, q)
+            s.lookup(name, q)
             n += b
-        counts[i] = n
+        counts[i], cpu[i] = n, time.process_time() - c0
+        s.close()
 
 
-def concurrent_qps(address: str, name: str, clients: int, b: int, seconds: float, processes: bool) -> float:
-    """Aggregate queries/s of ``clients`` clients, as threads of this process or as processes."""
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def concurrent_qps(address: str, name: str, clients: int, b: int, seconds: float, processes: bool,
+                   server_pid: int) -> dict:
+    """Aggregate queries/s of ``clients`` clients, as threads of this process or as processes,
+    and where the CPU went: server and client CPU seconds per 1,000 queries."""
     if processes:
         ctx = multiprocessing.get_context("spawn")  # no fork: gRPC threads do not survive it
-        start, stop, counts = ctx.Barrier(clients + 1), ctx.Event(), ctx.Array("q", clients)
-        workers = [ctx.Process(target=_client_loop, args=(address, name, b, i, start, stop, counts, i))
+        start, stop = ctx.Barrier(clients + 1), ctx.Event()
+        counts, cpu = ctx.Array("q", clients), ctx.Array("d", clients)
+        workers = [ctx.Process(target=_client_loop, args=(address, name, b, i, start, stop, counts, cpu, i))
                    for i in range(clients)]
     else:
-        start, stop, counts = threading.Barrier(clients + 1), threading.Event(), [0] * clients
-        workers = [threading.Thread(target=_client_loop, args=(address, name, b, i, start, stop, counts, i))
+        start, stop, counts, cpu = threading.Barrier(clients + 1), threading.Event(), [0] * clients, [0.0] * clients
+        workers = [threading.Thread(target=_client_loop, args=(address, name, b, i, start, stop, counts, cpu, i))
                    for i in range(clients)]
     for w in workers:
         w.start()
     start.wait()
-    t0 = time.perf_counter()
+    t0, s0 = time.perf_counter(), cpu_seconds(server_pid)
     time.sleep(seconds)
     stop.set()
+    server_cpu = cpu_seconds(server_pid) - s0
     for w in workers:
         w.join()
-    return sum(counts) / (time.perf_counter() - t0)
+    wall, queries = time.perf_counter() - t0, sum(counts)
+    client_cpu = sum(cpu) if processes else max(cpu)   # threads: process_time() is the whole process's
+    return {"qps": queries / wall, "server_cpu_per_1k": 1e3 * server_cpu / queries,
+            "client_cpu_per_1k": 1e3 * client_cpu / queries, "server_cores_busy": server_cpu / wall}
+
+
+def concurrency(address: str, pid: int, name: str, data_dir: Path, seconds: float) -> dict:
+    """1 vs 8 clients (threads, processes) at b=16 against this server (FAISS threads: one per
+    core) and against a second one over the same memory with ``--threads 1``."""
+    out = {"N": None, "b": 16, "seconds": seconds, "servers": {}}
+    one, one_addr, _ = spawn_server("--data-dir", str(data_dir), "--metrics-port", "-1", "--snapshot-interval", "0",
+                                    "--threads", "1")
+    try:
+        with MemoryClient(one_addr, timeout=120) as c:
+            c.restore(name, f"{name}.npz")
+            out["N"] = c.stats(name).info.filled
+        pids = {"0 (one per core)": pid, "1": one.pid}
+        for threads, addr in (("0 (one per core)", address), ("1", one_addr)):
+            per = out["servers"][threads] = {}
+            for kind in ("threads", "processes"):
+                per[kind] = {c: concurrent_qps(addr, name, c, 16, seconds, kind == "processes", pids[threads])
+                             for c in (1, 8)}
+                per[kind]["8/1"] = per[kind][8]["qps"] / per[kind][1]["qps"]
+                print(json.dumps({"server threads": threads, kind: per[kind]}), flush=True)
+    finally:
+        one.send_signal(signal.SIGTERM)
+        one.wait(timeout=60)
+    return out
 
 
 def main() -> int:
@@ -109,11 +149,14 @@ def main() -> int:
     torch.set_num_threads(os.cpu_count())
     rng = np.random.default_rng(0)
     data_dir = Path(tempfile.mkdtemp(prefix="raremem-bench-"))
+    sock = data_dir / "raremem.sock"
     proc, address, _ = spawn_server("--data-dir", str(data_dir), "--metrics-port", "-1",
-                                    "--snapshot-interval", "0")
+                                    "--snapshot-interval", "0", "--unix", str(sock))
     rows, info = [], machine()
     try:
         client = MemoryClient(address, timeout=120)
+        uds = MemoryClient(f"unix://{sock}", timeout=120)
+        stream, uds_stream = client.stream(), uds.stream()
         for n in (65536, 524288):
             store = full_store(n, rng)
             name = f"bench-{n}"
@@ -129,9 +172,13 @@ def main() -> int:
                 rounds = (1 if args.quick else 4) if n * b <= 65536 * 256 else (1 if args.quick else 2)
                 t = interleaved({
                     "remote": lambda: client.lookup(name, q),
+                    "stream": lambda: stream.lookup(name, q),
+                    "uds": lambda: uds.lookup(name, q),
+                    "uds stream": lambda: uds_stream.lookup(name, q),
                     "in-process": lambda: store.lookup(LookupSpec(q)),
                     "faiss flat": lambda: flat.search(q, K),
                     "remote step": lambda: client.lookup(name, q, labels, update=True),
+                    "stream step": lambda: stream.lookup(name, q, labels, update=True),
                     "in-process step": lambda: store.lookup(LookupSpec(q, labels, update=True)),
                 }, rounds)
                 # torch's and OpenBLAS's pools spin ~0.2 s after a call: measured after the rest
@@ -142,18 +189,18 @@ def main() -> int:
                 rows.append({"N": n, "b": b, "rounds": rounds, "ms": {k: v * 1e3 for k, v in t.items()},
                              "sgemm_gflops": gflops,
                              "remote/in-process": t["remote"] / t["in-process"],
+                             **{f"{kind}/in-process": t[kind] / t["in-process"] for kind in ("stream", "uds", "uds stream")},
+                             "stream step/in-process step": t["stream step"] / t["in-process step"],
                              "in-process/faiss": t["in-process"] / t["faiss flat"],
                              "faiss/sgemm": t["faiss flat"] / t["sgemm"],
                              "remote step/in-process step": t["remote step"] / t["in-process step"]})
                 print(json.dumps(rows[-1]), flush=True)
             if n == 65536:
-                secs = 2.0 if args.quick else 5.0
-                conc = {"N": n, "b": 16, "seconds": secs}
-                for kind in ("threads", "processes"):
-                    qps = {c: concurrent_qps(address, name, c, 16, secs, kind == "processes") for c in (1, 8)}
-                    conc[kind] = {"qps": qps, "8/1": qps[8] / qps[1]}
-                print(json.dumps(conc), flush=True)
+                conc = concurrency(address, proc.pid, name, data_dir, 2.0 if args.quick else 5.0)
             client.delete_memory(name)
+        stream.close()
+        uds_stream.close()
+        uds.close()
         client.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -173,30 +220,40 @@ def markdown(r: dict) -> str:
     lines = [
         "# Lookup benchmark (exact, k=256, d=128)", "",
         f"`{r['command']}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores; "
-        f"faiss {m['faiss-cpu']}, torch {m['torch']}, numpy {m['numpy']}. Median ms per call. Remote, "
+        f"faiss {m['faiss-cpu']}, torch {m['torch']}, numpy {m['numpy']}. Median ms per call. The remote kinds, "
         "in-process and FAISS take turns in blocks of 16 calls (first 4 of each block untimed); torch and "
         "sgemm after them (their thread pools spin ~0.2 s after a call and slow whatever runs next). "
+        "remote = unary Lookup over TCP loopback, stream = one LookupStream, uds = a Unix-domain socket; "
         "\"step\" = lookup with labels and update, one training step's memory call.", "",
-        "| N | b | remote | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | remote step | "
-        "in-process step | remote / in-process | in-process / faiss | faiss / sgemm |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | b | remote | stream | uds | uds stream | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | "
+        "remote / in-process | stream / in-process | uds / in-process | uds stream / in-process | "
+        "remote step / in-process step | stream step / in-process step | in-process / faiss |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["rows"]:
         t = row["ms"]
         lines.append(
-            f"| {row['N']} | {row['b']} | {t['remote']:.2f} | {t['in-process']:.2f} | {t['faiss flat']:.2f} | "
-            f"{t['torch mm+topk']:.2f} | {t['sgemm']:.2f} ({row['sgemm_gflops']:.0f}) | {t['remote step']:.2f} | "
-            f"{t['in-process step']:.2f} | {row['remote/in-process']:.2f} | {row['in-process/faiss']:.2f} | "
-            f"{row['faiss/sgemm']:.2f} |")
+            f"| {row['N']} | {row['b']} | {t['remote']:.2f} | {t['stream']:.2f} | {t['uds']:.2f} | {t['uds stream']:.2f} | "
+            f"{t['in-process']:.2f} | {t['faiss flat']:.2f} | {t['torch mm+topk']:.2f} | {t['sgemm']:.2f} "
+            f"({row['sgemm_gflops']:.0f}) | {row['remote/in-process']:.2f} | {row['stream/in-process']:.2f} | "
+            f"{row['uds/in-process']:.2f} | {row['uds stream/in-process']:.2f} | {row['remote step/in-process step']:.2f} | "
+            f"{row['stream step/in-process step']:.2f} | {row['in-process/faiss']:.2f} |")
     c = r["concurrency"]
-    lines += ["", f"Concurrent clients at b=16, N={c['N']}, {c['seconds']:.0f} s each (aggregate queries/s):", "",
-              "| clients as | 1 client | 8 clients | 8 / 1 |", "|---|---:|---:|---:|"]
-    for kind in ("threads", "processes"):
-        q = c[kind]["qps"]
-        lines.append(f"| {kind} | {q[1]:.0f} | {q[8]:.0f} | {c[kind]['8/1']:.2f} |")
+    lines += ["", f"Concurrent clients, each on its own LookupStream, b=16, N={c['N']:,}, {c['seconds']:.0f} s each: "
+              "aggregate queries/s, and CPU seconds per 1,000 queries in the server and in all clients together "
+              "(/proc utime+stime; threads share one process).", "",
+              "| server FAISS threads | clients as | 1 client q/s | 8 clients q/s | 8 / 1 | server CPU s/1k (1 → 8) | "
+              "client CPU s/1k (1 → 8) | server cores busy (1 → 8) |", "|---|---|---:|---:|---:|---|---|---|"]
+    for threads, per in c["servers"].items():
+        for kind in ("threads", "processes"):
+            a, b = per[kind]["1"] if "1" in per[kind] else per[kind][1], per[kind]["8"] if "8" in per[kind] else per[kind][8]
+            lines.append(f"| {threads} | {kind} | {a['qps']:.0f} | {b['qps']:.0f} | {per[kind]['8/1']:.2f} | "
+                         f"{a['server_cpu_per_1k']:.2f} → {b['server_cpu_per_1k']:.2f} | "
+                         f"{a['client_cpu_per_1k']:.2f} → {b['client_cpu_per_1k']:.2f} | "
+                         f"{a['server_cores_busy']:.2f} → {b['server_cores_busy']:.2f} |")
     lines += ["",
-              "Targets: remote <= 1.25x in-process at b=16/N=65536; in-process <= 1.1x raw FAISS; "
-              "8 clients >= 1.5x one.", ""]
+              "Targets: remote (stream) <= 1.15x in-process at b=16/N=65536; in-process <= 1.1x raw FAISS; "
+              "8 client processes >= 1.5x one.", ""]
     return "\n".join(lines)
 
 
