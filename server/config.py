@@ -22,6 +22,7 @@ class MemoryConfig:
     index: str = "exact"              # one of INDEX_KINDS
     ivf_nlist: int = 0                # IVF lists; 0 = max(1, round(sqrt(size)))
     ivf_nprobe: int = 8               # IVF lists visited per query unless a request says
+    ivf_retrain: int = 0              # IVF: refit the quantizer every this many slot writes (0 = never)
     lsh_tables: int = 16              # LSH hash tables (the paper's code: sqrt(256))
     lsh_bits: int = 0                 # LSH hyperplanes per table; 0 = clamp(log2(size/16), 1, 20)
     lsh_bucket_size: int = 16         # LSH slot ids kept per bucket (a ring: newest replace oldest)
@@ -42,7 +43,7 @@ class MemoryConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InvalidArgument(f"{name} must be finite and >= 0, got {value}")
-        for name in ("choose_k", "ivf_nlist", "lsh_bits", "ivf_nprobe", "lsh_tables",
+        for name in ("choose_k", "ivf_nlist", "lsh_bits", "ivf_nprobe", "ivf_retrain", "lsh_tables",
                      "lsh_bucket_size", "correct_in_top", "seed"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0, got {getattr(self, name)}")

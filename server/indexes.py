@@ -116,7 +116,13 @@ class TorchExactIndex(ExactIndex):
 class IVFIndex:
     """FAISS IVF-Flat (inner product) with a hashtable direct map, so rewritten keys move
     between lists in place (``update_vectors``). Until enough keys exist to train the coarse
-    quantizer (39 per list, FAISS's own minimum), it answers exactly over the prefix."""
+    quantizer (39 per list, FAISS's own minimum), it answers exactly over the prefix.
+
+    A learned memory's keys drift as the model trains: centroids fitted to the first keys stop
+    splitting the later ones evenly, lists grow lopsided and recall falls. With ``ivf_retrain``
+    = R > 0, every R slot writes the quantizer is fitted again, on a seeded uniform sample of
+    the current keys, and every filled slot re-added (one k-means of ``39 * nlist`` points and
+    one assignment of the memory; bench/scale.py measures recall before and after)."""
 
     sorted = True
 
@@ -125,8 +131,9 @@ class IVFIndex:
         self.nlist = config.ivf_nlist
         self.default_nprobe = config.ivf_nprobe
         self.train_size = min(keys.shape[0], 39 * self.nlist)
+        self.retrain_every, self.seed = config.ivf_retrain, config.seed
         self.exact = ExactIndex(config, keys)
-        self._new_index()
+        self.reset()
 
     def _new_index(self) -> None:
         d = self.keys.shape[1]
@@ -135,6 +142,18 @@ class IVFIndex:
         self.index.cp.spherical = True  # keys are unit vectors: spherical k-means centroids
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self.present = np.zeros(self.keys.shape[0], dtype=bool)  # slot is in the index
+
+    def _fit(self, n: int) -> None:
+        """Fit the quantizer to the filled prefix (a sample of it) and index all of it."""
+        _apply_threads()
+        if self.trained:
+            self._new_index()
+        rng = np.random.default_rng([self.seed, 0x1F, self.trainings])
+        sample = np.sort(rng.choice(n, size=self.train_size, replace=False)) if n > self.train_size else np.arange(n)
+        self.index.train(np.ascontiguousarray(self.keys[sample]))
+        self.index.add_with_ids(self.keys[:n], np.arange(n, dtype=np.int64))
+        self.present[:n] = True
+        self.written, self.trainings = 0, self.trainings + 1
 
     @property
     def trained(self) -> bool:
@@ -149,10 +168,11 @@ class IVFIndex:
     def on_write(self, slots: np.ndarray, n: int) -> None:
         if not self.trained:
             if n >= self.train_size:  # enough keys: train, then index the whole prefix
-                _apply_threads()
-                self.index.train(self.keys[:n])
-                self.index.add_with_ids(self.keys[:n], np.arange(n, dtype=np.int64))
-                self.present[:n] = True
+                self._fit(n)
+            return
+        self.written += len(slots)
+        if self.retrain_every and self.written >= self.retrain_every:
+            self._fit(n)   # the keys written now are in the prefix and get indexed with it
             return
         _apply_threads()
         slots = np.unique(slots)
@@ -165,16 +185,21 @@ class IVFIndex:
 
     def reset(self) -> None:
         self._new_index()
+        self.written = 0      # slot writes since the quantizer was last fitted
+        self.trainings = 0    # fits so far (seeds the next fit's sample)
 
     def nbytes(self) -> int:
         return int(self.present.sum()) * (self.keys.shape[1] * 4 + 8) + self.nlist * self.keys.shape[1] * 4
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"ivf_index": faiss.serialize_index(self.index), "ivf_present": self.present}
+        return {"ivf_index": faiss.serialize_index(self.index), "ivf_present": self.present,
+                "ivf_counts": np.array([self.written, self.trainings], np.int64)}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.index = faiss.deserialize_index(np.asarray(state["ivf_index"], dtype=np.uint8))
         self.present = np.array(state["ivf_present"], dtype=bool)
+        if "ivf_counts" in state:   # snapshots from before re-training have none: start counting
+            self.written, self.trainings = (int(x) for x in state["ivf_counts"])
 
 
 class LSHIndex:

@@ -99,3 +99,33 @@ def test_thread_count_reaches_every_searching_thread():
     assert seen["after"] == 1
     if default > 1:   # a new thread starts from the library's default, not the setting
         assert seen["before"] == default
+
+
+def test_ivf_refits_its_quantizer_as_keys_drift():
+    """Keys first around one set of centres, then rewritten around another (a model that kept
+    training): the quantizer fitted to the first keys loses recall on the second; with
+    ivf_retrain it is fitted again and recall comes back. The fit count survives a snapshot."""
+    d, n, nlist = 32, 4096, 32
+    rng = np.random.default_rng(5)
+
+    def around(centres, m):
+        x = centres[rng.integers(0, len(centres), m)] + 0.3 * rng.standard_normal((m, d)).astype(np.float32)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    first, later = (rng.standard_normal((64, d)).astype(np.float32) for _ in range(2))
+    keys_a, keys_b, queries = around(first, n), around(later, n), around(later, 300)
+    results = {}
+    for retrain in (0, n):
+        store = MemoryStore(MemoryConfig(key_dim=d, size=n, choose_k=16, index="ivf", ivf_nlist=nlist,
+                                         ivf_nprobe=2, ivf_retrain=retrain, seed=1))
+        store.load(keys_a, np.arange(n))
+        for i in range(0, n, 512):   # rewrite every slot, as fresh writes into the oldest would
+            store.keys[i:i + 512] = keys_b[i:i + 512]
+            store.index.on_write(np.arange(i, i + 512), n)
+        results[retrain] = recall(store, queries, k=16)[1]
+        if retrain:
+            assert store.index.trainings == 2   # the first fit, then one after n writes
+            again = MemoryStore.from_state(store.state())
+            assert (again.index.written, again.index.trainings) == (store.index.written, 2)
+    assert results[n] > results[0] + 0.1, results
+    assert results[n] > 0.8
