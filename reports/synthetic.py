@@ -1,14 +1,21 @@
-"""results/synthetic.{md,json,png}: Table 2 from the runs' eval.json files, beside the paper.
+"""results/synthetic.{md,json} and synthetic_curves.png: Table 2 on the ``short`` preset (the
+CPU-scale task, lengths 7-16) from the runs' eval.json files, split by how often each test
+number was seen in training, with the controls and the query probe at kept checkpoints; and
+the earlier full-task rows (results/synthetic_full.json, measured before the preset existed)
+beside the paper.
 
-    python -m reports.synthetic --runs runs/synthetic [--admin runs/synthetic/admin-stats.txt]
+    python -m reports.synthetic --runs runs/synthetic [--notes runs/synthetic/notes.md]
 
-Each row carries its compute (steps, wall time, machine) and command from the run's own record.
+A short-preset run lives in ``<runs>/short-<row>-s<seed>`` (rows: ngpu-mem, ngpu, seq2seq-mem,
+seq2seq, ngpu-mem-fixed); the Hamming row in ``<runs>/hamming-short.json``. Each row carries
+its compute (steps, wall time, legs, machine) and command from the run's own record.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -23,37 +30,16 @@ from reports.plots import finish, plt, smoothed
 PAPER = {"hamming": 0.1, "seq2seq": 0.9, "ngpu": 12.2, "seq2seq + memory": 35.2, "ngpu + memory": 71.3}
 NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention (2x256 LSTM)",
          "ngpu": "Extended Neural GPU (32 channels)", "seq2seq + memory": "seq2seq + attention + memory",
-         "ngpu + memory": "Extended Neural GPU + memory"}
-DIRS = {"seq2seq": "seq2seq", "ngpu": "ngpu", "seq2seq + memory": "seq2seq-memory", "ngpu + memory": "ngpu-memory"}
-# Runs beside Table 2 that test why its memory rows fail (directory: what differs).
-VARIANTS = {"ngpu-memory-lr1e-4": "Neural GPU + memory, lr 1e-4 (10x lower)",
-            "ngpu-memory-frozen": "Neural GPU + memory, weights fixed at initialisation (lr 0)"}
+         "ngpu + memory": "Extended Neural GPU + memory",
+         "ngpu + memory, fixed queries": "control: Neural GPU + memory, fixed (number, digit) queries"}
+SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
+         "ngpu-mem-fixed": "ngpu + memory, fixed queries"}
+TWINS = (("ngpu + memory", "ngpu", 10.0), ("seq2seq + memory", "seq2seq", 0.0))   # (row, twin, bar in points)
+SEEN = ("0", "1", "2", ">=3")
 
 
-def finished_run(runs: Path, d: str) -> dict | None:
-    """A finished run's eval.json with its directory, command, machine and config; None if unfinished."""
-    ev = runs / d / "eval.json"
-    if not ev.is_file():
-        return None
-    run = json.loads((runs / d / "run.json").read_text())
-    return {**json.loads(ev.read_text()), "dir": d, "command": run["command"], "machine": run["machine"],
-            "config": run["config"]}
-
-
-def load_rows(runs: Path) -> list[dict]:
-    rows = []
-    ham = runs / "hamming.json"
-    if ham.is_file():
-        h = json.loads(ham.read_text())
-        rows.append({"row": "hamming", "fully_correct": h["fully_correct"], "command": h["command"],
-                     "machine": h["machine"], "train_steps": 0, "train_seconds": 0.0})
-    rows += [r for r in (finished_run(runs, d) for d in DIRS.values()) if r]
-    order = list(PAPER)
-    return sorted(rows, key=lambda r: order.index(r["row"]))
-
-
-def load_variants(runs: Path) -> list[dict]:
-    return [r | {"variant": what} for d, what in VARIANTS.items() if (r := finished_run(runs, d))]
+def pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}"
 
 
 def where(m: dict) -> str:
@@ -61,90 +47,153 @@ def where(m: dict) -> str:
     return f"{m['cores']}-core {m['cpu'].split('(')[0].strip()}, `{m['commit']}`"
 
 
-def probe_rows(runs: Path, rows: list[dict], variants: list[dict]) -> list[dict]:
-    """The query probe (models/neural_gpu/probe.py) on fresh models and every finished memory run."""
-    f = random_function(0)
-    out = [{"model": f"{NAMES[arch + ' + memory']}, at initialisation", "steps": 0,
-            **probe(load_model(None, arch), f)} for arch in ("ngpu", "seq2seq")]
-    for r in [r for r in rows if r["row"].endswith("+ memory")] + variants:
-        out.append({"model": f"{r.get('variant') or NAMES[r['row']]}, after its run", "steps": r["train_steps"],
-                    **probe(load_model(str(runs / r["dir"] / "checkpoint.pt"), ""), f)})
+def short_runs(runs: Path) -> list[dict]:
+    """Every finished short-preset run: eval.json + its record (command, machine, legs)."""
+    out = []
+    for d in sorted(runs.glob("short-*-s*")):
+        m = re.fullmatch(r"short-(.+)-s(\d+)", d.name)
+        if not (m and m.group(1) in SHORT and (d / "eval.json").is_file()):
+            continue
+        run = json.loads((d / "run.json").read_text())
+        out.append({**json.loads((d / "eval.json").read_text()), "key": SHORT[m.group(1)], "seed": int(m.group(2)),
+                    "dir": d.name, "command": run["command"], "machine": run["machine"],
+                    "legs": len(run.get("legs", [])) or 1})
+    order = list(SHORT.values())
+    return sorted(out, key=lambda r: (order.index(r["key"]), r["seed"]))
+
+
+def gaps(rows: list[dict]) -> list[dict]:
+    """Each memory row minus its twin, on test numbers seen in training, seed by seed."""
+    by = {(r["key"], r["seed"]): r for r in rows}
+    out = []
+    for row, twin, bar in TWINS:
+        for (key, seed), r in sorted(by.items()):
+            if key == row and (twin, seed) in by:
+                t = by[(twin, seed)]
+                gap = 100 * (r["fully_correct_seen"] - t["fully_correct_seen"])
+                out.append({"row": row, "twin": twin, "seed": seed, "points": gap, "bar": bar,
+                            "met": gap >= bar if bar else gap > 0})
     return out
 
 
-def probe_table(rows: list[dict]) -> list[str]:
-    def pct(xs):
-        return " ".join(f"{100 * x:.0f}" for x in xs)
-
-    md = ["| queries of | steps | spread (mean cosine) | recall %, other context, digits 0-6 | "
-          "recall %, other context and start, digits 0-6 |", "|---|---:|---:|---|---|"]
+def probes(runs: Path, rows: list[dict]) -> list[dict]:
+    """The query probe at every kept checkpoint (checkpoint-<step>.pt) and the last one of each
+    memory run; cached beside the checkpoint as probe-<step>.json."""
+    f = random_function(0)
+    out = []
     for r in rows:
-        md.append(f"| {r['model']} | {r['steps']:,} | {np.mean(r['spread']):.3f} | {pct(r['recall_other_context'])} | "
-                  f"{pct(r['recall_other_start'])} |")
+        if "memory" not in r["key"]:
+            continue
+        d = runs / r["dir"]
+        kept = sorted(d.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+        for ck, step in [(p, int(p.stem.split("-")[1])) for p in kept] + [(d / "checkpoint.pt", r["train_steps"])]:
+            cache = d / f"probe-{step}.json"
+            if cache.is_file():
+                res = json.loads(cache.read_text())
+            else:
+                res = probe(load_model(str(ck), ""), f)
+                cache.write_text(json.dumps(res, indent=2))
+            out.append({"run": f"{NAMES[r['key']]}, seed {r['seed']}", "steps": step, **res})
+    return out
+
+
+def curves(runs: Path, rows: list[dict], out: Path) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in rows:
+        data = [json.loads(line) for line in (runs / r["dir"] / "metrics.jsonl").read_text().splitlines()]
+        label = f"{r['key']}, seed {r['seed']}"
+        a.plot(*smoothed(data, "ce", 100), label=label)
+        ev = [x for x in data if "test_fully_correct" in x]
+        b.plot([x["step"] for x in ev], [100 * x["test_fully_correct"] for x in ev], marker=".", label=label)
+    a.set(xlabel="step", ylabel="cross-entropy, mean of 100 batches", title="training loss (short preset)")
+    b.set(xlabel="step", ylabel="% fully correct", title="first 1,000 test examples, greedy")
+    finish(fig, out, a, b, fontsize=8)
+
+
+def short_tables(rows: list[dict], ham: dict | None, gap_rows: list[dict]) -> list[str]:
+    md = ["| model | seed | fully correct % | on seen numbers % | seen 0 / 1 / 2 / >=3 times: fully correct % | "
+          "digit runs % | memory alone: runs % | function coverage % | steps | train time | legs | machine, commit |",
+          "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    if ham:
+        md.append(f"| {NAMES['hamming']} | — | {pct(ham['fully_correct'])} | — | — | — | — | — | 0 | 0 min | — | "
+                  f"{where(ham['machine'])} |")
+    for r in rows:
+        split = " / ".join(pct(r["by_times_seen"][s]["fully_correct"]) for s in SEEN)
+        md.append(f"| {NAMES[r['key']]} | {r['seed']} | {pct(r['fully_correct'])} | {pct(r['fully_correct_seen'])} | "
+                  f"{split} | {pct(r['run_correct'])} | {pct(r.get('memory_run_correct'))} | "
+                  f"{pct(r.get('function_coverage'))} | {r['train_steps']:,} | {r['train_seconds'] / 60:.0f} min | "
+                  f"{r['legs']} | {where(r['machine'])} |")
+    if rows:
+        r0 = rows[0]
+        counts = " / ".join(f"{r0['by_times_seen'][s]['examples']:,}" for s in SEEN)
+        md += ["", f"Test examples whose number was seen 0 / 1 / 2 / >=3 times in training: {counts} "
+               f"({100 * r0['test_numbers_seen_in_training']:.1f}% seen at least once)."]
+    if gap_rows:
+        md += ["", "| memory row − its twin, fully correct on seen numbers | seed | points | bar | met |",
+               "|---|---:|---:|---:|---|"]
+        md += [f"| {g['row']} − {g['twin']} | {g['seed']} | {g['points']:+.2f} | "
+               f"{'>= ' + format(g['bar'], '.0f') if g['bar'] else '> 0'} | {'yes' if g['met'] else 'no'} |"
+               for g in gap_rows]
     return md
 
 
-def curves(runs: Path, out: Path) -> None:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for row, d in DIRS.items():
-        path = runs / d / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        data = [json.loads(line) for line in path.read_text().splitlines()]
-        a.plot(*smoothed(data, "ce", 100), label=row)
-        ev = [r for r in data if "test_fully_correct" in r]
-        b.plot([r["step"] for r in ev], [100 * r["test_fully_correct"] for r in ev], marker="o", label=row)
-    a.set(xlabel="step", ylabel="cross-entropy, mean of 100 batches", title="training loss")
-    b.set(xlabel="step", ylabel="% fully correct", title="test subset (500 examples), greedy")
-    finish(fig, out, a, b)
+def probe_table(rows: list[dict]) -> list[str]:
+    def p(xs):
+        return " ".join(f"{100 * x:.0f}" for x in xs)
+
+    md = ["| queries of | step | spread (mean cosine) | recall %, other context, digits 0-6 | "
+          "recall %, other context and start, digits 0-6 |", "|---|---:|---:|---|---|"]
+    md += [f"| {r['run']} | {r['steps']:,} | {np.mean(r['spread']):.3f} | {p(r['recall_other_context'])} | "
+           f"{p(r['recall_other_start'])} |" for r in rows]
+    return md
+
+
+def full_table(full: dict) -> list[str]:
+    md = ["| model | ours % | paper % | steps | train time | machine, commit |", "|---|---:|---:|---:|---:|---|"]
+    for r in full["rows"]:
+        md.append(f"| {NAMES[r['row']]} | {pct(r['fully_correct'])} | {PAPER[r['row']]} | {r['train_steps']:,} | "
+                  f"{r['train_seconds'] / 60:.0f} min | {where(r['machine'])} |")
+    return md
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("runs/synthetic"))
-    p.add_argument("--admin", type=Path, help="raremem-admin stats output of the trained memory to include")
     p.add_argument("--notes", type=Path, help="markdown about the runs' conditions, included as written")
     a = p.parse_args(argv)
-    rows, variants = load_rows(a.runs), load_variants(a.runs)
-    probes = probe_rows(a.runs, rows, variants)
     results = results_dir()
-    results.mkdir(parents=True, exist_ok=True)
-    (results / "synthetic.json").write_text(json.dumps({"rows": rows, "paper": PAPER, "variants": variants,
-                                                        "probe": probes}, indent=2))
-    curves(a.runs, results / "synthetic_curves.png")
+    rows = short_runs(a.runs)
+    ham_path = a.runs / "hamming-short.json"
+    ham = json.loads(ham_path.read_text()) if ham_path.is_file() else None
+    gap_rows, probe_rows = gaps(rows), probes(a.runs, rows)
+    full_path = results / "synthetic_full.json"
+    full = json.loads(full_path.read_text()) if full_path.is_file() else None
+    (results / "synthetic.json").write_text(json.dumps({"short": rows, "hamming_short": ham, "gaps": gap_rows,
+                                                        "probe": probe_rows, "paper": PAPER}, indent=2))
+    if rows:
+        curves(a.runs, rows, results / "synthetic_curves.png")
     md = ["# Synthetic rare-function task (paper Table 2)", "",
-          "Fully correct output sequences on the 10,000 test examples (greedy decoding), beside the paper. "
-          "Task, models and interpretations: `models/neural_gpu/`. Curves: `synthetic_curves.png`.", "",
-          "| model | ours % | paper % | steps | train time | machine, commit |", "|---|---:|---:|---:|---:|---|"]
-    for r in rows:
-        md.append(f"| {NAMES[r['row']]} | {100 * r['fully_correct']:.2f} | {PAPER[r['row']]} | {r['train_steps']:,} | "
-                  f"{r['train_seconds'] / 60:.0f} min | {where(r['machine'])} |")
-    md += ["", "| model | digit runs correct % | memory alone: runs right % | function coverage % | "
-           "memory filled | lost writes |", "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        if r["row"] == "hamming":
-            continue
-        mem = r.get("memory", {})
-        md.append(f"| {NAMES[r['row']]} | {100 * r['run_correct']:.2f} | "
-                  + (f"{100 * r['memory_run_correct']:.2f} | {100 * r['function_coverage']:.2f} | "
-                     f"{mem.get('filled', 0):,} | {mem.get('unread_evictions', 0):,} |"
-                     if "function_coverage" in r else "— | — | — | — |"))
-    if variants:
-        md += ["", "Runs beside the table (same harness, one thing changed):", "",
-               "| run | fully correct % | memory alone: runs right % | function coverage % | steps | train time | "
-               "machine, commit |", "|---|---:|---:|---:|---:|---:|---|"]
-        md += [f"| {v['variant']} | {100 * v['fully_correct']:.2f} | {100 * v['memory_run_correct']:.2f} | "
-               f"{100 * v['function_coverage']:.2f} | {v['train_steps']:,} | {v['train_seconds'] / 60:.0f} min | "
-               f"{where(v['machine'])} |" for v in variants]
-    md += ["", "Do the memory queries name the number? (`python -m raremem.models.neural_gpu.probe`: 1,000 numbers of S, "
-           "each in two A/B contexts; recall = the query's nearest neighbour among the other context's queries "
-           "at the same digit is its own number's; chance 0.1%):", ""] + probe_table(probes)
+          "## The `short` preset (lengths 7-16), at most 2 hours of CPU a row", "",
+          "The task of Table 2 with inputs of 7-16 symbols instead of 7-40 (the same S, the same f, 40K training "
+          "and 10K distinct test examples; models/neural_gpu/task.py), about 4x cheaper. Greedy decoding of all "
+          "10,000 test examples; \"seen\" = the test example's number occurs in some training example (the rare "
+          "events the memory must remember). Curves: `synthetic_curves.png`.", ""]
+    md += short_tables(rows, ham, gap_rows) if rows or ham else ["(no finished short-preset run yet)"]
+    if probe_rows:
+        md += ["", "Do the memory queries name the number? The probe (`python -m raremem.models.neural_gpu.probe`: "
+               "1,000 numbers of S, each in two A/B contexts; recall = the query's nearest neighbour among the other "
+               "context's queries at the same digit is its own number's; chance 0.1%) at kept checkpoints:", ""]
+        md += probe_table(probe_rows)
     if a.notes and a.notes.is_file():
         md += ["", a.notes.read_text().rstrip()]
-    md += ["", "Commands:", ""] + [f"- {r['row']}: `{r['command']}`" for r in rows]
-    md += [f"- {v['variant']}: `{v['command']}`" for v in variants]
-    if a.admin and a.admin.is_file():
-        md += ["", "`raremem-admin stats` on the trained Neural GPU memory:", "", "```", a.admin.read_text().rstrip(), "```"]
+    md += ["", "Commands:", ""] + [f"- {r['key']}, seed {r['seed']}: `{r['command']}`" for r in rows]
+    if ham:
+        md.append(f"- hamming: `{ham['command']}`")
+    if full:
+        md += ["", "## The full task (lengths 7-40): earlier runs, 1-3 epochs each", "",
+               "Measured before the authors' recipe and the short preset (recorded in `synthetic_full.json`, curves "
+               "`synthetic_full_curves.png`); each row got 30-40 minutes of CPU, against training of order 10^5 steps "
+               "in the paper.", ""] + full_table(full)
     md.append("")
     (results / "synthetic.md").write_text("\n".join(md))
     print("\n".join(md))
