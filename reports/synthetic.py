@@ -7,7 +7,7 @@ beside the paper.
     python -m reports.synthetic --runs runs/synthetic [--notes runs/synthetic/notes.md]
 
 A short-preset run lives in ``<runs>/short-<row>-s<seed>`` (rows: ngpu-mem, ngpu, seq2seq-mem,
-seq2seq, ngpu-mem-fixed); the Hamming row in ``<runs>/hamming-short.json``. Each row carries
+seq2seq, ngpu-mem-fixed, ngpu-mem-nowg); the Hamming row in ``<runs>/hamming-short.json``. Each row carries
 its compute (steps, wall time, legs, machine) and command from the run's own record.
 """
 
@@ -31,10 +31,13 @@ PAPER = {"hamming": 0.1, "seq2seq": 0.9, "ngpu": 12.2, "seq2seq + memory": 35.2,
 NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention (2x256 LSTM)",
          "ngpu": "Extended Neural GPU (32 channels)", "seq2seq + memory": "seq2seq + attention + memory",
          "ngpu + memory": "Extended Neural GPU + memory",
-         "ngpu + memory, fixed queries": "control: Neural GPU + memory, fixed (number, digit) queries"}
+         "ngpu + memory, fixed queries": "control: Neural GPU + memory, fixed (number, digit) queries",
+         "ngpu + memory, w_1 without decoder gradient": "Neural GPU + memory, w_1 without decoder gradient"}
 SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
-         "ngpu-mem-fixed": "ngpu + memory, fixed queries"}
-TWINS = (("ngpu + memory", "ngpu", 10.0), ("seq2seq + memory", "seq2seq", 0.0))   # (row, twin, bar in points)
+         "ngpu-mem-fixed": "ngpu + memory, fixed queries",
+         "ngpu-mem-nowg": "ngpu + memory, w_1 without decoder gradient"}
+TWINS = (("ngpu + memory", "ngpu", 10.0), ("ngpu + memory, w_1 without decoder gradient", "ngpu", 10.0),
+         ("seq2seq + memory", "seq2seq", 0.0))   # (row, twin, bar in points)
 SEEN = ("0", "1", "2", ">=3")
 
 

@@ -44,6 +44,12 @@ class ModelConfig:
     # inside the run and per symbol outside it, not the model's state; everything else as is.
     # It shows how far the memory-and-tape path gets when the queries are right.
     fixed_queries: bool = False
+    # Whether the decoder's loss reaches the queries through the softmax weight w_1 of the
+    # memory's suggestion on the tape. With it, a decoder that finds the suggestions mostly
+    # wrong early on can silence them by making every similarity equal, and the probe saw the
+    # queries collapse that way (mean cosine 0.9998 at step 2,000); without it, only the memory
+    # loss shapes the queries and w_1 is a constant gate for the decoder.
+    weight_grad: bool = True
 
     @property
     def key_dim(self) -> int:
@@ -152,7 +158,7 @@ class ExtendedNeuralGPU(nn.Module):
                          else s[rows, :, 0, it + 1])
                 out = self.memory(query, label, update=update and label is not None,
                                   sources=None if sources is None else sources[rows],
-                                  weight_grad=torch.is_grad_enabled())
+                                  weight_grad=self.cfg.weight_grad and torch.is_grad_enabled())
                 found = out.result >= 0
                 suggestion = self.embed_out(out.result.clamp(min=0)) * (out.weight * found)[:, None]   # (R, C)
                 if targets is not None and gold_weight > 0:

@@ -120,3 +120,22 @@ def test_fixed_query_control_remembers_every_run_it_wrote():
         model(inputs, targets)
     with pytest.raises(ValueError, match="fixed-queries"):
         TrainConfig(fixed_queries=True, memory_layer=False).validate()
+
+
+@pytest.mark.parametrize("weight_grad", [True, False])
+def test_decoder_loss_reaches_the_queries_only_through_w1_when_asked(weight_grad):
+    """The decoder's cross-entropy reaches the query projection through w_1 of the suggestion
+    on the tape; with weight_grad off it does not (the memory loss still does)."""
+    torch.manual_seed(0)
+    train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
+    model = ExtendedNeuralGPU(ModelConfig(channels=8, dropout=0.0, weight_grad=weight_grad),
+                              make_backend("local", "m", 8, 4096, choose_k=8))
+    inputs, targets = torch.from_numpy(train.inputs[:32, :12]), torch.from_numpy(train.targets[:32, :12])
+    for _ in range(3):   # fill the memory, so suggestions exist
+        model(inputs, targets, update=True)
+    out = model(inputs, targets, update=False)
+    ce = torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1),
+                                           ignore_index=PAD)
+    ce.backward()
+    grad = model.memory.query_proj.weight.grad
+    assert (grad is not None and grad.abs().sum() > 0) == weight_grad
