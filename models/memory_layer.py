@@ -9,6 +9,8 @@ are constants for autograd: only the query carries gradient (DESIGN §1 step 3).
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,6 +87,7 @@ class MemoryLayer(nn.Module):
         # DESIGN §3: d x d query projection, no bias, N(0, 0.01) (the paper's code: truncated normal)
         self.query_proj = nn.Linear(key_dim, key_dim, bias=False)
         nn.init.trunc_normal_(self.query_proj.weight, std=0.01, a=-0.02, b=0.02)
+        self.seconds = 0.0   # wall time spent in the backend's lookups (trainers log its share of a step)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) activations in any float dtype -> (B, d) unit float32 queries (DESIGN §5: the
@@ -101,11 +104,13 @@ class MemoryLayer(nn.Module):
         q = self.query(x)                                                   # (B, d) unit rows
         np_labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
         update = update and labels is not None
+        t0 = time.perf_counter()
         res = self.backend.lookup(
             np.ascontiguousarray(q.detach().cpu().numpy()), np_labels,
             update=update, use_recent=use_recent and labels is not None,
             sources=sources.cpu().numpy().astype(np.int64) if (update or leave_one_out) and sources is not None
             else None, weight_terms=weight_grad, leave_one_out=leave_one_out)
+        self.seconds += time.perf_counter() - t0
 
         def t(a):
             return torch.tensor(a, device=q.device)  # a copy: wire arrays are read-only

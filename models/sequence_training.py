@@ -3,6 +3,7 @@ flags, batches of similar length, and one training step of cross-entropy plus me
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -46,6 +47,8 @@ def sequence_step(model, net, opt, cfg: SequenceFlags, inputs: torch.Tensor, tar
     targets + ``memory_loss_weight`` x memory loss, clipped Adam step. ``net`` is the model as
     replicated (DDP), ``model`` itself otherwise. Returns (metrics row, the forward's output)."""
     model.train()
+    memory = getattr(model, "memory", None)
+    t0, m0 = time.perf_counter(), memory.seconds if memory is not None else 0.0
     with torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext():
         out = net(inputs, targets, update=True, **forward)
     logits = out.logits.float()                                          # (B, T, V)
@@ -56,4 +59,7 @@ def sequence_step(model, net, opt, cfg: SequenceFlags, inputs: torch.Tensor, tar
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
     opt.step()
-    return {"loss": loss.item(), "ce": ce.item(), "memory_loss": out.memory_loss.item()}, out
+    row = {"loss": loss.item(), "ce": ce.item(), "memory_loss": out.memory_loss.item()}
+    if memory is not None:   # the share of this step spent waiting on the memory
+        row["memory_share"] = (memory.seconds - m0) / (time.perf_counter() - t0)
+    return row, out
