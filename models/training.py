@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -180,6 +181,36 @@ class Run:
                         time.perf_counter() - self._start, self.replica)
         if self.replica.main and self.cfg.keep_every and self.step % self.cfg.keep_every == 0:
             shutil.copyfile(out / "checkpoint.pt", out / f"checkpoint-{self.step}.pt")  # e.g. for the probe
+
+    BEST = "best.pt"
+
+    def keep_best(self, score: float, backend=None) -> bool:
+        """After a validation (main replica): when ``score`` (higher is better) beats every
+        earlier one of the run, the current weights become ``best.pt`` and ``best.json`` says
+        the step and score; with ``backend`` (a RemoteBackend) its memory is snapshotted on its
+        server as ``best/<memory>.npz``, so the best weights are evaluated with the memory they
+        had. Returns whether this was the best so far (resumes know the earlier best)."""
+        out = self.files.out
+        record = out / "best.json"
+        best = json.loads(record.read_text())["score"] if record.is_file() else -float("inf")
+        if not score > best:
+            return False
+        # checkpoint.pt's form (load_run reads either); the step being trained counts as done
+        _atomic_save({"model": self.model.state_dict(), "config": dataclasses.asdict(self.cfg), "step": self.step + 1,
+                      "wall_seconds": time.perf_counter() - self._start, "replicas": self.replica.world,
+                      "mode": self.replica.mode}, out / self.BEST)
+        kept = {"step": self.step + 1, "score": score, "memory": None}
+        if backend is not None and hasattr(backend, "client"):
+            from raremem.server.persistence import default_file  # noqa: PLC0415
+
+            path = f"best/{default_file(backend.name)}"
+            try:
+                backend.client.snapshot(backend.name, path)
+                kept["memory"] = path
+            except grpc.RpcError as exc:   # e.g. a server without a data dir: the weights are still kept
+                self.say(f"best weights kept; their memory not ({exc.code().name}: {exc.details()})")
+        record.write_text(json.dumps(kept))
+        return True
 
     def finish(self) -> dict:
         self.bar.close()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from raremem.client import MemoryClient
 from raremem.models import runinfo
-from raremem.models.training import memory_server, parameters_digest
+from raremem.models.training import Run, memory_server, parameters_digest
 from raremem.models.translation import data
 from raremem.models.translation.evaluate import bleu, context_pass, rare_recall, translate, word_counts
 from raremem.models.translation.subwords import Subwords
@@ -36,10 +36,11 @@ from raremem.server.persistence import default_file
 COPY = "translation/eval-copy"
 
 
-def load_run(run: Path, address: str | None, memory_name: str = ""):
+def load_run(run: Path, address: str | None, memory_name: str = "", weights: str = "checkpoint.pt"):
     """(model with the trained weights, subwords, training summary); with memory, the model's
-    backend is the memory ``memory_name`` on ``address``."""
-    ckpt = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    backend is the memory ``memory_name`` on ``address``. ``weights``: the last checkpoint, or
+    ``best.pt`` (the best validation's, see Run.keep_best)."""
+    ckpt = torch.load(run / weights, map_location="cpu", weights_only=False)
     cfg = TrainConfig(**ckpt["config"])   # the run's own config: its subwords, sizes and memory
     backend_cfg = dataclasses.replace(cfg, memory_name=memory_name or cfg.memory_name)
     sw = Subwords(Path(cfg.spm))
@@ -62,12 +63,17 @@ def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
 
 
 def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: int, passes: int,
-                   models: tuple[str, ...] = ("baseline", "memory"), earlier: dict | None = None) -> dict:
+                   models: tuple[str, ...] = ("baseline", "memory"), earlier: dict | None = None,
+                   best: bool = False) -> dict:
     """Decode ``split`` with the rows of ``models``; rows of ``earlier`` (the same split, lines and
     width, decoded before) are kept, so the baseline can be decoded while the memory model trains."""
     test = data.load(split, Path(TrainConfig().data_dir))
     src, ref = test.source[:limit or None], test.target[:limit or None]
     odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
+
+    def weights(run: Path) -> str:
+        return Run.BEST if best and (run / Run.BEST).is_file() else "checkpoint.pt"
+
     counts = training_counts()
     same = earlier and (earlier["lines"], earlier["beam_width"], earlier["context_passes"]) == (len(src), width, passes)
     rows, hyps = (dict(earlier["rows"]), dict(earlier["hypotheses"])) if same else ({}, {})
@@ -83,15 +89,17 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
 
     if "baseline" in models:
         t0 = time.perf_counter()
-        b_model, sw, b_summary = load_run(baseline, None)
+        b_model, sw, b_summary = load_run(baseline, None, weights=weights(baseline))
         record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
     if "memory" in models:
         trained = default_file(json.loads((memory / "run.json").read_text())["config"]["memory_name"])
+        if best:   # the memory as it was at the best validation, beside those weights
+            trained = json.loads((memory / "best.json").read_text())["memory"] or trained
         with tempfile.TemporaryDirectory() as tmp:     # the server writes here, never into the run
             shutil.copytree(memory / "memory", Path(tmp) / "memory")
             with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
                 client.restore(COPY, trained)
-                model, sw, summary = load_run(memory, address, COPY)
+                model, sw, summary = load_run(memory, address, COPY, weights=weights(memory))
                 digest = parameters_digest(model)
 
                 def fresh(context: list[int]) -> dict:
@@ -130,12 +138,15 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", choices=("baseline", "memory"), default=["baseline", "memory"],
                    help="decode these rows (the others are kept from an earlier eval file of the same split)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--best", action="store_true", help="decode with each run's best-validation weights (best.pt) "
+                                                       "and, for the memory run, the memory kept with them")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    path = a.memory.parent / f"eval-{a.split}.json"
+    path = a.memory.parent / f"eval-{a.split}{'-best' if a.best else ''}.json"
     earlier = json.loads(path.read_text()) if path.is_file() else None
-    result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier)
+    result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier,
+                            best=a.best)
     path.write_text(json.dumps(result, indent=1))
     return 0
 

@@ -128,7 +128,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
             row["memory_accuracy"] = float((out.memory_values[real] == tgt[real]).float().mean())
         if run.replica.main and cfg.val_every and (i + 1) % cfg.val_every == 0:
             row["val_bleu"] = bleu(translate(model, sw, val_src, width=1), val_ref)["bleu"]
-            run.say(f"step {i + 1:6d}  {run.minutes:6.1f} min  val BLEU {row['val_bleu']:.2f}")
+            best = run.keep_best(row["val_bleu"], model.memory.backend if model.memory is not None else None)
+            run.say(f"step {i + 1:6d}  {run.minutes:6.1f} min  val BLEU {row['val_bleu']:.2f}" + ("  (best)" if best else ""))
         run.log(row)
     return run.finish()
 
