@@ -100,6 +100,14 @@ class AttentionSeq2Seq(nn.Module):
         logits = self.out(att) + self.out_mem(mem.reshape(B, T, U))             # (B, T, V)
         return logits, out.loss.mean(), values.reshape(B, T)
 
+    def states(self, src: torch.Tensor, tgt: torch.Tensor, ctx: dict | None = None) -> torch.Tensor:
+        """Teacher-forced attention vectors (B, T, U) for src (B, S), tgt (B, T): at position t
+        the decoder has read GO, tgt[:, :t]. What queries the memory, and a kNN-MT datastore's key."""
+        ctx = ctx or self.start(src)
+        go = torch.full((len(src), 1), self.go, dtype=torch.long, device=src.device)
+        dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), ctx["state"])
+        return self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+
     def start(self, src: torch.Tensor) -> dict:
         """Encode src (B, S) once for step-by-step decoding: what ``step`` reads."""
         enc, state = self.encode(src)
@@ -126,8 +134,7 @@ class AttentionSeq2Seq(nn.Module):
         ctx = self.start(src)
         go = torch.full((B, 1), self.go, dtype=torch.long, device=src.device)
         if tgt is not None:
-            dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), ctx["state"])
-            att = self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+            att = self.states(src, tgt, ctx)
             if self.memory is None:
                 return DecoderOutput(self.out(att), att.new_zeros(()), None)
             logits, loss, values = self._with_memory(att, tgt, update, tgt != self.cfg.pad, sources, leave_one_out)

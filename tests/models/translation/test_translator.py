@@ -192,3 +192,18 @@ def test_hogwild_replicas_share_one_life_long_memory(trained_runs, server):
     assert len(rows) == 6
     with MemoryClient(server[0]) as c:
         assert c.stats("translation/gnmt").lookups == sum(r["tokens"] for r in rows)   # every target token, both
+
+
+@needs_data
+def test_knn_mt_rows_from_a_trained_baseline(trained_runs, tmp_path):
+    """The kNN-MT experiment end to end on the short baseline: datastore, tuning, test with intervals."""
+    from raremem.models.translation.knn import run_experiment
+
+    tmp, _, _ = trained_runs
+    r = run_experiment(tmp / "baseline", tmp_path / "knn.json", size=4096, val_lines=8, width=2,
+                       grid=((4,), (0.1,), (0.0, 0.5)), nlist=8, nprobe=8, train_limit=150, test_limit=10)
+    assert r["datastore_entries"] > 150 and len(r["tuning"]) == 3
+    assert r["tuning"][1]["val_bleu"] == r["tuning"][0]["val_bleu"]        # lam 0: the baseline, greedy
+    systems = r["test"]["systems"]
+    assert set(systems) == {"GNMT", "GNMT + kNN-MT"} and "diff_ci95" in systems["GNMT + kNN-MT"]
+    assert json.loads((tmp_path / "knn.json").read_text())["chosen"] in r["tuning"]

@@ -1,0 +1,186 @@
+"""kNN-MT (Khandelwal et al., ICLR 2021) from the same raremem service: a datastore of a trained
+baseline's decoder states and decoding that mixes its nearest neighbours into the model.
+
+- ``build_datastore``: the baseline reads (source, target) pairs under teacher forcing; each
+  target position's attention vector (what the memory model queries with) becomes a key, the
+  target token its value, the pair's line its source. The keys go into an append-only memory
+  (every write a fresh slot, keys as given, nothing evicted while slots are empty).
+- ``KNNDecoder``: each decoder step looks the attention vectors up (k neighbours) and decodes
+  with ``p = (1 - lam) p_model + lam p_kNN``, ``p_kNN(v) ∝ sum over neighbours with value v of
+  exp(s / temperature)``, s the cosine similarity (keys and queries are unit vectors on the
+  server, so this is the paper's exp(-d² / T) with d² = 2 - 2s). It offers ``start`` and
+  ``step`` like the model, so beam search and greedy decoding use it unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raremem.models.seq2seq import DecoderOutput
+from raremem.models.translation.evaluate import _batches, pad_batch
+from raremem.models.translation.subwords import EOS, PAD, Subwords
+
+
+@torch.no_grad()
+def build_datastore(model, subwords: Subwords, sources: list[str], targets: list[str], client, name: str,
+                    lines: list[int] | None = None, batch: int = 64, max_tokens: int = 200) -> int:
+    """Write the baseline's states over (source, target) pairs into the append-only memory
+    ``name`` (created by the caller, at least as large as the target tokens); returns the number
+    of entries written. ``lines``: each pair's source id (default its index)."""
+    model.eval()
+    src = [s[:max_tokens] + [EOS] for s in subwords.encode(sources)]
+    tgt = [t[:max_tokens] + [EOS] for t in subwords.encode(targets)]
+    lines = list(range(len(src))) if lines is None else lines
+    written = 0
+    for idx in _batches([len(t) for t in tgt], batch):
+        s, t = pad_batch([src[i] for i in idx]), pad_batch([tgt[i] for i in idx])
+        att = model.states(s, t)                                          # (B, T, U)
+        real = t != PAD
+        keys = att[real].float().numpy()                                  # (n, U)
+        line = torch.tensor([lines[i] for i in idx])[:, None].expand_as(t)[real].numpy()
+        for a in range(0, len(keys), 8192):                               # within the server's batch limit
+            client.write(name, np.ascontiguousarray(keys[a:a + 8192]), t[real].numpy()[a:a + 8192],
+                         sources=np.ascontiguousarray(line[a:a + 8192]))
+        written += len(keys)
+    return written
+
+
+class KNNDecoder:
+    """A trained baseline whose every decoder step is mixed with its kNN datastore."""
+
+    def __init__(self, model, client, name: str, k: int = 16, temperature: float = 0.1, lam: float = 0.25,
+                 nprobe: int = 0):
+        if model.memory is not None:
+            raise ValueError("kNN-MT decodes a baseline (a model without the memory layer)")
+        self.model, self.client, self.name = model, client, name
+        self.k, self.temperature, self.lam, self.nprobe = k, temperature, lam, nprobe
+        self.cfg, self.go = model.cfg, model.go
+
+    def eval(self) -> "KNNDecoder":
+        self.model.eval()
+        return self
+
+    def start(self, src: torch.Tensor) -> dict:
+        return self.model.start(src)
+
+    def knn_probs(self, att: torch.Tensor) -> torch.Tensor:
+        """att (N, U) -> p_kNN (N, V) from the datastore's k nearest neighbours."""
+        r = self.client.lookup(self.name, np.ascontiguousarray(att.float().numpy()), k=self.k, nprobe=self.nprobe,
+                               neighbors=True)
+        nb = r.neighbors
+        sims = torch.from_numpy(nb.similarities.copy())                   # (N, k), -inf where none
+        values = torch.from_numpy(nb.values.copy()).clamp(min=0)          # (N, k)
+        w = torch.softmax(sims / self.temperature, -1)                    # rows with no neighbour: nan
+        w = torch.nan_to_num(w, nan=0.0)
+        return torch.zeros(len(att), self.cfg.tgt_vocab).scatter_add_(1, values, w)
+
+    def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """As ``AttentionSeq2Seq.step``; the logits returned are log p of the mixture (N, 1, V)."""
+        m = self.model
+        dec, ctx["state"] = m.decoder(m.embed_out(prev), ctx["state"])
+        att = m._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])           # (N, 1, U)
+        p_model = m.out(att)[:, 0].float().softmax(-1)                      # (N, V)
+        if self.lam == 0:
+            return p_model.log()[:, None], None
+        p = (1 - self.lam) * p_model + self.lam * self.knn_probs(att[:, 0])
+        return p.clamp_min(1e-30).log()[:, None], None
+
+    @torch.no_grad()
+    def __call__(self, src: torch.Tensor, max_len: int | None = None) -> DecoderOutput:
+        """Greedy decoding (what ``translate`` does with width 1)."""
+        B, S = src.shape
+        ctx = self.start(src)
+        prev = torch.full((B, 1), self.go, dtype=torch.long)
+        done = torch.zeros(B, dtype=torch.bool)
+        logits = []
+        for _ in range(max_len or S):
+            step, _ = self.step(prev, ctx, ~done)
+            logits.append(step)
+            prev = step.argmax(-1)
+            done |= prev[:, 0] == self.cfg.eos
+            if done.all():
+                break
+        return DecoderOutput(torch.cat(logits, 1), logits[0].new_zeros(()), None)
+
+
+def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, test_split: str = "test_2016_flickr",
+                   width: int = 4, grid=((8, 32), (0.05, 0.1), (0.1, 0.25, 0.5)), nlist: int = 0, nprobe: int = 32,
+                   train_limit: int = 0, test_limit: int = 0) -> dict:
+    """The kNN-MT rows: a datastore of ``baseline``'s states over the training targets in an
+    append-only IVF memory of a spawned server, (k, temperature, lam) picked by greedy BLEU on
+    the first ``val_lines`` of val, then beam decoding of the test split beside the baseline with
+    paired-bootstrap intervals. Writes ``out`` (JSON) and returns it."""
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from raremem.client import MemoryClient  # noqa: PLC0415
+    from raremem.models import runinfo  # noqa: PLC0415
+    from raremem.models.training import memory_server  # noqa: PLC0415
+    from raremem.models.translation import data  # noqa: PLC0415
+    from raremem.models.translation.evaluate import bleu, translate  # noqa: PLC0415
+    from raremem.models.translation.protocol import load_run  # noqa: PLC0415
+    from raremem.models.translation.significance import paired_bootstrap  # noqa: PLC0415
+
+    model, sw, summary = load_run(Path(baseline), None)
+    train = data.load("train")
+    src, tgt = train.source[:train_limit or None], train.target[:train_limit or None]
+    val = data.load("val")
+    vs, vr = val.source[:val_lines], val.target[:val_lines]
+    test = data.load(test_split)
+    ts, tr = test.source[:test_limit or None], test.target[:test_limit or None]
+    result = {"baseline_run": str(baseline), "baseline_steps": summary["steps"], "size": size, "nprobe": nprobe,
+              "machine": runinfo.machine(), "command": runinfo.command(), "test_split": test_split, "width": width}
+    with memory_server("spawn") as address, MemoryClient(address, timeout=600) as c:
+        c.create_memory("knn/train", model.cfg.units, size, index="ivf", ivf_nlist=nlist, ivf_nprobe=nprobe,
+                        append_only=True, choose_k=max(grid[0]))
+        t0 = time.perf_counter()
+        result["datastore_entries"] = build_datastore(model, sw, src, tgt, c, "knn/train")
+        result["datastore_seconds"] = round(time.perf_counter() - t0, 1)
+        t0 = time.perf_counter()
+        tuning = [{"k": 0, "temperature": 0.0, "lam": 0.0, "val_bleu": bleu(translate(model, sw, vs, 1), vr)["bleu"]}]
+        for k in grid[0]:
+            for temperature in grid[1]:
+                for lam in grid[2]:
+                    dec = KNNDecoder(model, c, "knn/train", k=k, temperature=temperature, lam=lam, nprobe=nprobe)
+                    tuning.append({"k": k, "temperature": temperature, "lam": lam,
+                                   "val_bleu": bleu(translate(dec, sw, vs, 1), vr)["bleu"]})
+                    print(json.dumps(tuning[-1]), flush=True)
+        result["tuning"], result["tuning_seconds"] = tuning, round(time.perf_counter() - t0, 1)
+        best = max(tuning[1:], key=lambda r: r["val_bleu"])
+        result["chosen"] = best
+        t0 = time.perf_counter()
+        hyps = {"GNMT": translate(model, sw, ts, width)}
+        knn = KNNDecoder(model, c, "knn/train", k=best["k"], temperature=best["temperature"], lam=best["lam"],
+                         nprobe=nprobe)
+        hyps["GNMT + kNN-MT"] = translate(knn, sw, ts, width)
+        result["decode_seconds"] = round(time.perf_counter() - t0, 1)
+        result["test"] = paired_bootstrap(tr, hyps, "GNMT")
+        result["hypotheses"] = hyps
+    Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv=None) -> int:
+    import argparse  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description="kNN-MT rows: datastore, tuning on val, test with intervals")
+    p.add_argument("--baseline", default="runs/translation/baseline")
+    p.add_argument("--out", default="runs/translation/knn-test_2016_flickr.json")
+    p.add_argument("--split", default="test_2016_flickr")
+    p.add_argument("--size", type=int, default=1 << 19, help="datastore slots (>= the training target tokens)")
+    p.add_argument("--val-lines", type=int, default=500)
+    p.add_argument("--width", type=int, default=4)
+    p.add_argument("--nprobe", type=int, default=32)
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    r = run_experiment(a.baseline, a.out, a.size, a.val_lines, a.split, a.width, nprobe=a.nprobe)
+    print({k: v for k, v in r["test"]["systems"].items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""kNN-MT from the service: the datastore holds the baseline's teacher-forced states, lam = 0
+decodes as the baseline, and lam = 1 with k = 1 reproduces a stored target word for word."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raremem.models.translation.beam import beam_search
+from raremem.models.translation.data import DEFAULT_DATA, load
+from raremem.models.translation.evaluate import pad_batch, translate
+from raremem.models.translation.knn import KNNDecoder, build_datastore
+from raremem.models.translation.subwords import EOS
+from tests.models.translation.test_translator import tiny_model
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from raremem.models.translation.subwords import train as train_subwords
+
+    pairs = load("test_2016_flickr")
+    sw = train_subwords(pairs.source + pairs.target, tmp_path_factory.mktemp("sp") / "sp.model", vocab_size=500)
+    return sw, pairs.source[:40], pairs.target[:40]
+
+
+def test_the_datastore_holds_every_target_position(client, corpus):
+    sw, src, tgt = corpus
+    model = tiny_model(vocab=len(sw))
+    n = sum(len(t) + 1 for t in sw.encode(tgt))
+    client.create_memory("knn/store", 8, n + 10, append_only=True, choose_k=4)
+    assert build_datastore(model, sw, src, tgt, client, "knn/store", lines=list(range(100, 140)), batch=16) == n
+    slots = client.read_slots("knn/store", start=0, stop=n + 10)
+    assert (slots["values"][:n] >= 0).all() and (slots["values"][n:] == -1).all()   # append-only: one slot each
+    # line 100's keys are the model's states for it, its values its target tokens
+    ids = sw.encode([tgt[0]])[0] + [EOS]
+    mine = slots["sources"][:n] == 100
+    assert sorted(slots["values"][:n][mine].tolist()) == sorted(ids)
+    with torch.no_grad():
+        att = model.states(pad_batch([sw.encode([src[0]])[0] + [EOS]]), torch.tensor([ids]))[0].numpy()
+    att /= np.linalg.norm(att, axis=1, keepdims=True)
+    stored = slots["keys"][:n][mine]          # (len, 8) unit rows, order of writing
+    sims = stored @ att.T                     # each stored key is its position's state (batch padding
+    assert (sims.max(1) > 0.999).all()        # moves the encoder's backward pass a little)
+    assert [ids[j] for j in sims.argmax(1)] == slots["values"][:n][mine].tolist()
+
+
+def test_lambda_zero_is_the_baseline_and_lambda_one_copies_the_store(client, corpus):
+    sw, src, tgt = corpus
+    model = tiny_model(vocab=len(sw))
+    client.create_memory("knn/copy", 8, 4096, append_only=True, choose_k=4)
+    build_datastore(model, sw, src, tgt, client, "knn/copy", batch=16)
+    s = pad_batch([sw.encode([src[3]])[0] + [EOS]])
+    base = KNNDecoder(model, client, "knn/copy", lam=0.0)
+    assert beam_search(base, s, 3, 20) == beam_search(model, s, 3, 20)
+    assert translate(base, sw, src[:6], width=1) == translate(model, sw, src[:6], width=1)
+    copy = KNNDecoder(model, client, "knn/copy", k=1, lam=1.0)
+    # each step's state is the stored state of the same prefix, so its neighbour names the next word
+    assert translate(copy, sw, src[:8], width=1) == tgt[:8]
+    assert translate(copy, sw, src[:4], width=4) == tgt[:4]
