@@ -29,6 +29,7 @@ from raremem.models.sequence_training import LengthBuckets, SequenceFlags, seque
 from raremem.models.training import Run, initial_weights, memory_backend, parse_config, run_trainer
 from raremem.models.translation import data, subwords
 from raremem.models.translation.evaluate import bleu, pad_batch, translate
+from raremem.models.translation.kshot import held_out_words, lines_with
 
 
 @dataclass
@@ -48,6 +49,10 @@ class TrainConfig(SequenceFlags):
     # Training lookups skip the slots their own sentence wrote (an earlier epoch's copy of the
     # same target): without it the model learns to copy itself instead of to retrieve.
     leave_one_out: bool = True
+    # The k-shot protocol (kshot.py): hold out every training pair whose target holds one of
+    # this many words seen 8-30 times (chosen with hold_out_seed); 0 = train on everything.
+    hold_out: int = 0
+    hold_out_seed: int = 0
     val_every: int = 1000           # steps between validation BLEU (0 = none)
     val_sentences: int = 256        # first lines of val, greedy
 
@@ -84,12 +89,22 @@ def make_model(cfg: TrainConfig, address: str | None, vocab: int) -> AttentionSe
     return AttentionSeq2Seq(mc, backend)
 
 
+def held_out_lines(cfg: TrainConfig, targets: list[str]) -> frozenset[int]:
+    """The training lines the k-shot protocol keeps out of training (none unless --hold-out)."""
+    if not cfg.hold_out:
+        return frozenset()
+    words = held_out_words(targets, cfg.hold_out, cfg.hold_out_seed)
+    return frozenset(i for where in lines_with(targets, words).values() for i in where)
+
+
 class Corpus:
     """Encoded training pairs (each side + EOS) in buckets of similar target length."""
 
-    def __init__(self, sw: subwords.Subwords, pairs: data.Parallel, max_tokens: int, batch: int):
+    def __init__(self, sw: subwords.Subwords, pairs: data.Parallel, max_tokens: int, batch: int,
+                 exclude: frozenset[int] = frozenset()):
         src, tgt = sw.encode(pairs.source), sw.encode(pairs.target)
-        keep = [i for i in range(len(src)) if len(src[i]) < max_tokens and len(tgt[i]) < max_tokens]
+        keep = [i for i in range(len(src)) if len(src[i]) < max_tokens and len(tgt[i]) < max_tokens
+                and i not in exclude]
         self.index = np.array(keep)
         self.src = [src[i] + [subwords.EOS] for i in keep]
         self.tgt = [tgt[i] + [subwords.EOS] for i in keep]
@@ -105,7 +120,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
     run = Run(cfg, replica, cfg.row, show=("loss", "memory_accuracy", "val_bleu"))
     sw = load_subwords(cfg)
-    corpus = Corpus(sw, data.load("train", Path(cfg.data_dir)), cfg.max_tokens, cfg.batch)
+    pairs = data.load("train", Path(cfg.data_dir))
+    corpus = Corpus(sw, pairs, cfg.max_tokens, cfg.batch, held_out_lines(cfg, pairs.target))
     val = data.load("val", Path(cfg.data_dir))
     val_src, val_ref = val.source[:cfg.val_sentences], val.target[:cfg.val_sentences]
 

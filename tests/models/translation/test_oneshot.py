@@ -43,3 +43,45 @@ def test_the_held_out_pool_has_many_repeated_rare_words():
     assert len(pool) == 1014 + 1000 + 1000 + 461 + 1071
     assert len({p.word for p in pairs}) > 50 and all(p.context < p.evaluation for p in pairs)
     assert all(p.word in pool.target[p.context] and p.word in pool.target[p.evaluation] for p in pairs)
+
+
+def test_held_out_words_and_their_episodes():
+    from raremem.models.translation.data import load
+    from raremem.models.translation.evaluate import WORD, word_counts
+    from raremem.models.translation.kshot import episodes, held_out_words, lines_with
+
+    targets = load("train").target
+    words = held_out_words(targets, 200, seed=0)
+    counts = word_counts(targets)
+    assert len(words) == 200 and all(8 <= counts[w] <= 30 and w.isalpha() for w in words)
+    assert held_out_words(targets, 200, seed=0) == words != held_out_words(targets, 200, seed=1)
+    where = lines_with(targets, words)
+    assert all(len(v) >= 1 and all(w in WORD.findall(targets[i]) for i in v) for w, v in where.items())
+    eps = episodes(targets, words, evaluations=2, max_shots=5)
+    assert len(eps) > 100
+    lines = [i for e in eps for i in e["evaluation"] + e["context"]]
+    assert len(lines) == len(set(lines))                                  # a line serves one episode
+    others = {e["word"] for e in eps}
+    for e in eps:
+        assert all(e["word"] in WORD.findall(targets[i]) for i in e["evaluation"] + e["context"])
+        assert not any((set(WORD.findall(targets[i])) & others) - {e["word"]} for i in e["context"])
+
+
+def test_training_with_held_out_words_never_sees_them(tmp_path):
+    from raremem.models.translation import subwords
+    from raremem.models.translation.data import load
+    from raremem.models.translation.evaluate import WORD
+    from raremem.models.translation.train import Corpus, TrainConfig, held_out_lines
+
+    pairs = load("train")
+    cfg = TrainConfig(hold_out=50, hold_out_seed=3)
+    out = held_out_lines(cfg, pairs.target)
+    from raremem.models.translation.kshot import held_out_words
+
+    words = set(held_out_words(pairs.target, 50, 3))
+    assert out and all(words & set(WORD.findall(pairs.target[i])) for i in out)
+    sw = subwords.train(pairs.source[:2000] + pairs.target[:2000], tmp_path / "sp.model", vocab_size=800)
+    small = type(pairs)(pairs.source[:3000], pairs.target[:3000])
+    corpus = Corpus(sw, small, 64, 8, frozenset(i for i in out if i < 3000))
+    assert not any(words & set(WORD.findall(pairs.target[i])) for i in corpus.index)
+    assert held_out_lines(TrainConfig(), pairs.target) == frozenset()

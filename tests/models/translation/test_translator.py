@@ -207,3 +207,20 @@ def test_knn_mt_rows_from_a_trained_baseline(trained_runs, tmp_path):
     systems = r["test"]["systems"]
     assert set(systems) == {"GNMT", "GNMT + kNN-MT"} and "diff_ci95" in systems["GNMT + kNN-MT"]
     assert json.loads((tmp_path / "knn.json").read_text())["chosen"] in r["tuning"]
+
+
+@needs_data
+def test_kshot_curve_of_a_run_trained_without_its_words(trained_runs, tmp_path):
+    """A short memory run with --hold-out, then its k-shot curve from its own spawned memory."""
+    from raremem.models.translation import kshot
+
+    tmp, _, _ = trained_runs
+    out = tmp_path / "kshot"
+    assert main(["--out", str(out), "--spm", str(tmp / "sp.model"), "--vocab", "1000", "--steps", "6",
+                 "--batch", "8", "--units", "16", "--memory-size", "8192", "--choose-k", "16", "--val-every", "0",
+                 "--hold-out", "40", "--threads", "1"]) == 0
+    assert kshot.main(["--run", str(out), "--evaluations", "1"]) == 0
+    r = json.loads((out / "kshot.json").read_text())
+    assert r["words"] == 40 and r["episodes"] > 5 and [int(k) for k in r["curve"]] == list(kshot.SHOTS)
+    assert r["curve"]["0"]["context_lines"] == 0 and r["curve"]["5"]["context_lines"] == 5 * r["episodes"]
+    assert all(c["evaluations"] == r["episodes"] for c in r["curve"].values())

@@ -1,0 +1,133 @@
+"""The Omniglot protocol for translation: held-out words, k-shot.
+
+A fixed set of German words seen 8-30 times in the training targets is chosen (seeded); every
+training pair whose target holds one of them is held out of training (the trainer's
+``--hold-out N``). After training, each word's held-out pairs are its episodes: some are
+context sentences passed through memory updates, the others evaluation sentences whose
+translation should contain the word. The hit rate after 0, 1, 3 and 5 context sentences is
+the k-shot curve. All words share one pass per shot count (one restore of the trained memory,
+every word's first ``shots`` context pairs written, then every evaluation line translated):
+a context line of one word never holds another word's evaluation line, so they do not leak.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from raremem.models.translation.evaluate import WORD, word_counts
+
+SHOTS = (0, 1, 3, 5)
+
+
+def held_out_words(targets: list[str], n: int, seed: int = 0, low: int = 8, high: int = 30) -> list[str]:
+    """``n`` words, each seen ``low``..``high`` times in ``targets``: alphabetic, 4+ letters,
+    lower-case-initial or not (German nouns are capitalised); seeded, sorted."""
+    counts = word_counts(targets)
+    pool = sorted(w for w, c in counts.items() if low <= c <= high and w.isalpha() and len(w) >= 4)
+    if n > len(pool):
+        raise ValueError(f"only {len(pool)} words are seen {low}-{high} times; asked for {n}")
+    return sorted(np.random.default_rng([seed, 0x5407]).choice(pool, size=n, replace=False).tolist())
+
+
+def lines_with(targets: list[str], words: list[str]) -> dict[str, list[int]]:
+    """Each word's lines (indices into ``targets``) that hold it."""
+    wanted = set(words)
+    out: dict[str, list[int]] = {w: [] for w in words}
+    for i, line in enumerate(targets):
+        for w in wanted.intersection(WORD.findall(line)):
+            out[w].append(i)
+    return out
+
+
+def episodes(targets: list[str], words: list[str], evaluations: int = 2, max_shots: int = 5,
+             seed: int = 0) -> list[dict]:
+    """Per word: ``evaluations`` lines to translate and ``max_shots`` context lines, drawn from
+    its held-out lines; a line serves one episode at most, and an episode whose context holds
+    another episode's word is dropped (it would be that word's context too). Words with too
+    few lines are skipped."""
+    rng = np.random.default_rng([seed, 0xE915])
+    used: set[int] = set()
+    out = []
+    for w, where in lines_with(targets, words).items():
+        free = [i for i in rng.permutation(where).tolist() if i not in used]
+        if len(free) < evaluations + max_shots:
+            continue
+        ev, ctx = free[:evaluations], free[evaluations:evaluations + max_shots]
+        used.update(ev + ctx)
+        out.append({"word": w, "evaluation": ev, "context": ctx})
+    # a context line must not hold another episode's word whose evaluation it would give away
+    words_of = {i: set(WORD.findall(targets[i])) for e in out for i in e["context"]}
+    evaluated = {e["word"] for e in out}
+    return [e for e in out if not any((words_of[i] & evaluated) - {e["word"]} for i in e["context"])]
+
+
+def kshot_curve(model, subwords, sources: list[str], targets: list[str], eps: list[dict], fresh,
+                shots=SHOTS, width: int = 1, passes: int = 3) -> dict:
+    """Hit rate of each episode's word in its evaluation lines after ``shots`` context lines.
+    ``fresh()`` restores the trained memory (a copy) before each shot count."""
+    from raremem.models.translation.evaluate import context_pass, translate  # noqa: PLC0415
+
+    rows = {}
+    for k in shots:
+        fresh()
+        ctx = [i for e in eps for i in e["context"][:k]]
+        if ctx:
+            context_pass(model, subwords, [sources[i] for i in ctx], [targets[i] for i in ctx], passes)
+        ev = [(e["word"], i) for e in eps for i in e["evaluation"]]
+        hyps = translate(model, subwords, [sources[i] for _, i in ev], width)
+        hits = [w in WORD.findall(h) for (w, _), h in zip(ev, hyps)]
+        rows[k] = {"evaluations": len(hits), "hits": int(sum(hits)), "hit_rate": float(np.mean(hits)) if hits else 0.0,
+                   "context_lines": len(ctx)}
+    return rows
+
+
+def main(argv=None) -> int:
+    """Score a run trained with --hold-out: its k-shot curve, written beside the run."""
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from raremem.client import MemoryClient  # noqa: PLC0415
+    from raremem.models import runinfo  # noqa: PLC0415
+    from raremem.models.training import memory_server, parameters_digest  # noqa: PLC0415
+    from raremem.models.translation import data  # noqa: PLC0415
+    from raremem.models.translation.protocol import COPY, load_run  # noqa: PLC0415
+    from raremem.server.persistence import default_file  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description="k-shot curve of held-out words for a translation run")
+    p.add_argument("--run", type=Path, default=Path("runs/translation/kshot"))
+    p.add_argument("--evaluations", type=int, default=2, help="evaluation lines per word")
+    p.add_argument("--width", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    config = json.loads((a.run / "run.json").read_text())["config"]
+    if not config.get("hold_out"):
+        p.error(f"{a.run} was trained on every pair (no --hold-out): its words are not new to it")
+    train = data.load("train", Path(config["data_dir"]))
+    words = held_out_words(train.target, config["hold_out"], config["hold_out_seed"])
+    eps = episodes(train.target, words, a.evaluations, max(SHOTS))
+    trained = default_file(config["memory_name"])
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(a.run / "memory", Path(tmp) / "memory")
+        with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
+            model, sw, summary = load_run(a.run, address, COPY)
+            digest = parameters_digest(model)
+            curve = kshot_curve(model, sw, train.source, train.target, eps, lambda: client.restore(COPY, trained),
+                                width=a.width)
+            assert parameters_digest(model) == digest, "a context pass changed the weights"
+    result = {"run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
+              "curve": curve, "train_steps": summary["steps"], "machine": runinfo.machine(),
+              "command": runinfo.command(), "episodes_detail": eps}
+    (a.run / "kshot.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "episodes_detail"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
