@@ -145,7 +145,6 @@ def recall_rows(name: str, keys: np.ndarray, ages: np.ndarray | None, rng, held_
     exact = store_of(mem)
     truth = neighbours(exact, q, k)
     exact_ms = 1e3 * timed(lambda: exact.lookup(LookupSpec(q[:256])), 5)
-    del exact
     rows = []
     root = math.sqrt(len(mem))
     for nlist in sorted({2 ** round(math.log2(f * root)) for f in (0.5, 2, 8)}):

@@ -85,18 +85,13 @@ def main(argv=None) -> int:
     """Score a run trained with --hold-out: its k-shot curve, written beside the run."""
     import argparse  # noqa: PLC0415
     import json  # noqa: PLC0415
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
 
-    from raremem.client import MemoryClient  # noqa: PLC0415
     from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.training import memory_server, parameters_digest  # noqa: PLC0415
     from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.protocol import COPY, load_run  # noqa: PLC0415
-    from raremem.server.persistence import default_file  # noqa: PLC0415
+    from raremem.models.translation.protocol import trained_memory  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="k-shot curve of held-out words for a translation run")
     p.add_argument("--run", type=Path, default=Path("runs/translation/kshot"))
@@ -112,15 +107,8 @@ def main(argv=None) -> int:
     train = data.load("train", Path(config["data_dir"]))
     words = held_out_words(train.target, config["hold_out"], config["hold_out_seed"])
     eps = episodes(train.target, words, a.evaluations, max(SHOTS))
-    trained = default_file(config["memory_name"])
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(a.run / "memory", Path(tmp) / "memory")
-        with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
-            model, sw, summary = load_run(a.run, address, COPY)
-            digest = parameters_digest(model)
-            curve = kshot_curve(model, sw, train.source, train.target, eps, lambda: client.restore(COPY, trained),
-                                width=a.width)
-            assert parameters_digest(model) == digest, "a context pass changed the weights"
+    with trained_memory(a.run) as (model, sw, summary, fresh):
+        curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
     result = {"run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
               "curve": curve, "train_steps": summary["steps"], "machine": runinfo.machine(),
               "command": runinfo.command(), "episodes_detail": eps}

@@ -63,3 +63,79 @@ def mcnemar(without: list[bool], with_context: list[bool]) -> dict:
     p = sum(math.comb(n, i) for i in range(b, n + 1)) / 2 ** n if n else 1.0
     return {"pairs": len(without), "hits_without": sum(without), "hits_with": sum(with_context),
             "gained": b, "lost": c, "p_one_sided": p}
+
+
+def groups(pairs: list[RarePair], targets: list[str], size: int = 64) -> list[list[RarePair]]:
+    """Pairs in groups that can share one memory: within a group no context line holds another
+    pair's word (it would be that pair's context too) and no line is both a context and an
+    evaluation. Greedy, in order."""
+    out: list[list[RarePair]] = []
+    for p in pairs:
+        ctx_words = set(WORD.findall(targets[p.context]))
+        for g in out:
+            if len(g) < size and all(q.word == p.word or (q.word not in ctx_words
+                                                         and p.word not in WORD.findall(targets[q.context])
+                                                         and p.context != q.evaluation and q.context != p.evaluation)
+                                     for q in g):
+                g.append(p)
+                break
+        else:
+            out.append([p])
+    return out
+
+
+def paired_hits(model, subwords, pool: data.Parallel, pairs: list[RarePair], fresh, width: int = 1,
+                passes: int = 3) -> dict:
+    """Each pair's evaluation line translated from the trained memory (``fresh()`` restores a
+    copy) without and with its context line passed through memory updates; McNemar on the
+    paired hits. Context lines of a group go in together (``groups``)."""
+    from raremem.models.translation.evaluate import context_pass, translate  # noqa: PLC0415
+
+    fresh()
+    ev = sorted({p.evaluation for p in pairs})
+    plain = dict(zip(ev, translate(model, subwords, [pool.source[i] for i in ev], width)))
+    without, with_context = [], []
+    for g in groups(pairs, pool.target):
+        fresh()
+        ctx = sorted({p.context for p in g})
+        context_pass(model, subwords, [pool.source[i] for i in ctx], [pool.target[i] for i in ctx], passes)
+        lines = sorted({p.evaluation for p in g})
+        after = dict(zip(lines, translate(model, subwords, [pool.source[i] for i in lines], width)))
+        for p in g:
+            without.append(hit(p.word, plain[p.evaluation]))
+            with_context.append(hit(p.word, after[p.evaluation]))
+    return {**mcnemar(without, with_context), "groups": len(groups(pairs, pool.target))}
+
+
+def main(argv=None) -> int:
+    """The paired-rare-word protocol on a trained memory run; writes oneshot.json beside it."""
+    import argparse  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    from raremem.models import runinfo  # noqa: PLC0415
+    from raremem.models.translation.protocol import trained_memory, training_counts  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(description="paired rare words: hit rates with and without context, McNemar")
+    p.add_argument("--run", type=Path, default=Path("runs/translation/memory"))
+    p.add_argument("--width", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="first pairs only (0 = all)")
+    p.add_argument("--threads", type=int, default=0)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    pool = pooled()
+    pairs = rare_pairs(pool.target, training_counts())[:a.limit or None]
+    with trained_memory(a.run) as (model, sw, summary, fresh):
+        result = paired_hits(model, sw, pool, pairs, fresh, a.width)
+    result |= {"run": str(a.run), "words": len({p.word for p in pairs}), "train_steps": summary["steps"],
+               "machine": runinfo.machine(), "command": runinfo.command()}
+    (a.run / "oneshot.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch  # noqa: I001 - torch before faiss (DESIGN §5)
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
@@ -49,6 +50,23 @@ def load_run(run: Path, address: str | None, memory_name: str = "", weights: str
     model.eval()
     summary = json.loads((run / "replica-0.json").read_text())
     return model, sw, summary
+
+
+@contextlib.contextmanager
+def trained_memory(run: Path, weights: str = "checkpoint.pt", memory_file: str = ""):
+    """A memory run's model over a copy of its trained memory on a server of its own (the run's
+    files are never written): yields (model, subwords, summary, fresh), where ``fresh()`` puts
+    the copy back as trained (``memory_file``, relative to the run's memory dir: default its
+    last snapshot). On leaving, checks that nothing changed the weights."""
+    trained = memory_file or default_file(json.loads((run / "run.json").read_text())["config"]["memory_name"])
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(run / "memory", Path(tmp) / "memory")
+        with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
+            client.restore(COPY, trained)
+            model, sw, summary = load_run(run, address, COPY, weights=weights)
+            digest = parameters_digest(model)
+            yield model, sw, summary, lambda: client.restore(COPY, trained)
+            assert parameters_digest(model) == digest, "a context pass changed the weights"
 
 
 @functools.cache
@@ -92,37 +110,33 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
         b_model, sw, b_summary = load_run(baseline, None, weights=weights(baseline))
         record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
     if "memory" in models:
-        trained = default_file(json.loads((memory / "run.json").read_text())["config"]["memory_name"])
-        if best:   # the memory as it was at the best validation, beside those weights
-            trained = json.loads((memory / "best.json").read_text())["memory"] or trained
-        with tempfile.TemporaryDirectory() as tmp:     # the server writes here, never into the run
-            shutil.copytree(memory / "memory", Path(tmp) / "memory")
-            with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
-                client.restore(COPY, trained)
-                model, sw, summary = load_run(memory, address, COPY, weights=weights(memory))
-                digest = parameters_digest(model)
+        # best: the memory as it was at the best validation, beside those weights
+        kept = json.loads((memory / "best.json").read_text())["memory"] if best else ""
+        with trained_memory(memory, weights(memory), kept or "") as (model, sw, summary, restore):
+            client = model.memory.backend.client
+            digest = parameters_digest(model)
 
-                def fresh(context: list[int]) -> dict:
-                    """Restore the copy, pass ``context`` lines through memory updates; what it did."""
-                    client.restore(COPY, trained)
-                    before = client.stats(COPY).info.filled
-                    writes = context_pass(model, sw, [src[i] for i in context], [ref[i] for i in context],
-                                          passes) if context else 0
-                    assert parameters_digest(model) == digest, "a context pass changed the weights"
-                    return {"context_lines": len(context), "context_writes": writes, "filled_before": before,
-                            "filled_after": client.stats(COPY).info.filled, "parameters_unchanged": True}
+            def fresh(context: list[int]) -> dict:
+                """Restore the copy, pass ``context`` lines through memory updates; what it did."""
+                restore()
+                before = client.stats(COPY).info.filled
+                writes = context_pass(model, sw, [src[i] for i in context], [ref[i] for i in context],
+                                      passes) if context else 0
+                assert parameters_digest(model) == digest, "a context pass changed the weights"
+                return {"context_lines": len(context), "context_writes": writes, "filled_before": before,
+                        "filled_after": client.stats(COPY).info.filled, "parameters_unchanged": True}
 
-                everything = list(range(len(src)))
-                for name, context, decode in (("GNMT + memory", [], everything),
-                                              ("GNMT + memory, even-line context", even, odd),
-                                              ("GNMT + memory, whole-test context", everything, everything)):
-                    t0 = time.perf_counter()
-                    ctx = fresh(context)
-                    hyp = [""] * len(src)
-                    for i, text in zip(decode, translate(model, sw, [src[i] for i in decode], width), strict=True):
-                        hyp[i] = text
-                    record(name, summary, hyp, everything if decode is everything else None,
-                           time.perf_counter() - t0, **ctx)
+            everything = list(range(len(src)))
+            for name, context, decode in (("GNMT + memory", [], everything),
+                                          ("GNMT + memory, even-line context", even, odd),
+                                          ("GNMT + memory, whole-test context", everything, everything)):
+                t0 = time.perf_counter()
+                ctx = fresh(context)
+                hyp = [""] * len(src)
+                for i, text in zip(decode, translate(model, sw, [src[i] for i in decode], width), strict=True):
+                    hyp[i] = text
+                record(name, summary, hyp, everything if decode is everything else None,
+                       time.perf_counter() - t0, **ctx)
     return {"split": split, "lines": len(src), "beam_width": width, "context_passes": passes, "rows": rows,
             "hypotheses": hyps}
 

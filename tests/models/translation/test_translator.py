@@ -224,3 +224,14 @@ def test_kshot_curve_of_a_run_trained_without_its_words(trained_runs, tmp_path):
     assert r["words"] == 40 and r["episodes"] > 5 and [int(k) for k in r["curve"]] == list(kshot.SHOTS)
     assert r["curve"]["0"]["context_lines"] == 0 and r["curve"]["5"]["context_lines"] == 5 * r["episodes"]
     assert all(c["evaluations"] == r["episodes"] for c in r["curve"].values())
+
+
+@needs_data
+def test_paired_rare_words_on_a_trained_memory_run(trained_runs):
+    from raremem.models.translation import oneshot
+
+    tmp, _, _ = trained_runs
+    assert oneshot.main(["--run", str(tmp / "memory"), "--limit", "12"]) == 0
+    r = json.loads((tmp / "memory" / "oneshot.json").read_text())
+    assert r["pairs"] == 12 and 0 <= r["p_one_sided"] <= 1 and r["groups"] >= 1
+    assert r["gained"] - r["lost"] == r["hits_with"] - r["hits_without"]
