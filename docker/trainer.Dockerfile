@@ -16,7 +16,7 @@ COPY proto proto
 COPY server server
 COPY client client
 COPY models models
-RUN pip install $PIP_ARGS '.[cpu,models]'
+RUN pip install $PIP_ARGS '.[cpu,models,ui]'
 
 FROM ${BASE}
 ARG COMMIT=unknown
