@@ -1,6 +1,8 @@
 """results/translation.{md,json,png}: Table 3 on Multi30k (and newstest2014 out of domain)
 from the eval files of ``python -m raremem.models.translation.protocol``, beside the paper, with
-worked examples and the training curves.
+paired-bootstrap intervals, worked examples and the training curves; and, where they were run,
+the paired rare words (oneshot.json), the k-shot curve of held-out words (kshot.json, plotted in
+translation_kshot.png) and the kNN-MT rows (knn-<split>.json).
 
     python -m reports.translation                     # -> results/translation.{md,json}
 """
@@ -17,6 +19,7 @@ from raremem.models.paths import results_dir
 from raremem.models.translation import data
 from raremem.models.translation.evaluate import rare_hits
 from raremem.models.translation.protocol import training_counts
+from raremem.models.translation.significance import paired_bootstrap
 from raremem.models.translation.train import TrainConfig
 from reports.plots import finish, plt, smoothed
 
@@ -89,6 +92,80 @@ def tables(parts: list[dict]) -> str:
     return "\n".join(md) + "\n"
 
 
+def intervals(part: dict) -> dict:
+    """Paired-bootstrap 95% intervals: the full-test rows against GNMT, and the odd-line rows
+    (where the even-line context is scored) against GNMT on the same odd lines."""
+    test = data.load(part["split"], Path(TrainConfig().data_dir))
+    ref, hyps = test.target[:part["lines"]], part["hypotheses"]
+    odd = range(0, len(ref), 2)
+    full_rows = [n for n in PAPER if part["rows"][n]["full"] is not None]
+    return {"full": paired_bootstrap(ref, {n: hyps[n] for n in full_rows}, "GNMT"),
+            "odd": paired_bootstrap([ref[i] for i in odd], {n: [hyps[n][i] for i in odd] for n in PAPER}, "GNMT")}
+
+
+def interval_table(parts: list[dict]) -> list[str]:
+    md = ["", "## Intervals", "", "Paired bootstrap (1,000 resamples of the test lines, the same for every row): "
+          "BLEU with its 95% interval, and each row's difference from GNMT on the same lines with its interval "
+          "and the one-sided p of \"not better\".", "",
+          "| split | lines | row | BLEU [95%] | − GNMT [95%] | p(not better) |", "|---|---|---|---|---|---:|"]
+    for p in parts:
+        for which, ci in p["intervals"].items():
+            for name, r in ci["systems"].items():
+                lo, hi = r["ci95"]
+                diff = (f"{r['diff']:+.2f} [{r['diff_ci95'][0]:+.2f}, {r['diff_ci95'][1]:+.2f}] | {r['p_not_better']:.3f}"
+                        if "diff" in r else "— | —")
+                md.append(f"| {p['split']} | {which} | {name} | {r['bleu']:.2f} [{lo:.2f}, {hi:.2f}] | {diff} |")
+    return md
+
+
+def protocol_sections(folder: Path, splits: list[str]) -> tuple[list[str], dict]:
+    """The paired rare words, the k-shot curve and kNN-MT, each where its file exists."""
+    md, found = [], {}
+    one = folder / "memory" / "oneshot.json"
+    if one.is_file():
+        r = found["paired_rare_words"] = json.loads(one.read_text())
+        md += ["", "## One-shot: paired rare words", "",
+               f"{r['pairs']:,} (context line, evaluation line) pairs over {r['words']:,} German words seen at most "
+               "twice in training, from val and every Multi30k test set; the word's hit rate in the evaluation "
+               "line's translation without and with the context line passed through memory updates (weights "
+               "unchanged), McNemar's exact test on the paired outcomes.", "",
+               "| hits without | hits with | gained | lost | p (one-sided) | run | command |", "|---:|---:|---:|---:|---:|---|---|",
+               f"| {r['hits_without']} | {r['hits_with']} | {r['gained']} | {r['lost']} | {r['p_one_sided']:.2g} | "
+               f"{r['run']} ({r['train_steps']:,} steps) | `{r['command']}` at `{r['machine']['commit']}` |"]
+    ks = folder / "kshot" / "kshot.json"
+    if ks.is_file():
+        r = found["kshot"] = json.loads(ks.read_text())
+        shots = sorted(r["curve"], key=int)
+        md += ["", "## k-shot: held-out words", "",
+               f"{r['words']} words seen 8-30 times held out of training altogether; {r['episodes']} usable episodes, "
+               f"{r['evaluations_per_word']} evaluation lines each; hit rate of the word after k context sentences "
+               f"(`{r['command']}` at `{r['machine']['commit']}`).", "",
+               "| context sentences | " + " | ".join(shots) + " |", "|---|" + "---:|" * len(shots),
+               "| hit rate % | " + " | ".join(f"{100 * r['curve'][k]['hit_rate']:.1f}" for k in shots) + " |",
+               "", "![k-shot](translation_kshot.png)"]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.plot([int(k) for k in shots], [100 * r["curve"][k]["hit_rate"] for k in shots], marker="o", label="memory model")
+        ax.set(xlabel="context sentences", ylabel="hit rate of the held-out word, %", title="held-out words, k-shot")
+        finish(fig, results_dir() / "translation_kshot.png", ax)
+    for split in splits:
+        path = folder / f"knn-{split}.json"
+        if not path.is_file():
+            continue
+        r = found[f"knn_{split}"] = json.loads(path.read_text())
+        c, sy = r["chosen"], r["test"]["systems"]
+        k = sy["GNMT + kNN-MT"]
+        md += ["", f"## kNN-MT from the same service ({split})", "",
+               f"Datastore: {r['datastore_entries']:,} decoder states of the baseline over the training targets in an "
+               f"append-only IVF memory ({r['datastore_seconds']} s to build); k = {c['k']}, temperature "
+               f"{c['temperature']}, λ = {c['lam']} chosen on val (greedy, {len(r['tuning'])} settings); beam {r['width']}.", "",
+               "| row | BLEU [95%] | − GNMT [95%] | p(not better) |", "|---|---|---|---:|",
+               f"| GNMT | {sy['GNMT']['bleu']:.2f} [{sy['GNMT']['ci95'][0]:.2f}, {sy['GNMT']['ci95'][1]:.2f}] | — | — |",
+               f"| GNMT + kNN-MT | {k['bleu']:.2f} [{k['ci95'][0]:.2f}, {k['ci95'][1]:.2f}] | {k['diff']:+.2f} "
+               f"[{k['diff_ci95'][0]:+.2f}, {k['diff_ci95'][1]:+.2f}] | {k['p_not_better']:.3f} |",
+               "", f"`{r['command']}` at `{r['machine']['commit']}`."]
+    return md, found
+
+
 def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
     """A table of what each model's training got (steps, time, last validation BLEU) and the
     curves (cross-entropy, validation BLEU) in results/translation_curves.png."""
@@ -126,10 +203,13 @@ def main(argv=None) -> int:
     parts = [json.loads((a.memory.parent / f"eval-{s}.json").read_text()) for s in a.splits]
     for part in parts:
         part["examples"] = worked_examples(part)
+        part["intervals"] = intervals(part)
     train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory})
-    md = tables(parts).splitlines() + train_md + (Path(a.notes).read_text().splitlines() if a.notes else [])
+    extra_md, extra = protocol_sections(a.memory.parent, a.splits)
+    md = (tables(parts).splitlines() + interval_table(parts) + extra_md + train_md
+          + (Path(a.notes).read_text().splitlines() if a.notes else []))
     runinfo.write_results("translation", {"training": train_info, "evaluations": [
-        {k: v for k, v in p.items() if k != "hypotheses"} for p in parts]}, md)
+        {k: v for k, v in p.items() if k != "hypotheses"} for p in parts], **extra}, md)
     return 0
 
 

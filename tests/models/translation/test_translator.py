@@ -235,3 +235,19 @@ def test_paired_rare_words_on_a_trained_memory_run(trained_runs):
     r = json.loads((tmp / "memory" / "oneshot.json").read_text())
     assert r["pairs"] == 12 and 0 <= r["p_one_sided"] <= 1 and r["groups"] >= 1
     assert r["gained"] - r["lost"] == r["hits_with"] - r["hits_without"]
+
+
+@needs_data
+def test_the_report_from_the_short_runs(trained_runs, tmp_path, monkeypatch):
+    """results/translation.md from an evaluated split: Table 3 rows, intervals, training."""
+    tmp, _, _ = trained_runs
+    part = protocol.evaluate_split(tmp / "baseline", tmp / "memory", "test_2016_flickr", 2, 12, 3)
+    (tmp / "eval-test_2016_flickr.json").write_text(json.dumps(part))
+    monkeypatch.setenv("RAREMEM_RESULTS", str(tmp_path))
+    assert report.main(["--baseline", str(tmp / "baseline"), "--memory", str(tmp / "memory"),
+                        "--splits", "test_2016_flickr"]) == 0
+    md = (tmp_path / "translation.md").read_text()
+    assert "## Intervals" in md and "| test_2016_flickr | odd | GNMT + memory, even-line context |" in md
+    out = json.loads((tmp_path / "translation.json").read_text())
+    ci = out["evaluations"][0]["intervals"]["full"]["systems"]["GNMT + memory"]
+    assert ci["ci95"][0] <= ci["bleu"] <= ci["ci95"][1] and "p_not_better" in ci
