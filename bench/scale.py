@@ -1,7 +1,7 @@
 """Scale: lookup latency against memory size for exact and IVF search, and IVF's recall on
 keys that trained models wrote.
 
-1. Latency vs N (8K .. 4M slots, d=128, k=256, b=16 and 256), the store's own lookup (what
+1. Latency vs N (8K .. 4M slots: SIZES, d=128, k=256, b=16 and 256), the store's own lookup (what
    the server runs for a call, without the transport: bench/lookup.py measures that), on
    clustered unit keys (learned embeddings cluster; uniform random keys are IVF's worst case
    and no trained memory looks like them). IVF at nlist ~ 2 sqrt(N) over an nprobe sweep, each
@@ -84,10 +84,12 @@ def neighbours(store: MemoryStore, q: np.ndarray, k: int, nprobe: int = 0) -> np
     return store.lookup(LookupSpec(q, k=k, nprobe=nprobe, neighbors=True)).neighbors.ids
 
 
+SIZES = (8192, 32768, 131072, 524288, 1048576, 2097152, 4194304)
+
+
 def latency_rows(max_n: int, rng) -> list[dict]:
     rows = []
-    n = 8192
-    while n <= max_n:
+    for n in (s for s in SIZES if s <= max_n):
         keys, centres = clustered(rng, n, D)
         q = {b: queries_near(rng, centres, b) for b in (16, 256)}
         exact = store_of(keys)
@@ -96,7 +98,7 @@ def latency_rows(max_n: int, rng) -> list[dict]:
         row = {"N": n, "exact": {"bytes_per_slot": exact.nbytes() / n,
                                  "ms": {b: 1e3 * timed(lambda b=b: exact.lookup(LookupSpec(q[b])), calls)
                                         for b in (16, 256)}}}
-        del exact
+        exact = None   # free 2 GiB before the IVF copy is built
         nlist = 2 ** round(math.log2(2 * math.sqrt(n)))
         t0 = time.perf_counter()
         ivf = store_of(keys, "ivf", ivf_nlist=nlist)
@@ -109,10 +111,9 @@ def latency_rows(max_n: int, rng) -> list[dict]:
             row["ivf"]["nprobe"][nprobe] = {
                 "top1": top1, "recall": rec,
                 "ms": {b: 1e3 * timed(lambda b=b: ivf.lookup(LookupSpec(q[b], nprobe=nprobe)), calls) for b in (16, 256)}}
-        del ivf, keys
+        ivf = keys = None
         rows.append(row)
         print(json.dumps(row), flush=True)
-        n *= 4
     return rows
 
 
