@@ -251,8 +251,21 @@ def markdown(r: dict) -> str:
                          f"{a['server_cpu_per_1k']:.2f} → {b['server_cpu_per_1k']:.2f} | "
                          f"{a['client_cpu_per_1k']:.2f} → {b['client_cpu_per_1k']:.2f} | "
                          f"{a['server_cores_busy']:.2f} → {b['server_cores_busy']:.2f} |")
-    lines += ["",
-              "Targets: remote (stream) <= 1.15x in-process at b=16/N=65536; in-process <= 1.1x raw FAISS; "
+    small = next(row for row in r["rows"] if row["N"] == 65536 and row["b"] == 16)["ms"]
+    one = c["servers"].get("1", {}).get("processes", {})
+    lines += ["", "Where the time goes (from the rows above): at b=16, N=65,536 a call costs "
+              f"{small['remote'] - small['in-process']:.2f} ms more over unary TCP than in-process, "
+              f"{small['stream'] - small['in-process']:.2f} ms over a stream and "
+              f"{small['uds'] - small['in-process']:.2f} ms over a Unix socket. Neither the socket kind nor "
+              "the per-call setup that a stream saves is most of it; the rest is the fixed work of a call in "
+              "Python on both sides (encode and decode, validation, the hand-off to the memory's batcher thread "
+              "and back), done under one interpreter lock by the gRPC threads and the batcher. Concurrent clients halve the server's CPU per query (merged searches), but "
+              "with 8 client processes the server keeps "
+              + (f"{one['8']['server_cores_busy']:.2f} cores busy with one FAISS thread" if one else "fewer cores busy")
+              + ": the search is one thread per memory and the per-call Python work is serial; the clients' "
+              "own CPU is small (client CPU s/1k). A FAISS team per core on a machine whose cores the clients "
+              "also use spins instead of searching (server with one thread per core vs one).",
+              "", "Targets: remote (stream) <= 1.15x in-process at b=16/N=65536; in-process <= 1.1x raw FAISS; "
               "8 client processes >= 1.5x one.", ""]
     return "\n".join(lines)
 
