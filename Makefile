@@ -27,8 +27,8 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) bench/lookup.py
-	$(PY) bench/recall.py
+	$(PY) -m bench.lookup
+	$(PY) -m bench.recall
 
 proto: setup
 	$(PY) -m raremem.proto.generate

@@ -4,7 +4,7 @@ One run, side by side, interleaved call by call so that the shared machine's noi
 method alike. Exact index, k=256, d=128. Claims are ratios (DESIGN §6). Writes
 results/bench_lookup.json and results/bench_lookup.md.
 
-    python bench/lookup.py [--quick]
+    python -m bench.lookup [--quick]     # from the repository root
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.keys import unit
 from raremem.client import MemoryClient
 from raremem.models.paths import results_dir
 from raremem.models.runinfo import machine
@@ -37,14 +38,10 @@ from raremem.server.store import LookupSpec, MemoryStore
 K, D = 256, 128
 
 
-def unit(rng, n):
-    x = rng.standard_normal((n, D)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
 
 def full_store(n: int, rng) -> MemoryStore:
     store = MemoryStore(MemoryConfig(key_dim=D, size=n, choose_k=K))
-    store.load(unit(rng, n), np.arange(n))
+    store.load(unit(rng, n, D), np.arange(n))
     return store
 
 
@@ -69,7 +66,7 @@ def interleaved(methods: dict, rounds: int, block: int = 16, untimed: int = 4) -
 def _client_loop(address, name, b, seed, start, stop, counts, cpu, i):
     """One client: look up b random queries on its stream until told to stop; queries done
     and CPU seconds spent (for the processes: this process's; threads share one)."""
-    q = unit(np.random.default_rng(seed), b)
+    q = unit(np.random.default_rng(seed), b, D)
     with MemoryClient(address) as c:
         s = c.stream()
         s.lookup(name, q)
@@ -166,7 +163,7 @@ def main() -> int:
             flat.add(store.keys)
             keys_t = torch.from_numpy(store.keys)
             for b in (16, 256):
-                q = unit(rng, b)
+                q = unit(rng, b, D)
                 qt = torch.from_numpy(q)
                 labels = rng.integers(0, n, b)
                 rounds = (1 if args.quick else 4) if n * b <= 65536 * 256 else (1 if args.quick else 2)
@@ -207,7 +204,7 @@ def main() -> int:
         proc.wait(timeout=60)
 
     result = {"machine": info, "k": K, "d": D, "rows": rows, "concurrency": conc,
-              "command": "python bench/lookup.py" + (" --quick" if args.quick else "")}
+              "command": "python -m bench.lookup" + (" --quick" if args.quick else "")}
     args.out.mkdir(exist_ok=True)
     (args.out / "bench_lookup.json").write_text(json.dumps(result, indent=2))
     (args.out / "bench_lookup.md").write_text(markdown(result))

@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from bench.keys import unit
 from raremem.client import MemoryClient
 from raremem.models.paths import results_dir
 from raremem.models.runinfo import command, machine
@@ -33,10 +34,6 @@ WINDOW = 10.0   # seconds per latency window
 MIX = (("lookup", 0.30), ("stream lookup", 0.15), ("update", 0.30), ("write", 0.08), ("read slots", 0.08),
        ("stats", 0.05), ("list", 0.04))
 
-
-def unit(rng, n):
-    x = rng.standard_normal((n, D)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def client(address: str, seed: int, t0: float, t_end: float, out) -> None:
@@ -51,7 +48,7 @@ def client(address: str, seed: int, t0: float, t_end: float, out) -> None:
         while (now := time.time()) < t_end:
             kind = names[rng.choice(len(names), p=p / p.sum())]
             mem = f"soak/{rng.integers(MEMORIES)}"
-            q, y = unit(rng, B), rng.integers(0, 4096, B)
+            q, y = unit(rng, B, D), rng.integers(0, 4096, B)
             t = time.perf_counter()
             try:
                 if kind == "lookup":
@@ -99,7 +96,7 @@ def main() -> int:
                 for i in range(MEMORIES):
                     c.create_memory(f"soak/{i}", D, N, choose_k=64)
                     for s in range(0, N, 8192):   # distinct labels: every write takes a fresh slot
-                        c.write(f"soak/{i}", unit(rng, 8192), np.arange(s, s + 8192) + 10**6)
+                        c.write(f"soak/{i}", unit(rng, 8192, D), np.arange(s, s + 8192) + 10**6)
                 filled_before = {m.name: m.filled for m in c.list_memories()}
             ctx = multiprocessing.get_context("spawn")
             out = ctx.Queue()

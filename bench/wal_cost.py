@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.keys import unit
 from raremem.client import MemoryClient
 from raremem.models.paths import results_dir
 from raremem.models.runinfo import command, machine
@@ -27,10 +28,6 @@ POLICIES = ("off", "none", "interval", "always")
 N, D, K = 65536, 128, 256
 
 
-def unit(rng, n):
-    x = rng.standard_normal((n, D)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +35,7 @@ def main() -> int:
     p.add_argument("--block", type=int, default=16, help="calls per turn (the first 4 untimed)")
     a = p.parse_args()
     rng = np.random.default_rng(0)
-    keys, labels = unit(rng, N), rng.integers(0, 4096, N)
+    keys, labels = unit(rng, N, D), rng.integers(0, 4096, N)
     servers, clients = {}, {}
     with tempfile.TemporaryDirectory(prefix="raremem-wal-") as tmp:
         try:
@@ -52,7 +49,7 @@ def main() -> int:
                     c.write("m", keys[s:s + 8192], labels[s:s + 8192])
             rows = []
             for b in (16, 256):
-                q, y = unit(rng, b), rng.integers(0, 4096, b)
+                q, y = unit(rng, b, D), rng.integers(0, 4096, b)
                 times = {policy: [] for policy in POLICIES}
                 for _ in range(a.blocks):
                     for policy in POLICIES:

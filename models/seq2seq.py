@@ -113,11 +113,16 @@ class AttentionSeq2Seq(nn.Module):
         enc, state = self.encode(src)
         return {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state}
 
+    def step_states(self, prev: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """One decoder step's attention vectors (N, 1, U) for prev (N, 1) tokens; ``ctx["state"]``
+        advances. What ``step`` reads out, and what a kNN-MT decoder looks up."""
+        dec, ctx["state"] = self.decoder(self.embed_out(prev), ctx["state"])
+        return self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+
     def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One decoder step for every row: prev (N, 1) tokens -> logits (N, 1, V) and the memory's
         values (N, 1) or None; ``ctx["state"]`` advances. Only ``active`` (N,) rows query memory."""
-        dec, ctx["state"] = self.decoder(self.embed_out(prev), ctx["state"])
-        att = self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+        att = self.step_states(prev, ctx)
         if self.memory is None:
             return self.out(att), None
         logits, _, values = self._with_memory(att, None, False, active[:, None], None)

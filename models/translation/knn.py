@@ -77,10 +77,8 @@ class KNNDecoder:
 
     def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, None]:
         """As ``AttentionSeq2Seq.step``; the logits returned are log p of the mixture (N, 1, V)."""
-        m = self.model
-        dec, ctx["state"] = m.decoder(m.embed_out(prev), ctx["state"])
-        att = m._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])           # (N, 1, U)
-        p_model = m.out(att)[:, 0].float().softmax(-1)                      # (N, V)
+        att = self.model.step_states(prev, ctx)                            # (N, 1, U)
+        p_model = self.model.out(att)[:, 0].float().softmax(-1)             # (N, V)
         if self.lam == 0:
             return p_model.log()[:, None], None
         p = (1 - self.lam) * p_model + self.lam * self.knn_probs(att[:, 0])
