@@ -54,6 +54,7 @@ class TrainerFlags:
     ivf_nlist: int = 0              # IVF: inverted lists (0 = sqrt(size))
     ivf_nprobe: int = 0             # IVF: lists visited per query (0 = the memory's default)
     ivf_retrain: int = 0            # IVF: refit the quantizer every N slot writes (0 = never)
+    ivf_rebalance: float = 0.0      # IVF: refit when the lists grow this much more lopsided (0 = never)
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -71,7 +72,7 @@ def parse_config(cls, argv=None, description: str = ""):
 def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
     """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT)."""
     ivf = {k: v for k, v in (("ivf_nlist", cfg.ivf_nlist), ("ivf_nprobe", cfg.ivf_nprobe),
-                             ("ivf_retrain", cfg.ivf_retrain)) if v}
+                             ("ivf_retrain", cfg.ivf_retrain), ("ivf_rebalance", cfg.ivf_rebalance)) if v}
     return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
                         age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf)
 

@@ -24,59 +24,59 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araremem/proto/memory.proto\x12\nraremem.v1\"G\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.raremem.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xf1\x04\n\x0cMemoryConfig\x12\x0f\n\x07key_dim\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x15\n\x08\x63hoose_k\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12 \n\x13inverse_temperature\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x16\n\tage_noise\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0e\x63orrect_in_top\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12$\n\x05index\x18\x08 \x01(\x0e\x32\x15.raremem.v1.IndexKind\x12\x16\n\tivf_nlist\x18\t \x01(\x05H\x05\x88\x01\x01\x12\x17\n\nivf_nprobe\x18\n \x01(\x05H\x06\x88\x01\x01\x12\x17\n\nlsh_tables\x18\x0b \x01(\x05H\x07\x88\x01\x01\x12\x15\n\x08lsh_bits\x18\x0c \x01(\x05H\x08\x88\x01\x01\x12\x1c\n\x0flsh_bucket_size\x18\r \x01(\x05H\t\x88\x01\x01\x12\x11\n\x04seed\x18\x0e \x01(\x04H\n\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x0f \x01(\t\x12\x18\n\x0b\x61ppend_only\x18\x10 \x01(\x08H\x0b\x88\x01\x01\x12\x18\n\x0bivf_retrain\x18\x11 \x01(\x03H\x0c\x88\x01\x01\x42\x0b\n\t_choose_kB\x08\n\x06_alphaB\x16\n\x14_inverse_temperatureB\x0c\n\n_age_noiseB\x11\n\x0f_correct_in_topB\x0c\n\n_ivf_nlistB\r\n\x0b_ivf_nprobeB\r\n\x0b_lsh_tablesB\x0b\n\t_lsh_bitsB\x12\n\x10_lsh_bucket_sizeB\x07\n\x05_seedB\x0e\n\x0c_append_onlyB\x0e\n\x0c_ivf_retrain\"j\n\nMemoryInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.raremem.v1.MemoryConfig\x12\x0e\n\x06\x66illed\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_writes\x18\x04 \x01(\x03\"_\n\x13\x43reateMemoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.raremem.v1.MemoryConfig\x12\x10\n\x08\x65xist_ok\x18\x03 \x01(\x08\"\x1a\n\nMemoryName\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteMemoryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x15\n\x13ListMemoriesRequest\"@\n\x14ListMemoriesResponse\x12(\n\x08memories\x18\x01 \x03(\x0b\x32\x16.raremem.v1.MemoryInfo\"X\n\x0fGetStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61ge_bins\x18\x02 \x01(\x05\x12\x12\n\ntop_values\x18\x03 \x01(\x05\x12\x11\n\twith_hash\x18\x04 \x01(\x08\"\xef\x03\n\x05Stats\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.raremem.v1.MemoryInfo\x12)\n\rage_bin_edges\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12&\n\nage_counts\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12&\n\ntop_values\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12,\n\x10top_value_counts\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\x17\n\x0f\x64istinct_values\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x0f\n\x07lookups\x18\x08 \x01(\x03\x12\x16\n\x0e\x63orrect_writes\x18\t \x01(\x03\x12\x14\n\x0c\x66resh_writes\x18\n \x01(\x03\x12\x11\n\tevictions\x18\x0b \x01(\x03\x12\x1d\n\x15writes_since_snapshot\x18\x0c \x01(\x03\x12\x1a\n\x12last_snapshot_unix\x18\r \x01(\x01\x12\x1e\n\x16writes_lost_at_restore\x18\x0e \x01(\x03\x12\x12\n\nstate_hash\x18\x0f \x01(\t\x12\x18\n\x10unread_evictions\x18\x10 \x01(\x03\x12\x14\n\x0cwal_unsynced\x18\x11 \x01(\x03\"\xca\x02\n\rLookupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x07queries\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06labels\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\x0e\n\x06update\x18\x04 \x01(\x08\x12\x12\n\nuse_recent\x18\x05 \x01(\x08\x12#\n\x07sources\x18\x06 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\t\n\x01k\x18\x07 \x01(\x05\x12\x0e\n\x06nprobe\x18\x08 \x01(\x05\x12\x1b\n\x13return_weight_terms\x18\t \x01(\x08\x12\x18\n\x10return_neighbors\x18\n \x01(\x08\x12\x1c\n\x14return_neighbor_keys\x18\x0b \x01(\x08\x12\x15\n\rleave_one_out\x18\x0c \x01(\x08\x12\x12\n\nrequest_id\x18\r \x01(\t\"\xe6\x01\n\tNeighbors\x12\x1f\n\x03ids\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0csimilarities\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07weights\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06values\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07sources\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04keys\x18\x06 \x01(\x0b\x32\x12.raremem.v1.Tensor\"\xe3\x04\n\x0eLookupResponse\x12\"\n\x06result\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12!\n\x05\x66ound\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12&\n\ntop_weight\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12*\n\x0etop_similarity\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0cpositive_key\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0cnegative_key\x18\x06 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12)\n\rpositive_slot\x18\x07 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12)\n\rnegative_slot\x18\x08 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04loss\x18\t \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07\x63orrect\x18\n \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0cwritten_slot\x18\x0b \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07top_key\x18\x0c \x01(\x0b\x32\x12.raremem.v1.Tensor\x12$\n\x08mean_key\x18\r \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\tneighbors\x18\x0e \x01(\x0b\x32\x15.raremem.v1.Neighbors\x12&\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.raremem.v1.StreamError\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xaf\x01\n\x0cWriteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04keys\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06labels\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07sources\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\x12\n\nuse_recent\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"^\n\rWriteResponse\x12(\n\x0cwritten_slot\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07\x63orrect\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\"^\n\x10ReadSlotsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x03ids\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\r\n\x05start\x18\x03 \x01(\x03\x12\x0c\n\x04stop\x18\x04 \x01(\x03\"\xc1\x01\n\x11ReadSlotsResponse\x12\x1f\n\x03ids\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04keys\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06values\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04\x61ges\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07sources\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\"-\n\x0fSnapshotRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"0\n\x10SnapshotResponse\x12\r\n\x05paths\x18\x01 \x03(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\",\n\x0eRestoreRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t*@\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05INT64\x10\x02\x12\x08\n\x04\x42OOL\x10\x03*D\n\tIndexKind\x12\x1a\n\x16INDEX_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x45XACT\x10\x01\x12\x07\n\x03IVF\x10\x02\x12\x07\n\x03LSH\x10\x03\x32\xfd\x05\n\x06Memory\x12G\n\x0c\x43reateMemory\x12\x1f.raremem.v1.CreateMemoryRequest\x1a\x16.raremem.v1.MemoryInfo\x12H\n\x0c\x44\x65leteMemory\x12\x16.raremem.v1.MemoryName\x1a .raremem.v1.DeleteMemoryResponse\x12Q\n\x0cListMemories\x12\x1f.raremem.v1.ListMemoriesRequest\x1a .raremem.v1.ListMemoriesResponse\x12:\n\x08GetStats\x12\x1b.raremem.v1.GetStatsRequest\x1a\x11.raremem.v1.Stats\x12?\n\x06Lookup\x12\x19.raremem.v1.LookupRequest\x1a\x1a.raremem.v1.LookupResponse\x12I\n\x0cLookupStream\x12\x19.raremem.v1.LookupRequest\x1a\x1a.raremem.v1.LookupResponse(\x01\x30\x01\x12<\n\x05Write\x12\x18.raremem.v1.WriteRequest\x1a\x19.raremem.v1.WriteResponse\x12H\n\tReadSlots\x12\x1c.raremem.v1.ReadSlotsRequest\x1a\x1d.raremem.v1.ReadSlotsResponse\x12\x37\n\x05Reset\x12\x16.raremem.v1.MemoryName\x1a\x16.raremem.v1.MemoryInfo\x12\x45\n\x08Snapshot\x12\x1b.raremem.v1.SnapshotRequest\x1a\x1c.raremem.v1.SnapshotResponse\x12=\n\x07Restore\x12\x1a.raremem.v1.RestoreRequest\x1a\x16.raremem.v1.MemoryInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1araremem/proto/memory.proto\x12\nraremem.v1\"G\n\x06Tensor\x12 \n\x05\x64type\x18\x01 \x01(\x0e\x32\x11.raremem.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x9f\x05\n\x0cMemoryConfig\x12\x0f\n\x07key_dim\x18\x01 \x01(\x03\x12\x0c\n\x04size\x18\x02 \x01(\x03\x12\x15\n\x08\x63hoose_k\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05\x61lpha\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12 \n\x13inverse_temperature\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x16\n\tage_noise\x18\x06 \x01(\x02H\x03\x88\x01\x01\x12\x1b\n\x0e\x63orrect_in_top\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12$\n\x05index\x18\x08 \x01(\x0e\x32\x15.raremem.v1.IndexKind\x12\x16\n\tivf_nlist\x18\t \x01(\x05H\x05\x88\x01\x01\x12\x17\n\nivf_nprobe\x18\n \x01(\x05H\x06\x88\x01\x01\x12\x17\n\nlsh_tables\x18\x0b \x01(\x05H\x07\x88\x01\x01\x12\x15\n\x08lsh_bits\x18\x0c \x01(\x05H\x08\x88\x01\x01\x12\x1c\n\x0flsh_bucket_size\x18\r \x01(\x05H\t\x88\x01\x01\x12\x11\n\x04seed\x18\x0e \x01(\x04H\n\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x0f \x01(\t\x12\x18\n\x0b\x61ppend_only\x18\x10 \x01(\x08H\x0b\x88\x01\x01\x12\x18\n\x0bivf_retrain\x18\x11 \x01(\x03H\x0c\x88\x01\x01\x12\x1a\n\rivf_rebalance\x18\x12 \x01(\x01H\r\x88\x01\x01\x42\x0b\n\t_choose_kB\x08\n\x06_alphaB\x16\n\x14_inverse_temperatureB\x0c\n\n_age_noiseB\x11\n\x0f_correct_in_topB\x0c\n\n_ivf_nlistB\r\n\x0b_ivf_nprobeB\r\n\x0b_lsh_tablesB\x0b\n\t_lsh_bitsB\x12\n\x10_lsh_bucket_sizeB\x07\n\x05_seedB\x0e\n\x0c_append_onlyB\x0e\n\x0c_ivf_retrainB\x10\n\x0e_ivf_rebalance\"j\n\nMemoryInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.raremem.v1.MemoryConfig\x12\x0e\n\x06\x66illed\x18\x03 \x01(\x03\x12\x14\n\x0ctotal_writes\x18\x04 \x01(\x03\"_\n\x13\x43reateMemoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x18.raremem.v1.MemoryConfig\x12\x10\n\x08\x65xist_ok\x18\x03 \x01(\x08\"\x1a\n\nMemoryName\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteMemoryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x15\n\x13ListMemoriesRequest\"@\n\x14ListMemoriesResponse\x12(\n\x08memories\x18\x01 \x03(\x0b\x32\x16.raremem.v1.MemoryInfo\"X\n\x0fGetStatsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x61ge_bins\x18\x02 \x01(\x05\x12\x12\n\ntop_values\x18\x03 \x01(\x05\x12\x11\n\twith_hash\x18\x04 \x01(\x08\"\xef\x03\n\x05Stats\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.raremem.v1.MemoryInfo\x12)\n\rage_bin_edges\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12&\n\nage_counts\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12&\n\ntop_values\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12,\n\x10top_value_counts\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\x17\n\x0f\x64istinct_values\x18\x06 \x01(\x03\x12\r\n\x05\x62ytes\x18\x07 \x01(\x03\x12\x0f\n\x07lookups\x18\x08 \x01(\x03\x12\x16\n\x0e\x63orrect_writes\x18\t \x01(\x03\x12\x14\n\x0c\x66resh_writes\x18\n \x01(\x03\x12\x11\n\tevictions\x18\x0b \x01(\x03\x12\x1d\n\x15writes_since_snapshot\x18\x0c \x01(\x03\x12\x1a\n\x12last_snapshot_unix\x18\r \x01(\x01\x12\x1e\n\x16writes_lost_at_restore\x18\x0e \x01(\x03\x12\x12\n\nstate_hash\x18\x0f \x01(\t\x12\x18\n\x10unread_evictions\x18\x10 \x01(\x03\x12\x14\n\x0cwal_unsynced\x18\x11 \x01(\x03\"\xca\x02\n\rLookupRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x07queries\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06labels\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\x0e\n\x06update\x18\x04 \x01(\x08\x12\x12\n\nuse_recent\x18\x05 \x01(\x08\x12#\n\x07sources\x18\x06 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\t\n\x01k\x18\x07 \x01(\x05\x12\x0e\n\x06nprobe\x18\x08 \x01(\x05\x12\x1b\n\x13return_weight_terms\x18\t \x01(\x08\x12\x18\n\x10return_neighbors\x18\n \x01(\x08\x12\x1c\n\x14return_neighbor_keys\x18\x0b \x01(\x08\x12\x15\n\rleave_one_out\x18\x0c \x01(\x08\x12\x12\n\nrequest_id\x18\r \x01(\t\"\xe6\x01\n\tNeighbors\x12\x1f\n\x03ids\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0csimilarities\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07weights\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06values\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07sources\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04keys\x18\x06 \x01(\x0b\x32\x12.raremem.v1.Tensor\"\xe3\x04\n\x0eLookupResponse\x12\"\n\x06result\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12!\n\x05\x66ound\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12&\n\ntop_weight\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12*\n\x0etop_similarity\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0cpositive_key\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0cnegative_key\x18\x06 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12)\n\rpositive_slot\x18\x07 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12)\n\rnegative_slot\x18\x08 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04loss\x18\t \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07\x63orrect\x18\n \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\x0cwritten_slot\x18\x0b \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07top_key\x18\x0c \x01(\x0b\x32\x12.raremem.v1.Tensor\x12$\n\x08mean_key\x18\r \x01(\x0b\x32\x12.raremem.v1.Tensor\x12(\n\tneighbors\x18\x0e \x01(\x0b\x32\x15.raremem.v1.Neighbors\x12&\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.raremem.v1.StreamError\",\n\x0bStreamError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xaf\x01\n\x0cWriteRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x04keys\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06labels\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07sources\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\x12\n\nuse_recent\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"^\n\rWriteResponse\x12(\n\x0cwritten_slot\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07\x63orrect\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\"^\n\x10ReadSlotsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1f\n\x03ids\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\r\n\x05start\x18\x03 \x01(\x03\x12\x0c\n\x04stop\x18\x04 \x01(\x03\"\xc1\x01\n\x11ReadSlotsResponse\x12\x1f\n\x03ids\x18\x01 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04keys\x18\x02 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12\"\n\x06values\x18\x03 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12 \n\x04\x61ges\x18\x04 \x01(\x0b\x32\x12.raremem.v1.Tensor\x12#\n\x07sources\x18\x05 \x01(\x0b\x32\x12.raremem.v1.Tensor\"-\n\x0fSnapshotRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"0\n\x10SnapshotResponse\x12\r\n\x05paths\x18\x01 \x03(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\",\n\x0eRestoreRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t*@\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05INT64\x10\x02\x12\x08\n\x04\x42OOL\x10\x03*D\n\tIndexKind\x12\x1a\n\x16INDEX_KIND_UNSPECIFIED\x10\x00\x12\t\n\x05\x45XACT\x10\x01\x12\x07\n\x03IVF\x10\x02\x12\x07\n\x03LSH\x10\x03\x32\xfd\x05\n\x06Memory\x12G\n\x0c\x43reateMemory\x12\x1f.raremem.v1.CreateMemoryRequest\x1a\x16.raremem.v1.MemoryInfo\x12H\n\x0c\x44\x65leteMemory\x12\x16.raremem.v1.MemoryName\x1a .raremem.v1.DeleteMemoryResponse\x12Q\n\x0cListMemories\x12\x1f.raremem.v1.ListMemoriesRequest\x1a .raremem.v1.ListMemoriesResponse\x12:\n\x08GetStats\x12\x1b.raremem.v1.GetStatsRequest\x1a\x11.raremem.v1.Stats\x12?\n\x06Lookup\x12\x19.raremem.v1.LookupRequest\x1a\x1a.raremem.v1.LookupResponse\x12I\n\x0cLookupStream\x12\x19.raremem.v1.LookupRequest\x1a\x1a.raremem.v1.LookupResponse(\x01\x30\x01\x12<\n\x05Write\x12\x18.raremem.v1.WriteRequest\x1a\x19.raremem.v1.WriteResponse\x12H\n\tReadSlots\x12\x1c.raremem.v1.ReadSlotsRequest\x1a\x1d.raremem.v1.ReadSlotsResponse\x12\x37\n\x05Reset\x12\x16.raremem.v1.MemoryName\x1a\x16.raremem.v1.MemoryInfo\x12\x45\n\x08Snapshot\x12\x1b.raremem.v1.SnapshotRequest\x1a\x1c.raremem.v1.SnapshotResponse\x12=\n\x07Restore\x12\x1a.raremem.v1.RestoreRequest\x1a\x16.raremem.v1.MemoryInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'raremem.proto.memory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=3629
-  _globals['_DTYPE']._serialized_end=3693
-  _globals['_INDEXKIND']._serialized_start=3695
-  _globals['_INDEXKIND']._serialized_end=3763
+  _globals['_DTYPE']._serialized_start=3675
+  _globals['_DTYPE']._serialized_end=3739
+  _globals['_INDEXKIND']._serialized_start=3741
+  _globals['_INDEXKIND']._serialized_end=3809
   _globals['_TENSOR']._serialized_start=42
   _globals['_TENSOR']._serialized_end=113
   _globals['_MEMORYCONFIG']._serialized_start=116
-  _globals['_MEMORYCONFIG']._serialized_end=741
-  _globals['_MEMORYINFO']._serialized_start=743
-  _globals['_MEMORYINFO']._serialized_end=849
-  _globals['_CREATEMEMORYREQUEST']._serialized_start=851
-  _globals['_CREATEMEMORYREQUEST']._serialized_end=946
-  _globals['_MEMORYNAME']._serialized_start=948
-  _globals['_MEMORYNAME']._serialized_end=974
-  _globals['_DELETEMEMORYRESPONSE']._serialized_start=976
-  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1015
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1017
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1038
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1040
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1104
-  _globals['_GETSTATSREQUEST']._serialized_start=1106
-  _globals['_GETSTATSREQUEST']._serialized_end=1194
-  _globals['_STATS']._serialized_start=1197
-  _globals['_STATS']._serialized_end=1692
-  _globals['_LOOKUPREQUEST']._serialized_start=1695
-  _globals['_LOOKUPREQUEST']._serialized_end=2025
-  _globals['_NEIGHBORS']._serialized_start=2028
-  _globals['_NEIGHBORS']._serialized_end=2258
-  _globals['_LOOKUPRESPONSE']._serialized_start=2261
-  _globals['_LOOKUPRESPONSE']._serialized_end=2872
-  _globals['_STREAMERROR']._serialized_start=2874
-  _globals['_STREAMERROR']._serialized_end=2918
-  _globals['_WRITEREQUEST']._serialized_start=2921
-  _globals['_WRITEREQUEST']._serialized_end=3096
-  _globals['_WRITERESPONSE']._serialized_start=3098
-  _globals['_WRITERESPONSE']._serialized_end=3192
-  _globals['_READSLOTSREQUEST']._serialized_start=3194
-  _globals['_READSLOTSREQUEST']._serialized_end=3288
-  _globals['_READSLOTSRESPONSE']._serialized_start=3291
-  _globals['_READSLOTSRESPONSE']._serialized_end=3484
-  _globals['_SNAPSHOTREQUEST']._serialized_start=3486
-  _globals['_SNAPSHOTREQUEST']._serialized_end=3531
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=3533
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=3581
-  _globals['_RESTOREREQUEST']._serialized_start=3583
-  _globals['_RESTOREREQUEST']._serialized_end=3627
-  _globals['_MEMORY']._serialized_start=3766
-  _globals['_MEMORY']._serialized_end=4531
+  _globals['_MEMORYCONFIG']._serialized_end=787
+  _globals['_MEMORYINFO']._serialized_start=789
+  _globals['_MEMORYINFO']._serialized_end=895
+  _globals['_CREATEMEMORYREQUEST']._serialized_start=897
+  _globals['_CREATEMEMORYREQUEST']._serialized_end=992
+  _globals['_MEMORYNAME']._serialized_start=994
+  _globals['_MEMORYNAME']._serialized_end=1020
+  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1022
+  _globals['_DELETEMEMORYRESPONSE']._serialized_end=1061
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=1063
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=1084
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1086
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1150
+  _globals['_GETSTATSREQUEST']._serialized_start=1152
+  _globals['_GETSTATSREQUEST']._serialized_end=1240
+  _globals['_STATS']._serialized_start=1243
+  _globals['_STATS']._serialized_end=1738
+  _globals['_LOOKUPREQUEST']._serialized_start=1741
+  _globals['_LOOKUPREQUEST']._serialized_end=2071
+  _globals['_NEIGHBORS']._serialized_start=2074
+  _globals['_NEIGHBORS']._serialized_end=2304
+  _globals['_LOOKUPRESPONSE']._serialized_start=2307
+  _globals['_LOOKUPRESPONSE']._serialized_end=2918
+  _globals['_STREAMERROR']._serialized_start=2920
+  _globals['_STREAMERROR']._serialized_end=2964
+  _globals['_WRITEREQUEST']._serialized_start=2967
+  _globals['_WRITEREQUEST']._serialized_end=3142
+  _globals['_WRITERESPONSE']._serialized_start=3144
+  _globals['_WRITERESPONSE']._serialized_end=3238
+  _globals['_READSLOTSREQUEST']._serialized_start=3240
+  _globals['_READSLOTSREQUEST']._serialized_end=3334
+  _globals['_READSLOTSRESPONSE']._serialized_start=3337
+  _globals['_READSLOTSRESPONSE']._serialized_end=3530
+  _globals['_SNAPSHOTREQUEST']._serialized_start=3532
+  _globals['_SNAPSHOTREQUEST']._serialized_end=3577
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=3579
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=3627
+  _globals['_RESTOREREQUEST']._serialized_start=3629
+  _globals['_RESTOREREQUEST']._serialized_end=3673
+  _globals['_MEMORY']._serialized_start=3812
+  _globals['_MEMORY']._serialized_end=4577
 # @@protoc_insertion_point(module_scope)

@@ -1,8 +1,9 @@
 """results/translation.{md,json,png}: Table 3 on Multi30k (and newstest2014 out of domain)
 from the eval files of ``python -m raremem.models.translation.protocol``, beside the paper, with
 paired-bootstrap intervals, worked examples and the training curves; and, where they were run,
-the paired rare words (oneshot.json), the k-shot curve of held-out words (kshot.json, plotted in
-translation_kshot.png) and the kNN-MT rows (knn-<split>.json).
+the paired rare words (memory/oneshot.json, baseline/oneshot-knn.json), the k-shot curve of
+held-out words (kshot/kshot.json, kshot-baseline/kshot-knn.json; translation_kshot.png) and the
+kNN-MT rows (knn-<split>.json).
 
     python -m reports.translation                     # -> results/translation.{md,json}
 """
@@ -26,6 +27,12 @@ from reports.plots import finish, plt, smoothed
 
 PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
          "GNMT + memory, even-line context": (None, 23.60), "GNMT + memory, whole-test context": (31.11, None)}
+
+
+# the other training runs, each in the table where it exists (folder under runs/translation)
+ABLATIONS = {"GNMT, seed 1": "baseline-s1", "GNMT + memory, loss weight 0.1": "memory-w0.1",
+             "GNMT + memory, k = 32": "memory-k32", "GNMT, held-out words": "kshot-baseline",
+             "GNMT + memory, held-out words": "kshot"}
 
 
 def worked_examples(part: dict, n: int = 3) -> list[dict]:
@@ -121,30 +128,40 @@ def interval_table(parts: list[dict]) -> list[str]:
 def protocol_sections(folder: Path, splits: list[str]) -> tuple[list[str], dict]:
     """The paired rare words, the k-shot curve and kNN-MT, each where its file exists."""
     md, found = [], {}
-    one = folder / "memory" / "oneshot.json"
-    if one.is_file():
-        r = found["paired_rare_words"] = json.loads(one.read_text())
+    ones = [(label, path, json.loads(path.read_text())) for label, path in
+            (("GNMT + memory", folder / "memory" / "oneshot.json"), ("GNMT + kNN-MT", folder / "baseline" / "oneshot-knn.json"))
+            if path.is_file()]
+    if ones:
+        found["paired_rare_words"] = {label: r for label, _, r in ones}
+        r = ones[0][2]
         md += ["", "## One-shot: paired rare words", "",
                f"{r['pairs']:,} (context line, evaluation line) pairs over {r['words']:,} German words seen at most "
                "twice in training, from val and every Multi30k test set; the word's hit rate in the evaluation "
-               "line's translation without and with the context line passed through memory updates (weights "
-               "unchanged), McNemar's exact test on the paired outcomes.", "",
-               "| hits without | hits with | gained | lost | p (one-sided) | run | command |", "|---:|---:|---:|---:|---:|---|---|",
-               f"| {r['hits_without']} | {r['hits_with']} | {r['gained']} | {r['lost']} | {r['p_one_sided']:.2g} | "
-               f"{r['run']} ({r['train_steps']:,} steps) | `{r['command']}` at `{r['machine']['commit']}` |"]
-    ks = folder / "kshot" / "kshot.json"
-    if ks.is_file():
-        r = found["kshot"] = json.loads(ks.read_text())
+               "line's translation without and with the context line (the memory model: passed through memory "
+               "updates, weights unchanged; kNN-MT: its decoder states added to the training datastore), McNemar's "
+               "exact test on the paired outcomes.", "",
+               "| row | hits without | hits with | gained | lost | p (one-sided) | run | command |",
+               "|---|---:|---:|---:|---:|---:|---|---|"]
+        md += [f"| {label} | {r['hits_without']} | {r['hits_with']} | {r['gained']} | {r['lost']} | {r['p_one_sided']:.2g} | "
+               f"{r['run']} ({r['train_steps']:,} steps) | `{r['command']}` at `{r['machine']['commit']}` |"
+               for label, _, r in ones]
+    curves = [(label, json.loads(path.read_text())) for label, path in
+              (("GNMT + memory", folder / "kshot" / "kshot.json"), ("GNMT + kNN-MT", folder / "kshot-baseline" / "kshot-knn.json"))
+              if path.is_file()]
+    if curves:
+        found["kshot"] = dict(curves)
+        r = curves[0][1]
         shots = sorted(r["curve"], key=int)
         md += ["", "## k-shot: held-out words", "",
                f"{r['words']} words seen 8-30 times held out of training altogether; {r['episodes']} usable episodes, "
-               f"{r['evaluations_per_word']} evaluation lines each; hit rate of the word after k context sentences "
-               f"(`{r['command']}` at `{r['machine']['commit']}`).", "",
-               "| context sentences | " + " | ".join(shots) + " |", "|---|" + "---:|" * len(shots),
-               "| hit rate % | " + " | ".join(f"{100 * r['curve'][k]['hit_rate']:.1f}" for k in shots) + " |",
-               "", "![k-shot](translation_kshot.png)"]
+               f"{r['evaluations_per_word']} evaluation lines each; hit rate of the word after k context sentences.", "",
+               "| row | " + " | ".join(f"{k} context" for k in shots) + " | command |", "|---|" + "---:|" * len(shots) + "---|"]
+        md += [f"| {label} | " + " | ".join(f"{100 * c['curve'][k]['hit_rate']:.1f}%" for k in shots)
+               + f" | `{c['command']}` at `{c['machine']['commit']}` |" for label, c in curves]
+        md += ["", "![k-shot](translation_kshot.png)"]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([int(k) for k in shots], [100 * r["curve"][k]["hit_rate"] for k in shots], marker="o", label="memory model")
+        for label, c in curves:
+            ax.plot([int(k) for k in shots], [100 * c["curve"][k]["hit_rate"] for k in shots], marker="o", label=label)
         ax.set(xlabel="context sentences", ylabel="hit rate of the held-out word, %", title="held-out words, k-shot")
         finish(fig, results_dir() / "translation_kshot.png", ax)
     for split in splits:
@@ -170,10 +187,13 @@ def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
     """A table of what each model's training got (steps, time, last validation BLEU) and the
     curves (cross-entropy, validation BLEU) in results/translation_curves.png."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    md = ["", "## Training", "", "| model | steps | train time | sentences seen | last val BLEU (greedy, 256 lines) | machine, commit |",
-          "|---|---:|---:|---:|---:|---|"]
+    md = ["", "## Training", "",
+          "| model | steps | train time | sentences seen | val BLEU (greedy, 256 lines): last | best (step) "
+          "| memory share of a step | machine, commit |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     info = {}
     for name, run in runs.items():
+        if not (run / "replica-0.json").is_file():
+            continue
         rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
         record = json.loads((run / "run.json").read_text())
         summary = json.loads((run / "replica-0.json").read_text())
@@ -181,11 +201,21 @@ def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
         a.plot(*smoothed(rows, "ce", 50), label=name)
         b.plot([r["step"] for r in val], [r["val_bleu"] for r in val], marker="o", label=name)
         m = record["machine"]
+        best = max(val, key=lambda r: r["val_bleu"]) if val else None
+        share = [r["memory_share"] for r in rows if "memory_share" in r]
         info[name] = {"steps": summary["steps"], "train_minutes": round(summary["wall_seconds"] / 60, 1),
                       "sentences": summary["steps"] * record["config"]["batch"],
-                      "val_bleu": val[-1]["val_bleu"] if val else None, "command": record["command"], "machine": m}
-        md.append(f"| {name} | {summary['steps']:,} | {info[name]['train_minutes']} min | {info[name]['sentences']:,} | "
-                  f"{info[name]['val_bleu']} | {m.get('cpu', '?')}, `{m.get('commit', '?')}` |")
+                      "val_bleu": val[-1]["val_bleu"] if val else None,
+                      "best_val_bleu": best and best["val_bleu"], "best_step": best and best["step"],
+                      # the mean share after the first tenth of the steps (the memory still filling)
+                      "memory_share": round(sum(share[len(share) // 10:]) / len(share[len(share) // 10:]), 3)
+                      if share else None,
+                      "command": record["command"], "machine": m}
+        i = info[name]
+        shown = "—" if i["memory_share"] is None else f"{i['memory_share']:.0%}"
+        md.append(f"| {name} | {summary['steps']:,} | {i['train_minutes']} min | {i['sentences']:,} | {i['val_bleu']} | "
+                  f"{i['best_val_bleu']} ({i['best_step']}) | {shown} | "
+                  f"{m.get('cpu', '?')}, `{m.get('commit', '?')}` |")
     a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
     b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
     finish(fig, results_dir() / "translation_curves.png", a, b)
@@ -204,8 +234,10 @@ def main(argv=None) -> int:
     for part in parts:
         part["examples"] = worked_examples(part)
         part["intervals"] = intervals(part)
-    train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory})
-    extra_md, extra = protocol_sections(a.memory.parent, a.splits)
+    folder = a.memory.parent
+    train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory,
+                                     **{name: folder / d for name, d in ABLATIONS.items()}})
+    extra_md, extra = protocol_sections(folder, a.splits)
     md = (tables(parts).splitlines() + interval_table(parts) + extra_md + train_md
           + (Path(a.notes).read_text().splitlines() if a.notes else []))
     runinfo.write_results("translation", {"training": train_info, "evaluations": [

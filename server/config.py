@@ -23,6 +23,8 @@ class MemoryConfig:
     ivf_nlist: int = 0                # IVF lists; 0 = max(1, round(sqrt(size)))
     ivf_nprobe: int = 8               # IVF lists visited per query unless a request says
     ivf_retrain: int = 0              # IVF: refit the quantizer every this many slot writes (0 = never)
+    ivf_rebalance: float = 0.0        # IVF: refit when the lists' imbalance grows past this multiple
+                                      # of its value after the last fit (0 = never)
     lsh_tables: int = 16              # LSH hash tables (the paper's code: sqrt(256))
     lsh_bits: int = 0                 # LSH hyperplanes per table; 0 = clamp(log2(size/16), 1, 20)
     lsh_bucket_size: int = 16         # LSH slot ids kept per bucket (a ring: newest replace oldest)
@@ -39,7 +41,7 @@ class MemoryConfig:
             raise InvalidArgument(f"size must be a positive integer, got {self.size!r}")
         if self.index not in INDEX_KINDS:
             raise InvalidArgument(f"index must be one of {INDEX_KINDS}, got {self.index!r}")
-        for name in ("alpha", "inverse_temperature", "age_noise"):
+        for name in ("alpha", "inverse_temperature", "age_noise", "ivf_rebalance"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise InvalidArgument(f"{name} must be finite and >= 0, got {value}")
@@ -47,6 +49,8 @@ class MemoryConfig:
                      "lsh_bucket_size", "correct_in_top", "seed"):
             if getattr(self, name) < 0:
                 raise InvalidArgument(f"{name} must be >= 0, got {getattr(self, name)}")
+        if 0 < self.ivf_rebalance <= 1:
+            raise InvalidArgument(f"ivf_rebalance must be 0 (off) or > 1, got {self.ivf_rebalance}")
         choose_k = self.choose_k or min(256, self.size)
         if choose_k > self.size:
             raise InvalidArgument(f"choose_k {choose_k} exceeds size {self.size}")

@@ -12,7 +12,7 @@ from raremem.server.store import LookupSpec
 _KIND_TO_PB = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()} | {pb.INDEX_KIND_UNSPECIFIED: "exact"}
 _OPTIONAL = ("choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top",
-             "ivf_nlist", "ivf_nprobe", "ivf_retrain", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "append_only")
+             "ivf_nlist", "ivf_nprobe", "ivf_retrain", "ivf_rebalance", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "append_only")
 
 
 def config_from_pb(msg: pb.MemoryConfig) -> MemoryConfig:

@@ -122,7 +122,13 @@ class IVFIndex:
     splitting the later ones evenly, lists grow lopsided and recall falls. With ``ivf_retrain``
     = R > 0, every R slot writes the quantizer is fitted again, on a seeded uniform sample of
     the current keys, and every filled slot re-added (one k-means of ``39 * nlist`` points and
-    one assignment of the memory; bench/scale.py measures recall before and after)."""
+    one assignment of the memory; bench/scale.py measures recall before and after).
+
+    Drift also costs time: keys that pile into a few lists make every search scan them (a
+    translation model's first keys, fitted at 80K slots, made a search of 1,000 queries take
+    4.1 s against 43 ms for a fit to the newest keys). With ``ivf_rebalance`` = F > 1 the
+    quantizer is fitted again when the lists' imbalance factor exceeds F times its value just
+    after the last fit, at most once per ``39 * nlist`` slot writes."""
 
     sorted = True
 
@@ -132,6 +138,7 @@ class IVFIndex:
         self.default_nprobe = config.ivf_nprobe
         self.train_size = min(keys.shape[0], 39 * self.nlist)
         self.retrain_every, self.seed = config.ivf_retrain, config.seed
+        self.rebalance = config.ivf_rebalance
         self.exact = ExactIndex(config, keys)
         self.reset()
 
@@ -154,6 +161,15 @@ class IVFIndex:
         self.index.add_with_ids(self.keys[:n], np.arange(n, dtype=np.int64))
         self.present[:n] = True
         self.written, self.trainings = 0, self.trainings + 1
+        self.fit_imbalance = self.imbalance()
+
+    def imbalance(self) -> float:
+        """FAISS's imbalance factor of the lists (1 = every list the same size)."""
+        return float(self.index.invlists.imbalance_factor()) if self.index.ntotal else 1.0
+
+    def _lopsided(self) -> bool:
+        return bool(self.rebalance) and self.written >= self.train_size \
+            and self.imbalance() > self.rebalance * self.fit_imbalance
 
     @property
     def trained(self) -> bool:
@@ -171,7 +187,7 @@ class IVFIndex:
                 self._fit(n)
             return
         self.written += len(slots)
-        if self.retrain_every and self.written >= self.retrain_every:
+        if (self.retrain_every and self.written >= self.retrain_every) or self._lopsided():
             self._fit(n)   # the keys written now are in the prefix and get indexed with it
             return
         _apply_threads()
@@ -187,19 +203,23 @@ class IVFIndex:
         self._new_index()
         self.written = 0      # slot writes since the quantizer was last fitted
         self.trainings = 0    # fits so far (seeds the next fit's sample)
+        self.fit_imbalance = 1.0   # the lists' imbalance factor just after the last fit
 
     def nbytes(self) -> int:
         return int(self.present.sum()) * (self.keys.shape[1] * 4 + 8) + self.nlist * self.keys.shape[1] * 4
 
     def state(self) -> dict[str, np.ndarray]:
         return {"ivf_index": faiss.serialize_index(self.index), "ivf_present": self.present,
-                "ivf_counts": np.array([self.written, self.trainings], np.int64)}
+                "ivf_counts": np.array([self.written, self.trainings], np.int64),
+                "ivf_fit_imbalance": np.array(self.fit_imbalance, np.float64)}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.index = faiss.deserialize_index(np.asarray(state["ivf_index"], dtype=np.uint8))
         self.present = np.array(state["ivf_present"], dtype=bool)
         if "ivf_counts" in state:   # snapshots from before re-training have none: start counting
             self.written, self.trainings = (int(x) for x in state["ivf_counts"])
+        # older snapshots kept no imbalance: count from the lists as they are
+        self.fit_imbalance = float(state["ivf_fit_imbalance"]) if "ivf_fit_imbalance" in state else self.imbalance()
 
 
 class LSHIndex:

@@ -9,10 +9,17 @@ baseline's decoder states and decoding that mixes its nearest neighbours into th
   with ``p = (1 - lam) p_model + lam p_kNN``, ``p_kNN(v) ∝ sum over neighbours with value v of
   exp(s / temperature)``, s the cosine similarity (keys and queries are unit vectors on the
   server, so this is the paper's exp(-d² / T) with d² = 2 - 2s). It offers ``start`` and
-  ``step`` like the model, so beam search and greedy decoding use it unchanged.
+  ``step`` like the model, so beam search and greedy decoding use it unchanged. It may read
+  several datastores (the training one and a small one of context lines, ``ContextStore``):
+  their neighbours are pooled and the k most similar kept.
+- ``training_datastore``: a spawned server holding the training datastore, for the tuning run
+  (``run_experiment``) and for the one-shot protocols with kNN-MT.
 """
 
 from __future__ import annotations
+
+import contextlib
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -46,14 +53,18 @@ def build_datastore(model, subwords: Subwords, sources: list[str], targets: list
     return written
 
 
-class KNNDecoder:
-    """A trained baseline whose every decoder step is mixed with its kNN datastore."""
+TRAIN, CONTEXT = "knn/train", "knn/context"   # the datastores' memory names
 
-    def __init__(self, model, client, name: str, k: int = 16, temperature: float = 0.1, lam: float = 0.25,
-                 nprobe: int = 0):
+
+class KNNDecoder:
+    """A trained baseline whose every decoder step is mixed with its kNN datastores ``names``."""
+
+    def __init__(self, model, client, names: str | tuple[str, ...] = TRAIN, k: int = 16, temperature: float = 0.1,
+                 lam: float = 0.25, nprobe: int = 0):
         if model.memory is not None:
             raise ValueError("kNN-MT decodes a baseline (a model without the memory layer)")
-        self.model, self.client, self.name = model, client, name
+        self.model, self.client = model, client
+        self.names = (names,) if isinstance(names, str) else tuple(names)
         self.k, self.temperature, self.lam, self.nprobe = k, temperature, lam, nprobe
         self.cfg, self.go = model.cfg, model.go
 
@@ -65,12 +76,17 @@ class KNNDecoder:
         return self.model.start(src)
 
     def knn_probs(self, att: torch.Tensor) -> torch.Tensor:
-        """att (N, U) -> p_kNN (N, V) from the datastore's k nearest neighbours."""
-        r = self.client.lookup(self.name, np.ascontiguousarray(att.float().numpy()), k=self.k, nprobe=self.nprobe,
-                               neighbors=True)
-        nb = r.neighbors
-        sims = torch.from_numpy(nb.similarities.copy())                   # (N, k), -inf where none
-        values = torch.from_numpy(nb.values.copy()).clamp(min=0)          # (N, k)
+        """att (N, U) -> p_kNN (N, V) from the k nearest neighbours over all datastores."""
+        queries = np.ascontiguousarray(att.float().numpy())
+        sims, values = [], []
+        for name in self.names:
+            nb = self.client.lookup(name, queries, k=self.k, nprobe=self.nprobe, neighbors=True).neighbors
+            sims.append(torch.from_numpy(nb.similarities.copy()))          # (N, k'), -inf where none
+            values.append(torch.from_numpy(nb.values.copy()).clamp(min=0))  # (N, k')
+        sims, values = torch.cat(sims, 1), torch.cat(values, 1)
+        if len(self.names) > 1:                                            # the k best of the pooled neighbours
+            sims, top = sims.topk(min(self.k, sims.shape[1]), dim=1)
+            values = values.gather(1, top)
         w = torch.softmax(sims / self.temperature, -1)                    # rows with no neighbour: nan
         w = torch.nan_to_num(w, nan=0.0)
         return torch.zeros(len(att), self.cfg.tgt_vocab).scatter_add_(1, values, w)
@@ -102,6 +118,57 @@ class KNNDecoder:
         return DecoderOutput(torch.cat(logits, 1), logits[0].new_zeros(()), None)
 
 
+@contextlib.contextmanager
+def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, nprobe: int = 32, k: int = 32,
+                       train_limit: int = 0, best: bool = True):
+    """A server of its own holding ``baseline``'s datastore over the training targets (append-only
+    IVF memory ``TRAIN``): yields (model, subwords, summary, client, info). ``best``: the run's
+    best-validation weights where it kept them. A run trained with ``--hold-out`` gets a
+    datastore without its held-out pairs (what it trained on)."""
+    import json  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from raremem.client import MemoryClient  # noqa: PLC0415
+    from raremem.models.training import Run, memory_server  # noqa: PLC0415
+    from raremem.models.translation import data  # noqa: PLC0415
+    from raremem.models.translation.protocol import load_run  # noqa: PLC0415
+    from raremem.models.translation.train import TrainConfig, held_out_lines  # noqa: PLC0415
+
+    baseline = Path(baseline)
+    weights = Run.BEST if best and (baseline / Run.BEST).is_file() else "checkpoint.pt"
+    model, sw, summary = load_run(baseline, None, weights=weights)
+    train = data.load("train")
+    cfg = TrainConfig(**json.loads((baseline / "run.json").read_text())["config"])
+    out = held_out_lines(cfg, train.target)
+    keep = [i for i in range(len(train.target[:train_limit or None])) if i not in out]
+    with memory_server("spawn") as address, MemoryClient(address, timeout=600) as client:
+        client.create_memory(TRAIN, model.cfg.units, size, index="ivf", ivf_nlist=nlist, ivf_nprobe=nprobe,
+                             append_only=True, choose_k=k)
+        t0 = time.perf_counter()
+        entries = build_datastore(model, sw, [train.source[i] for i in keep], [train.target[i] for i in keep],
+                                  client, TRAIN, lines=keep)
+        info = {"baseline_run": str(baseline), "baseline_weights": weights, "baseline_steps": summary["steps"],
+                "size": size, "nprobe": nprobe, "datastore_entries": entries, "held_out_pairs": len(out),
+                "datastore_seconds": round(time.perf_counter() - t0, 1)}
+        yield model, sw, summary, client, info
+
+
+class ContextStore:
+    """The one-shot protocols' context lines as a small append-only datastore ``CONTEXT`` beside
+    the training one: ``learn`` writes the baseline's states over (source, reference) pairs,
+    ``fresh`` empties it. What the memory model's context pass is to the memory model."""
+
+    def __init__(self, model, subwords: Subwords, client, size: int = 1 << 15):
+        self.model, self.subwords, self.client = model, subwords, client
+        client.create_memory(CONTEXT, model.cfg.units, size, append_only=True, exist_ok=True)
+
+    def fresh(self) -> None:
+        self.client.reset(CONTEXT)
+
+    def learn(self, sources: list[str], targets: list[str]) -> int:
+        return build_datastore(self.model, self.subwords, sources, targets, self.client, CONTEXT)
+
+
 def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, test_split: str = "test_2016_flickr",
                    width: int = 4, grid=((8, 32), (0.05, 0.1), (0.1, 0.25, 0.5)), nlist: int = 0, nprobe: int = 32,
                    train_limit: int = 0, test_limit: int = 0) -> dict:
@@ -111,37 +178,25 @@ def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, tes
     paired-bootstrap intervals. Writes ``out`` (JSON) and returns it."""
     import json  # noqa: PLC0415
     import time  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
-    from raremem.client import MemoryClient  # noqa: PLC0415
     from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.training import memory_server  # noqa: PLC0415
     from raremem.models.translation import data  # noqa: PLC0415
     from raremem.models.translation.evaluate import bleu, translate  # noqa: PLC0415
-    from raremem.models.translation.protocol import load_run  # noqa: PLC0415
     from raremem.models.translation.significance import paired_bootstrap  # noqa: PLC0415
 
-    model, sw, summary = load_run(Path(baseline), None)
-    train = data.load("train")
-    src, tgt = train.source[:train_limit or None], train.target[:train_limit or None]
     val = data.load("val")
     vs, vr = val.source[:val_lines], val.target[:val_lines]
     test = data.load(test_split)
     ts, tr = test.source[:test_limit or None], test.target[:test_limit or None]
-    result = {"baseline_run": str(baseline), "baseline_steps": summary["steps"], "size": size, "nprobe": nprobe,
-              "machine": runinfo.machine(), "command": runinfo.command(), "test_split": test_split, "width": width}
-    with memory_server("spawn") as address, MemoryClient(address, timeout=600) as c:
-        c.create_memory("knn/train", model.cfg.units, size, index="ivf", ivf_nlist=nlist, ivf_nprobe=nprobe,
-                        append_only=True, choose_k=max(grid[0]))
-        t0 = time.perf_counter()
-        result["datastore_entries"] = build_datastore(model, sw, src, tgt, c, "knn/train")
-        result["datastore_seconds"] = round(time.perf_counter() - t0, 1)
+    with training_datastore(baseline, size, nlist, nprobe, max(grid[0]), train_limit) as (model, sw, _, c, info):
+        result = {**info, "machine": runinfo.machine(), "command": runinfo.command(), "test_split": test_split,
+                  "width": width}
         t0 = time.perf_counter()
         tuning = [{"k": 0, "temperature": 0.0, "lam": 0.0, "val_bleu": bleu(translate(model, sw, vs, 1), vr)["bleu"]}]
         for k in grid[0]:
             for temperature in grid[1]:
                 for lam in grid[2]:
-                    dec = KNNDecoder(model, c, "knn/train", k=k, temperature=temperature, lam=lam, nprobe=nprobe)
+                    dec = KNNDecoder(model, c, TRAIN, k=k, temperature=temperature, lam=lam, nprobe=nprobe)
                     tuning.append({"k": k, "temperature": temperature, "lam": lam,
                                    "val_bleu": bleu(translate(dec, sw, vs, 1), vr)["bleu"]})
                     print(json.dumps(tuning[-1]), flush=True)
@@ -150,7 +205,7 @@ def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, tes
         result["chosen"] = best
         t0 = time.perf_counter()
         hyps = {"GNMT": translate(model, sw, ts, width)}
-        knn = KNNDecoder(model, c, "knn/train", k=best["k"], temperature=best["temperature"], lam=best["lam"],
+        knn = KNNDecoder(model, c, TRAIN, k=best["k"], temperature=best["temperature"], lam=best["lam"],
                          nprobe=nprobe)
         hyps["GNMT + kNN-MT"] = translate(knn, sw, ts, width)
         result["decode_seconds"] = round(time.perf_counter() - t0, 1)

@@ -62,17 +62,19 @@ def episodes(targets: list[str], words: list[str], evaluations: int = 2, max_sho
 
 
 def kshot_curve(model, subwords, sources: list[str], targets: list[str], eps: list[dict], fresh,
-                shots=SHOTS, width: int = 1, passes: int = 3) -> dict:
+                shots=SHOTS, width: int = 1, passes: int = 3, learn=None) -> dict:
     """Hit rate of each episode's word in its evaluation lines after ``shots`` context lines.
-    ``fresh()`` restores the trained memory (a copy) before each shot count."""
+    ``fresh()`` restores the trained memory (a copy) before each shot count; ``learn`` as in
+    ``oneshot.paired_hits``."""
     from raremem.models.translation.evaluate import context_pass, translate  # noqa: PLC0415
 
+    learn = learn or (lambda s, t: context_pass(model, subwords, s, t, passes))
     rows = {}
     for k in shots:
         fresh()
         ctx = [i for e in eps for i in e["context"][:k]]
         if ctx:
-            context_pass(model, subwords, [sources[i] for i in ctx], [targets[i] for i in ctx], passes)
+            learn([sources[i] for i in ctx], [targets[i] for i in ctx])
         ev = [(e["word"], i) for e in eps for i in e["evaluation"]]
         hyps = translate(model, subwords, [sources[i] for _, i in ev], width)
         hits = [w in WORD.findall(h) for (w, _), h in zip(ev, hyps)]
@@ -97,6 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--run", type=Path, default=Path("runs/translation/kshot"))
     p.add_argument("--evaluations", type=int, default=2, help="evaluation lines per word")
     p.add_argument("--width", type=int, default=1)
+    p.add_argument("--knn", type=Path, default=None,
+                   help="a knn-<split>.json: --run is a baseline trained with --hold-out, scored as kNN-MT with the "
+                        "k, temperature and lambda tuned there, the context lines added to its training datastore")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -107,12 +112,26 @@ def main(argv=None) -> int:
     train = data.load("train", Path(config["data_dir"]))
     words = held_out_words(train.target, config["hold_out"], config["hold_out_seed"])
     eps = episodes(train.target, words, a.evaluations, max(SHOTS))
-    with trained_memory(a.run) as (model, sw, summary, fresh):
-        curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
-    result = {"run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
+    extra = {}
+    if a.knn:
+        from raremem.models.translation.knn import CONTEXT, TRAIN, ContextStore, KNNDecoder, training_datastore  # noqa: PLC0415
+
+        tuned = json.loads(a.knn.read_text())
+        chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
+        with training_datastore(a.run, tuned["size"], nprobe=tuned["nprobe"], k=chosen["k"]) as (model, sw, summary,
+                                                                                                    client, info):
+            store = ContextStore(model, sw, client)
+            decoder = KNNDecoder(model, client, (TRAIN, CONTEXT), nprobe=tuned["nprobe"], **chosen)
+            curve = kshot_curve(decoder, sw, train.source, train.target, eps, store.fresh, width=a.width,
+                                learn=store.learn)
+        extra = {"knn": chosen, "datastore_entries": info["datastore_entries"], "held_out_pairs": info["held_out_pairs"]}
+    else:
+        with trained_memory(a.run) as (model, sw, summary, fresh):
+            curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
+    result = {**extra,"run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
               "curve": curve, "train_steps": summary["steps"], "machine": runinfo.machine(),
               "command": runinfo.command(), "episodes_detail": eps}
-    (a.run / "kshot.json").write_text(json.dumps(result, indent=1))
+    (a.run / ("kshot-knn.json" if a.knn else "kshot.json")).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "episodes_detail"}))
     return 0
 

@@ -85,12 +85,15 @@ def groups(pairs: list[RarePair], targets: list[str], size: int = 64) -> list[li
 
 
 def paired_hits(model, subwords, pool: data.Parallel, pairs: list[RarePair], fresh, width: int = 1,
-                passes: int = 3) -> dict:
+                passes: int = 3, learn=None) -> dict:
     """Each pair's evaluation line translated from the trained memory (``fresh()`` restores a
     copy) without and with its context line passed through memory updates; McNemar on the
-    paired hits. Context lines of a group go in together (``groups``)."""
+    paired hits. Context lines of a group go in together (``groups``). ``learn(sources,
+    targets)``: how the context gets in (default the memory model's ``passes`` context passes;
+    kNN-MT's ``ContextStore.learn`` writes it to a datastore)."""
     from raremem.models.translation.evaluate import context_pass, translate  # noqa: PLC0415
 
+    learn = learn or (lambda s, t: context_pass(model, subwords, s, t, passes))
     fresh()
     ev = sorted({p.evaluation for p in pairs})
     plain = dict(zip(ev, translate(model, subwords, [pool.source[i] for i in ev], width)))
@@ -98,7 +101,7 @@ def paired_hits(model, subwords, pool: data.Parallel, pairs: list[RarePair], fre
     for g in groups(pairs, pool.target):
         fresh()
         ctx = sorted({p.context for p in g})
-        context_pass(model, subwords, [pool.source[i] for i in ctx], [pool.target[i] for i in ctx], passes)
+        learn([pool.source[i] for i in ctx], [pool.target[i] for i in ctx])
         lines = sorted({p.evaluation for p in g})
         after = dict(zip(lines, translate(model, subwords, [pool.source[i] for i in lines], width)))
         for p in g:
@@ -108,7 +111,9 @@ def paired_hits(model, subwords, pool: data.Parallel, pairs: list[RarePair], fre
 
 
 def main(argv=None) -> int:
-    """The paired-rare-word protocol on a trained memory run; writes oneshot.json beside it."""
+    """The paired-rare-word protocol on a trained memory run (oneshot.json beside it), or with
+    ``--knn``: kNN-MT over the baseline and the settings tuned in a knn-<split>.json, the context
+    lines added to the training datastore (oneshot-knn.json beside the baseline)."""
     import argparse  # noqa: PLC0415
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -122,17 +127,33 @@ def main(argv=None) -> int:
     p.add_argument("--run", type=Path, default=Path("runs/translation/memory"))
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="first pairs only (0 = all)")
+    p.add_argument("--knn", type=Path, default=None,
+                   help="a knn-<split>.json: score kNN-MT over its baseline with its tuned k, temperature, lambda")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     pool = pooled()
     pairs = rare_pairs(pool.target, training_counts())[:a.limit or None]
-    with trained_memory(a.run) as (model, sw, summary, fresh):
-        result = paired_hits(model, sw, pool, pairs, fresh, a.width)
-    result |= {"run": str(a.run), "words": len({p.word for p in pairs}), "train_steps": summary["steps"],
+    if a.knn:
+        from raremem.models.translation.knn import CONTEXT, TRAIN, ContextStore, KNNDecoder, training_datastore  # noqa: PLC0415
+
+        tuned = json.loads(a.knn.read_text())
+        chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
+        with training_datastore(Path(tuned["baseline_run"]), tuned["size"], nprobe=tuned["nprobe"],
+                                k=chosen["k"]) as (model, sw, summary, client, info):
+            store = ContextStore(model, sw, client)
+            decoder = KNNDecoder(model, client, (TRAIN, CONTEXT), nprobe=tuned["nprobe"], **chosen)
+            result = paired_hits(decoder, sw, pool, pairs, store.fresh, a.width, learn=store.learn)
+        result |= {"knn": chosen, "datastore_entries": info["datastore_entries"]}
+        run, out = Path(tuned["baseline_run"]), Path(tuned["baseline_run"]) / "oneshot-knn.json"
+    else:
+        with trained_memory(a.run) as (model, sw, summary, fresh):
+            result = paired_hits(model, sw, pool, pairs, fresh, a.width)
+        run, out = a.run, a.run / "oneshot.json"
+    result |= {"run": str(run), "words": len({p.word for p in pairs}), "train_steps": summary["steps"],
                "machine": runinfo.machine(), "command": runinfo.command()}
-    (a.run / "oneshot.json").write_text(json.dumps(result, indent=1))
+    out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
     return 0
 

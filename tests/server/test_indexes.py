@@ -9,6 +9,7 @@ import pytest
 
 from bench.recall import clustered_memory, recall
 from raremem.server.config import MemoryConfig
+from raremem.server.errors import InvalidArgument
 from raremem.server.indexes import TorchExactIndex
 from raremem.server.store import LookupSpec, MemoryStore
 from tests.reference_memory import ReferenceMemory
@@ -129,3 +130,41 @@ def test_ivf_refits_its_quantizer_as_keys_drift():
             assert (again.index.written, again.index.trainings) == (store.index.written, 2)
     assert results[n] > results[0] + 0.1, results
     assert results[n] > 0.8
+
+
+def test_ivf_refits_when_its_lists_grow_lopsided():
+    """Keys rewritten, batch after batch, into a small region of the space (a young model's
+    states, all alike, then spreading): without ivf_rebalance they pile into a few lists; with
+    it the quantizer is fitted again as soon as the imbalance factor passes F times its value
+    after the last fit (never sooner than 39 * nlist writes later), which keeps the lists even.
+    The value after the last fit survives a snapshot."""
+    d, n, nlist = 16, 4096, 16
+    rng = np.random.default_rng(2)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    spread = unit(rng.standard_normal((n, d)))
+    centre = unit(rng.standard_normal((1, d)))
+    tight = unit(centre + 0.05 * rng.standard_normal((n, d)))
+    ends = {}
+    for factor in (0.0, 2.0):
+        store = MemoryStore(MemoryConfig(key_dim=d, size=n, choose_k=8, index="ivf", ivf_nlist=nlist,
+                                         ivf_nprobe=2, ivf_rebalance=factor, seed=1))
+        store.load(spread, np.arange(n))
+        assert store.index.trainings == 1
+        fitted = store.index.fit_imbalance
+        for i in range(0, n, 256):
+            store.keys[i:i + 256] = tight[i:i + 256]
+            store.index.on_write(np.arange(i, i + 256), n)
+            if factor:   # between fits the lists never get much worse than F times the fit
+                assert store.index.imbalance() <= factor * store.index.fit_imbalance * 1.5
+        ends[factor] = (store.index.trainings, store.index.imbalance())
+        if factor:
+            again = MemoryStore.from_state(store.state())
+            assert again.index.fit_imbalance == store.index.fit_imbalance
+            assert again.index.fit_imbalance != fitted
+    assert ends[0.0][0] == 1 and ends[2.0][0] > 1, ends
+    assert ends[2.0][1] < ends[0.0][1] / 2, ends
+    with pytest.raises(InvalidArgument, match="ivf_rebalance"):
+        MemoryConfig(key_dim=d, size=n, index="ivf", ivf_rebalance=0.5).resolved()

@@ -136,6 +136,7 @@ def test_unknown_memory_and_names(client):
     (dict(key_dim=0, size=8), "key_dim"), (dict(key_dim=8, size=0), "size"),
     (dict(key_dim=8, size=8, choose_k=9), "choose_k"), (dict(key_dim=8, size=8, alpha=float("nan")), "alpha"),
     (dict(key_dim=8, size=8, index=9), "index"), (dict(key_dim=8, size=8, device="tpu"), "device"),
+    (dict(key_dim=8, size=8, index=pb.IVF, ivf_rebalance=0.5), "ivf_rebalance"),
 ])
 def test_bad_configs(client, config, words):
     with pytest.raises(grpc.RpcError) as exc:
@@ -264,6 +265,8 @@ def test_leave_one_out_and_append_only_over_the_wire(client):
     client.create_memory("loo", 16, 64, choose_k=8, age_noise=0.0, seed=5)
     info = client.create_memory("knn", 8, 16, choose_k=4, age_noise=0.0, append_only=True)
     assert info.config["append_only"] is True and client.stats("loo").info.config["append_only"] is False
+    ivf = client.create_memory("ivf", 8, 64, index="ivf", ivf_retrain=100, ivf_rebalance=2.5)
+    assert (ivf.config["ivf_retrain"], ivf.config["ivf_rebalance"]) == (100, 2.5)
     ref = ReferenceMemory(64, 16, 8, age_noise=0.0, seed=5)
     for step, req in enumerate(clustered_batches(9, 16, 90, 6, 60)):
         req = dict(req, sources=((np.arange(6) + step) % 11).astype(np.int64))

@@ -10,7 +10,7 @@ import torch
 from raremem.models.translation.beam import beam_search
 from raremem.models.translation.data import DEFAULT_DATA, load
 from raremem.models.translation.evaluate import pad_batch, translate
-from raremem.models.translation.knn import KNNDecoder, build_datastore
+from raremem.models.translation.knn import CONTEXT, ContextStore, KNNDecoder, build_datastore
 from raremem.models.translation.subwords import EOS
 from tests.models.translation.test_translator import tiny_model
 
@@ -60,3 +60,32 @@ def test_lambda_zero_is_the_baseline_and_lambda_one_copies_the_store(client, cor
     # each step's state is the stored state of the same prefix, so its neighbour names the next word
     assert translate(copy, sw, src[:8], width=1) == tgt[:8]
     assert translate(copy, sw, src[:4], width=4) == tgt[:4]
+
+
+def test_two_datastores_pool_like_one_that_holds_both(client, corpus):
+    """The training datastore plus a context one (``ContextStore``) give the kNN distribution of
+    a single datastore holding both; emptying the context store gives the training one's."""
+    sw, src, tgt = corpus
+    model = tiny_model(vocab=len(sw))
+    store = ContextStore(model, sw, client, size=2048)
+    assert store.learn(src, tgt) == sum(len(t) + 1 for t in sw.encode(tgt))
+    store.fresh()
+    assert client.stats(CONTEXT).info.filled == 0
+    # random unit keys (an untrained model's states nearly tie, and a tie at the k-th neighbour
+    # is broken differently by different stores)
+    rng = np.random.default_rng(0)
+    keys = rng.standard_normal((700, 8)).astype(np.float32)
+    keys /= np.linalg.norm(keys, axis=1, keepdims=True)
+    values = rng.integers(0, len(sw), 700)
+    client.create_memory("knn/first", 8, 1024, append_only=True, choose_k=8)
+    client.create_memory("knn/both", 8, 1024, append_only=True, choose_k=8)
+    client.write("knn/first", keys[:500], values[:500])
+    client.write(CONTEXT, keys[500:], values[500:])
+    client.write("knn/both", keys, values)
+    queries = torch.from_numpy(rng.standard_normal((64, 8)).astype(np.float32))
+    pooled = KNNDecoder(model, client, ("knn/first", CONTEXT), k=8, temperature=0.1)
+    single = KNNDecoder(model, client, "knn/both", k=8, temperature=0.1)
+    torch.testing.assert_close(pooled.knn_probs(queries), single.knn_probs(queries))
+    store.fresh()
+    alone = KNNDecoder(model, client, "knn/first", k=8, temperature=0.1)
+    torch.testing.assert_close(pooled.knn_probs(queries), alone.knn_probs(queries))
