@@ -88,7 +88,8 @@ def tables(parts: list[dict]) -> str:
         for name, row in p["rows"].items():
             ctx = f", context {row['context_lines']} lines -> {row['context_writes']:,} memory writes" \
                 if row.get("context_lines") else ""
-            md.append(f"- {p['split']}, {name}: {row['decode_seconds']} s{ctx}; `{row['command']}` at "
+            at = f", weights of step {row['weights_step']:,}" if "weights_step" in row else ""
+            md.append(f"- {p['split']}, {name}: {row['decode_seconds']} s{ctx}{at}; `{row['command']}` at "
                       f"`{row['machine'].get('commit', '?')}`, {row['machine'].get('cpu', '?')}")
     first = parts[0]
     md += ["", f"Worked examples ({first['split']}; where a memory row got a rare word the baseline missed):", ""]
@@ -230,7 +231,9 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="+", default=["test_2016_flickr", "newstest2014"])
     p.add_argument("--notes", default="", help="markdown appended to the tables (training, machine)")
     a = p.parse_args(argv)
-    parts = [json.loads((a.memory.parent / f"eval-{s}.json").read_text()) for s in a.splits]
+    # each split's evaluation with the best-validation weights (--best) where it exists
+    parts = [json.loads(next(p for p in (a.memory.parent / f"eval-{s}-best.json", a.memory.parent / f"eval-{s}.json")
+                             if p.is_file()).read_text()) for s in a.splits]
     for part in parts:
         part["examples"] = worked_examples(part)
         part["intervals"] = intervals(part)

@@ -128,7 +128,8 @@ class IVFIndex:
     translation model's first keys, fitted at 80K slots, made a search of 1,000 queries take
     4.1 s against 43 ms for a fit to the newest keys). With ``ivf_rebalance`` = F > 1 the
     quantizer is fitted again when the lists' imbalance factor exceeds F times its value just
-    after the last fit, at most once per ``39 * nlist`` slot writes."""
+    after the last fit, at most once per ``nlist * 39 / 8`` slot writes (a young model's keys can
+    make the lists 100x more lopsided within one fit's worth of writes)."""
 
     sorted = True
 
@@ -168,7 +169,7 @@ class IVFIndex:
         return float(self.index.invlists.imbalance_factor()) if self.index.ntotal else 1.0
 
     def _lopsided(self) -> bool:
-        return bool(self.rebalance) and self.written >= self.train_size \
+        return bool(self.rebalance) and self.written >= self.train_size // 8 \
             and self.imbalance() > self.rebalance * self.fit_imbalance
 
     @property

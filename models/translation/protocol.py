@@ -92,6 +92,10 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
     def weights(run: Path) -> str:
         return Run.BEST if best and (run / Run.BEST).is_file() else "checkpoint.pt"
 
+    def weights_step(run: Path, summary: dict) -> int:
+        """The step of the weights decoded (the best validation's with ``best``)."""
+        return json.loads((run / "best.json").read_text())["step"] if weights(run) == Run.BEST else summary["steps"]
+
     counts = training_counts()
     same = earlier and (earlier["lines"], earlier["beam_width"], earlier["context_passes"]) == (len(src), width, passes)
     rows, hyps = (dict(earlier["rows"]), dict(earlier["hypotheses"])) if same else ({}, {})
@@ -108,7 +112,8 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
     if "baseline" in models:
         t0 = time.perf_counter()
         b_model, sw, b_summary = load_run(baseline, None, weights=weights(baseline))
-        record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0)
+        record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0,
+               weights_step=weights_step(baseline, b_summary))
     if "memory" in models:
         # best: the memory as it was at the best validation, beside those weights
         kept = json.loads((memory / "best.json").read_text())["memory"] if best else ""
@@ -136,7 +141,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
                 for i, text in zip(decode, translate(model, sw, [src[i] for i in decode], width), strict=True):
                     hyp[i] = text
                 record(name, summary, hyp, everything if decode is everything else None,
-                       time.perf_counter() - t0, **ctx)
+                       time.perf_counter() - t0, weights_step=weights_step(memory, summary), **ctx)
     return {"split": split, "lines": len(src), "beam_width": width, "context_passes": passes, "rows": rows,
             "hypotheses": hyps}
 

@@ -136,7 +136,7 @@ def test_ivf_refits_when_its_lists_grow_lopsided():
     """Keys rewritten, batch after batch, into a small region of the space (a young model's
     states, all alike, then spreading): without ivf_rebalance they pile into a few lists; with
     it the quantizer is fitted again as soon as the imbalance factor passes F times its value
-    after the last fit (never sooner than 39 * nlist writes later), which keeps the lists even.
+    after the last fit (never sooner than 39 * nlist / 8 writes later), which keeps the lists even.
     The value after the last fit survives a snapshot."""
     d, n, nlist = 16, 4096, 16
     rng = np.random.default_rng(2)
