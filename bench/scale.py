@@ -196,9 +196,13 @@ def main() -> int:
     p.add_argument("--max-n", type=int, default=1 << 22)
     p.add_argument("--omniglot-checkpoint", type=Path, default=Path("runs/omniglot/5way-paper/checkpoint.pt"))
     p.add_argument("--memory-npz", type=Path, nargs="*", default=[], help="saved memories (snapshots) to measure")
-    p.add_argument("--skip-latency", action="store_true")
+    p.add_argument("--skip-latency", action="store_true",
+                   help="measure learned keys only; the latency rows (and the learned rows of memories not "
+                        "measured now) are kept from the results file, with the machine and commit they had")
     a = p.parse_args()
     rng = np.random.default_rng(0)
+    earlier = results_dir() / "bench_scale.json"
+    earlier = json.loads(earlier.read_text()) if a.skip_latency and earlier.is_file() else {}
     learned = []
     if a.omniglot_checkpoint.is_file():
         learned += recall_rows(f"Omniglot queries ({a.omniglot_checkpoint.parent.name})",
@@ -206,8 +210,16 @@ def main() -> int:
     for path in a.memory_npz:
         keys, ages = saved_memory(path)
         learned += recall_rows(f"saved memory {path.parent.parent.name}/{path.stem}", keys, ages, rng)
-    rows = [] if a.skip_latency else latency_rows(a.max_n, rng)
-    out = {"machine": machine(), "command": command(), "k": K, "d": D, "latency": rows, "learned": learned,
+    now = {"machine": machine(), "command": command()}
+    for row in learned:
+        row |= now
+    if earlier:
+        rows, then = earlier["latency"], earlier.get("latency_run") or {k: earlier[k] for k in ("machine", "command")}
+        measured = {x["memory"] for x in learned}
+        learned = [{**now_or(x, earlier), **x} for x in earlier["learned"] if x["memory"] not in measured] + learned
+    else:
+        rows, then = latency_rows(a.max_n, rng), now
+    out = {**now, "latency_run": then, "k": K, "d": D, "latency": rows, "learned": learned,
            "crossover": {b: crossover(rows, b) for b in (16, 256)}}
     out = json.loads(json.dumps(out))   # one form from here on: the file's (string keys)
     res = results_dir()
@@ -219,10 +231,16 @@ def main() -> int:
     return 0
 
 
+def now_or(row: dict, run: dict) -> dict:
+    """The machine and command a learned row was measured with (older files kept one for all)."""
+    return {"machine": row.get("machine", run["machine"]), "command": row.get("command", run["command"])}
+
+
 def markdown(r: dict) -> list[str]:
-    m = r["machine"]
+    run = r.get("latency_run") or r
+    m = run["machine"]
     lines = ["# Scale: exact and IVF search from 8K to 4M slots", "",
-             f"`{r['command']}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores; "
+             f"`{run['command']}` at commit `{m['commit']}`, {m['time']}; {m['cpu']}, {m['cores']} cores; "
              f"faiss {m.get('faiss-cpu')}. The store's lookup (the server's work for one call, no transport), "
              "median ms; clustered unit keys (100 per centre, noise 1.0), fresh queries; top-1 agreement and "
              "recall@256 of IVF against exact on the same memory, b = 256 queries.", "",
@@ -242,11 +260,15 @@ def markdown(r: dict) -> list[str]:
         lines += ["## IVF on learned keys", "",
                   "Held-out keys of the memory (1,000) query the rest; exact search of the same keys is the truth; "
                   "ms per 256 queries. \"fit\": what the quantizer was fitted to.", "",
-                  "| memory | N | d | nlist | nprobe | fit | top-1 | recall@k | IVF ms | exact ms |",
-                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+                  "| memory | N | d | nlist | nprobe | fit | top-1 | recall@k | IVF ms | exact ms | commit |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
         for x in r["learned"]:
+            at = now_or(x, r)["machine"]["commit"]
             lines.append(f"| {x['memory']} | {x['N']:,} | {x['d']} | {x['nlist']} | {x['nprobe']} | {x['fit']} | "
-                         f"{x['top1']:.3f} | {x['recall']:.3f} | {x['ms_b256']:.2f} | {x['exact_ms_b256']:.2f} |")
+                         f"{x['top1']:.3f} | {x['recall']:.3f} | {x['ms_b256']:.2f} | {x['exact_ms_b256']:.2f} | `{at}` |")
+        lines += ["", "Learned rows measured by: "
+                  + "; ".join(sorted({f"`{now_or(x, r)['command']}` at `{now_or(x, r)['machine']['commit']}`"
+                                      for x in r["learned"]}))]
         lines.append("")
     lines += ["![latency](bench_scale_latency.png) ![recall](bench_scale_recall.png)", ""]
     return lines

@@ -120,11 +120,12 @@ class KNNDecoder:
 
 @contextlib.contextmanager
 def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, nprobe: int = 32, k: int = 32,
-                       train_limit: int = 0, best: bool = True):
+                       train_limit: int = 0, best: bool = True, threads: int = 1):
     """A server of its own holding ``baseline``'s datastore over the training targets (append-only
     IVF memory ``TRAIN``): yields (model, subwords, summary, client, info). ``best``: the run's
     best-validation weights where it kept them. A run trained with ``--hold-out`` gets a
-    datastore without its held-out pairs (what it trained on)."""
+    datastore without its held-out pairs (what it trained on). ``threads``: the server's FAISS
+    threads (beside a training, one)."""
     import json  # noqa: PLC0415
     import time  # noqa: PLC0415
 
@@ -141,8 +142,10 @@ def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, npro
     cfg = TrainConfig(**json.loads((baseline / "run.json").read_text())["config"])
     out = held_out_lines(cfg, train.target)
     keep = [i for i in range(len(train.target[:train_limit or None])) if i not in out]
-    with memory_server("spawn") as address, MemoryClient(address, timeout=600) as client:
-        client.create_memory(TRAIN, model.cfg.units, size, index="ivf", ivf_nlist=nlist, ivf_nprobe=nprobe,
+    with memory_server("spawn", threads=threads) as address, MemoryClient(address, timeout=600) as client:
+        # a write is a lookup with update: its search only decides the write's `correct`, which
+        # a datastore never reads, so writes probe one list; decoding asks for ``nprobe``
+        client.create_memory(TRAIN, model.cfg.units, size, index="ivf", ivf_nlist=nlist, ivf_nprobe=1,
                              append_only=True, choose_k=k)
         t0 = time.perf_counter()
         entries = build_datastore(model, sw, [train.source[i] for i in keep], [train.target[i] for i in keep],
