@@ -80,23 +80,33 @@ def gaps(rows: list[dict]) -> list[dict]:
 
 
 def probes(runs: Path, rows: list[dict]) -> list[dict]:
-    """The query probe at every kept checkpoint (checkpoint-<step>.pt) and the last one of each
-    memory run; cached beside the checkpoint as probe-<step>.json."""
+    """The query probe of the Neural GPU at initialisation (cached as probe-fresh-ngpu.json), at
+    every kept checkpoint (checkpoint-<step>.pt) and the last one of each finished memory run, and
+    any probe-<step>.json left in a memory run still going (``probe --out``); cached beside the
+    checkpoint as probe-<step>.json."""
     f = random_function(0)
-    out = []
-    for r in rows:
-        if "memory" not in r["key"]:
+    fresh = runs / "probe-fresh-ngpu.json"
+    if not fresh.is_file():
+        fresh.write_text(json.dumps(probe(load_model("", "ngpu"), f), indent=2))
+    out = [{"run": "Extended Neural GPU + memory, at initialisation", "steps": 0, **json.loads(fresh.read_text())}]
+    finished = {r["dir"]: r for r in rows}
+    for d in sorted(runs.glob("short-*-s*")):
+        m = re.fullmatch(r"short-(.+)-s(\d+)", d.name)
+        # (the control's queries are not the state's: nothing to probe)
+        if not (m and m.group(1) in SHORT and "memory" in SHORT[m.group(1)] and "fixed" not in SHORT[m.group(1)]):
             continue
-        d = runs / r["dir"]
-        kept = sorted(d.glob("checkpoint-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-        for ck, step in [(p, int(p.stem.split("-")[1])) for p in kept] + [(d / "checkpoint.pt", r["train_steps"])]:
+        steps = {int(p.stem.split("-")[1]): p for p in d.glob("checkpoint-*.pt")}
+        if d.name in finished:
+            steps[finished[d.name]["train_steps"]] = d / "checkpoint.pt"
+        steps |= {int(p.stem.split("-")[1]): None for p in d.glob("probe-*.json") if int(p.stem.split("-")[1]) not in steps}
+        for step, ck in sorted(steps.items()):
             cache = d / f"probe-{step}.json"
             if cache.is_file():
                 res = json.loads(cache.read_text())
             else:
                 res = probe(load_model(str(ck), ""), f)
                 cache.write_text(json.dumps(res, indent=2))
-            out.append({"run": f"{NAMES[r['key']]}, seed {r['seed']}", "steps": step, **res})
+            out.append({"run": f"{NAMES[SHORT[m.group(1)]]}, seed {m.group(2)}", "steps": step, **res})
     return out
 
 
