@@ -32,11 +32,15 @@ NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention
          "ngpu": "Extended Neural GPU (32 channels)", "seq2seq + memory": "seq2seq + attention + memory",
          "ngpu + memory": "Extended Neural GPU + memory",
          "ngpu + memory, fixed queries": "control: Neural GPU + memory, fixed (number, digit) queries",
-         "ngpu + memory, w_1 without decoder gradient": "Neural GPU + memory, w_1 without decoder gradient"}
+         "ngpu + memory, w_1 without decoder gradient": "Neural GPU + memory, w_1 without decoder gradient",
+         "ngpu + memory, queries without gradient into the network":
+             "Neural GPU + memory, queries without gradient into the network"}
 SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
          "ngpu-mem-fixed": "ngpu + memory, fixed queries",
-         "ngpu-mem-nowg": "ngpu + memory, w_1 without decoder gradient"}
+         "ngpu-mem-nowg": "ngpu + memory, w_1 without decoder gradient",
+         "ngpu-mem-noqg": "ngpu + memory, queries without gradient into the network"}
 TWINS = (("ngpu + memory", "ngpu", 10.0), ("ngpu + memory, w_1 without decoder gradient", "ngpu", 10.0),
+         ("ngpu + memory, queries without gradient into the network", "ngpu", 10.0),
          ("seq2seq + memory", "seq2seq", 0.0))   # (row, twin, bar in points)
 SEEN = ("0", "1", "2", ">=3")
 

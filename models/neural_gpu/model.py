@@ -50,6 +50,11 @@ class ModelConfig:
     # queries collapse that way (mean cosine 0.9998 at step 2,000); without it, only the memory
     # loss shapes the queries and w_1 is a constant gate for the decoder.
     weight_grad: bool = True
+    # Whether any loss reaches the network through the memory's query (the memory loss, and the
+    # decoder's through w_1). Off: the query reads the state detached, so only the query
+    # projection learns from the memory; the cross-entropy alone shapes the state. At
+    # initialisation the state names the number (the probe); this says which loss takes it away.
+    query_grad: bool = True
 
     @property
     def key_dim(self) -> int:
@@ -155,7 +160,7 @@ class ExtendedNeuralGPU(nn.Module):
             if self.memory is not None and len(rows):  # queried from the state before the cells
                 label = targets[rows, it + 1] if targets is not None else None
                 query = (self._fixed_query(rows, it + 1, inputs, numbers, starts) if self.cfg.fixed_queries
-                         else s[rows, :, 0, it + 1])
+                         else s[rows, :, 0, it + 1] if self.cfg.query_grad else s[rows, :, 0, it + 1].detach())
                 out = self.memory(query, label, update=update and label is not None,
                                   sources=None if sources is None else sources[rows],
                                   weight_grad=self.cfg.weight_grad and torch.is_grad_enabled())

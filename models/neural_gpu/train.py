@@ -42,6 +42,7 @@ class TrainConfig(SequenceFlags):
     preset: str = "full"            # "full" (lengths 7-40, Table 2) | "short" (7-16; see task.py)
     fixed_queries: bool = False     # the control: fixed (number, digit position) queries (model.py)
     weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (model.py)
+    query_grad: bool = True         # the memory's losses reach the network through the query (model.py)
     channels: int = 32              # Neural GPU channels: the paper's small model
     units: int = 256                # seq2seq LSTM units
     # The authors' Neural GPU trainer (tensorflow/models research/neural_gpu, neural_gpu_trainer.py
@@ -81,12 +82,14 @@ class TrainConfig(SequenceFlags):
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, memory=self.memory_layer, channels=self.channels, units=self.units,
-                           dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad)
+                           dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
+                           query_grad=self.query_grad)
 
     @property
     def row(self) -> str:
         return (self.arch + (" + memory" if self.memory_layer else "") + (", fixed queries" if self.fixed_queries else "")
-                + ("" if self.weight_grad or not self.memory_layer else ", w_1 without decoder gradient"))
+                + ("" if self.weight_grad or not self.memory_layer else ", w_1 without decoder gradient")
+                + ("" if self.query_grad or not self.memory_layer else ", queries without gradient into the network"))
 
 
 def memory_name(cfg: TrainConfig) -> str:

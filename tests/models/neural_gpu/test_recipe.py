@@ -139,3 +139,19 @@ def test_decoder_loss_reaches_the_queries_only_through_w1_when_asked(weight_grad
     ce.backward()
     grad = model.memory.query_proj.weight.grad
     assert (grad is not None and grad.abs().sum() > 0) == weight_grad
+
+
+@pytest.mark.parametrize("query_grad", [True, False])
+def test_the_memory_loss_reaches_the_network_only_when_asked(query_grad):
+    """With query_grad off the memory loss trains the query projection and nothing else."""
+    torch.manual_seed(0)
+    train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
+    model = ExtendedNeuralGPU(ModelConfig(channels=8, dropout=0.0, query_grad=query_grad),
+                              make_backend("local", "m", 8, 4096, choose_k=8))
+    inputs, targets = torch.from_numpy(train.inputs[:32, :12]), torch.from_numpy(train.targets[:32, :12])
+    for _ in range(3):
+        model(inputs, targets, update=True)
+    model(inputs, targets, update=False).memory_loss.backward()
+    assert model.memory.query_proj.weight.grad.abs().sum() > 0
+    reached = model.encoder[0].candidate.weight.grad
+    assert (reached is not None and reached.abs().sum() > 0) == query_grad
