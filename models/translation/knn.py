@@ -130,13 +130,13 @@ def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, npro
     import time  # noqa: PLC0415
 
     from raremem.client import MemoryClient  # noqa: PLC0415
-    from raremem.models.training import Run, memory_server  # noqa: PLC0415
+    from raremem.models.training import memory_server  # noqa: PLC0415
     from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.protocol import load_run  # noqa: PLC0415
+    from raremem.models.translation.protocol import chosen_weights, load_run  # noqa: PLC0415
     from raremem.models.translation.train import TrainConfig, held_out_lines  # noqa: PLC0415
 
     baseline = Path(baseline)
-    weights = Run.BEST if best and (baseline / Run.BEST).is_file() else "checkpoint.pt"
+    weights = chosen_weights(baseline, best)[0]
     model, sw, summary = load_run(baseline, None, weights=weights)
     train = data.load("train")
     cfg = TrainConfig(**json.loads((baseline / "run.json").read_text())["config"])

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
 
     from raremem.models import runinfo  # noqa: PLC0415
     from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.protocol import trained_memory  # noqa: PLC0415
+    from raremem.models.translation.protocol import chosen_weights, trained_memory  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="k-shot curve of held-out words for a translation run")
     p.add_argument("--run", type=Path, default=Path("runs/translation/kshot"))
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--knn", type=Path, default=None,
                    help="a knn-<split>.json: --run is a baseline trained with --hold-out, scored as kNN-MT with the "
                         "k, temperature and lambda tuned there, the context lines added to its training datastore")
+    p.add_argument("--best", action="store_true", help="the best validation's weights and memory, where kept")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
                                 learn=store.learn)
         extra = {"knn": chosen, "datastore_entries": info["datastore_entries"], "held_out_pairs": info["held_out_pairs"]}
     else:
-        with trained_memory(a.run) as (model, sw, summary, fresh):
+        with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
             curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
     result = {**extra,"run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
               "curve": curve, "train_steps": summary["steps"], "machine": runinfo.machine(),

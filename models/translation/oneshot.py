@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     import torch  # noqa: PLC0415
 
     from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.translation.protocol import trained_memory, training_counts  # noqa: PLC0415
+    from raremem.models.translation.protocol import chosen_weights, trained_memory, training_counts  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="paired rare words: hit rates with and without context, McNemar")
     p.add_argument("--run", type=Path, default=Path("runs/translation/memory"))
@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first pairs only (0 = all)")
     p.add_argument("--knn", type=Path, default=None,
                    help="a knn-<split>.json: score kNN-MT over its baseline with its tuned k, temperature, lambda")
+    p.add_argument("--best", action="store_true", help="the best validation's weights and memory, where kept")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
     if a.threads:
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
         result |= {"knn": chosen, "datastore_entries": info["datastore_entries"]}
         run, out = Path(tuned["baseline_run"]), Path(tuned["baseline_run"]) / "oneshot-knn.json"
     else:
-        with trained_memory(a.run) as (model, sw, summary, fresh):
+        with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
             result = paired_hits(model, sw, pool, pairs, fresh, a.width)
         run, out = a.run, a.run / "oneshot.json"
     result |= {"run": str(run), "words": len({p.word for p in pairs}), "train_steps": summary["steps"],

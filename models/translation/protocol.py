@@ -52,6 +52,16 @@ def load_run(run: Path, address: str | None, memory_name: str = "", weights: str
     return model, sw, summary
 
 
+def chosen_weights(run: Path, best: bool) -> tuple[str, str]:
+    """(weights file, memory snapshot) to evaluate a run with: with ``best``, where the run kept
+    them, the best validation's (``best.pt`` and the memory snapshotted beside it); else the last
+    checkpoint and the memory's last snapshot ("")."""
+    if best and (run / Run.BEST).is_file():
+        record = run / "best.json"
+        return Run.BEST, (json.loads(record.read_text()).get("memory") or "") if record.is_file() else ""
+    return "checkpoint.pt", ""
+
+
 @contextlib.contextmanager
 def trained_memory(run: Path, weights: str = "checkpoint.pt", memory_file: str = ""):
     """A memory run's model over a copy of its trained memory on a server of its own (the run's
@@ -90,7 +100,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
     odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
 
     def weights(run: Path) -> str:
-        return Run.BEST if best and (run / Run.BEST).is_file() else "checkpoint.pt"
+        return chosen_weights(run, best)[0]
 
     def weights_step(run: Path, summary: dict) -> int:
         """The step of the weights decoded (the best validation's with ``best``)."""
@@ -116,8 +126,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
                weights_step=weights_step(baseline, b_summary))
     if "memory" in models:
         # best: the memory as it was at the best validation, beside those weights
-        kept = json.loads((memory / "best.json").read_text())["memory"] if best else ""
-        with trained_memory(memory, weights(memory), kept or "") as (model, sw, summary, restore):
+        with trained_memory(memory, *chosen_weights(memory, best)) as (model, sw, summary, restore):
             client = model.memory.backend.client
             digest = parameters_digest(model)
 
