@@ -62,8 +62,11 @@ def short_runs(runs: Path) -> list[dict]:
         if not (m and m.group(1) in SHORT and (d / "eval.json").is_file()):
             continue
         run = json.loads((d / "run.json").read_text())
+        # every leg's commit, in order (a resumed run may have trained at several)
+        commits = list(dict.fromkeys(leg["machine"]["commit"] for leg in run.get("legs", []))) or [run["machine"]["commit"]]
         out.append({**json.loads((d / "eval.json").read_text()), "key": SHORT[m.group(1)], "seed": int(m.group(2)),
-                    "dir": d.name, "command": run["command"], "machine": run["machine"],
+                    "dir": d.name, "command": run["command"],
+                    "machine": {**run["machine"], "commit": "` → `".join(commits)},
                     "legs": len(run.get("legs", [])) or 1})
     order = list(SHORT.values())
     return sorted(out, key=lambda r: (order.index(r["key"]), r["seed"]))
