@@ -46,6 +46,8 @@ def worked_examples(part: dict, n: int = 3) -> list[dict]:
     out = []
     for name, lines in (("GNMT + memory", everything), ("GNMT + memory, even-line context", odd),
                         ("GNMT + memory, whole-test context", everything)):
+        if name not in hyps:   # a row not decoded on this split yet
+            continue
         for i in lines:
             won = rare_hits(hyps[name][i], ref[i], counts) - rare_hits(hyps["GNMT"][i], ref[i], counts)
             if won and len(out) < n and all(e["line"] != i + 1 for e in out):
@@ -72,7 +74,8 @@ def tables(parts: list[dict]) -> str:
     head = "| row | " + " | ".join(f"{p['split']} full | odd" for p in parts) + " | paper WMT14 full / odd |"
     md += [head, "|---|" + "---:|---:|" * len(parts) + "---|"]
     for name, (pf, po) in PAPER.items():
-        cells = [f"{_cell(p['rows'][name]['full'])} | {_cell(p['rows'][name]['odd'])}" for p in parts]
+        cells = [f"{_cell(p['rows'][name]['full'])} | {_cell(p['rows'][name]['odd'])}" if name in p["rows"]
+                 else "not run | not run" for p in parts]
         md.append(f"| {name} | " + " | ".join(cells) + f" | {_paper(pf)} / {_paper(po)} |")
     md += ["", "Rare words: recall of reference words seen at most twice in training (clipped counts; "
            "count of such word occurrences in brackets).", "",
@@ -80,6 +83,9 @@ def tables(parts: list[dict]) -> str:
     for name in PAPER:
         cells = []
         for p in parts:
+            if name not in p["rows"]:
+                cells.append("not run | not run")
+                continue
             full, odd = p["rows"][name]["full"], p["rows"][name]["odd"]
             cells.append(f"{_cell(full, 'rare_recall')} | {_cell(odd, 'rare_recall')} ({odd['rare_words']})")
         md.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -106,9 +112,10 @@ def intervals(part: dict) -> dict:
     test = data.load(part["split"], Path(TrainConfig().data_dir))
     ref, hyps = test.target[:part["lines"]], part["hypotheses"]
     odd = range(0, len(ref), 2)
-    full_rows = [n for n in PAPER if part["rows"][n]["full"] is not None]
+    rows = [n for n in PAPER if n in part["rows"]]
+    full_rows = [n for n in rows if part["rows"][n]["full"] is not None]
     return {"full": paired_bootstrap(ref, {n: hyps[n] for n in full_rows}, "GNMT"),
-            "odd": paired_bootstrap([ref[i] for i in odd], {n: [hyps[n][i] for i in odd] for n in PAPER}, "GNMT")}
+            "odd": paired_bootstrap([ref[i] for i in odd], {n: [hyps[n][i] for i in odd] for n in rows}, "GNMT")}
 
 
 def interval_table(parts: list[dict]) -> list[str]:
