@@ -45,10 +45,9 @@ class ModelConfig:
     # It shows how far the memory-and-tape path gets when the queries are right.
     fixed_queries: bool = False
     # Whether the decoder's loss reaches the queries through the softmax weight w_1 of the
-    # memory's suggestion on the tape. With it, a decoder that finds the suggestions mostly
-    # wrong early on can silence them by making every similarity equal, and the probe saw the
-    # queries collapse that way (mean cosine 0.9998 at step 2,000); without it, only the memory
-    # loss shapes the queries and w_1 is a constant gate for the decoder.
+    # memory's suggestion on the tape. Without it only the memory loss reaches the queries and
+    # w_1 is a constant gate for the decoder. (It was suspected of collapsing the queries, mean
+    # cosine 0.9998 at step 2,000; without it they collapse just the same.)
     weight_grad: bool = True
     # Whether any loss reaches the network through the memory's query (the memory loss, and the
     # decoder's through w_1). Off: the query reads the state detached, so only the query
