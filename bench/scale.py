@@ -220,7 +220,7 @@ def main() -> int:
     else:
         rows, then = latency_rows(a.max_n, rng), now
     out = {**now, "latency_run": then, "k": K, "d": D, "latency": rows, "learned": learned,
-           "crossover": {b: crossover(rows, b) for b in (16, 256)}}
+           "crossover": earlier["crossover"] if earlier else {b: crossover(rows, b) for b in (16, 256)}}
     out = json.loads(json.dumps(out))   # one form from here on: the file's (string keys)
     res = results_dir()
     res.mkdir(parents=True, exist_ok=True)

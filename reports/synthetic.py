@@ -114,6 +114,9 @@ def probes(runs: Path, rows: list[dict]) -> list[dict]:
                 res = probe(load_model(str(ck), ""), f)
                 cache.write_text(json.dumps(res, indent=2))
             out.append({"run": f"{NAMES[SHORT[m.group(1)]]}, seed {m.group(2)}", "steps": step, **res})
+        for path in sorted(d.glob("state-probe-*.json"), key=lambda p: int(p.stem.split("-")[2])):   # probe --state
+            out.append({"run": f"{NAMES[SHORT[m.group(1)]]}, seed {m.group(2)}: the state (no projection)",
+                        "steps": int(path.stem.split("-")[2]), **json.loads(path.read_text())})
     return out
 
 

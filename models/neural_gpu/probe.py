@@ -103,12 +103,18 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="ngpu", choices=("ngpu", "seq2seq"))
     p.add_argument("--numbers", type=int, default=1000)
     p.add_argument("--task-seed", type=int, default=0)
+    p.add_argument("--state", action="store_true",
+                   help="probe the state the query is read from (the query projection set to the identity)")
     p.add_argument("--out", help="write the result as JSON here")
     a = p.parse_args(argv)
     if bool(a.checkpoint) == a.fresh:
         p.error("give a checkpoint or --fresh")
-    result = {"model": a.checkpoint or f"fresh {a.arch}",
-              **probe(load_model(a.checkpoint, a.arch), random_function(a.task_seed), a.numbers)}
+    model = load_model(a.checkpoint, a.arch)
+    if a.state:   # what the network hands the memory, before the learned projection
+        with torch.no_grad():
+            model.memory.query_proj.weight.copy_(torch.eye(model.memory.query_proj.weight.shape[0]))
+    result = {"model": a.checkpoint or f"fresh {a.arch}", "state": a.state,
+              **probe(model, random_function(a.task_seed), a.numbers)}
     text = json.dumps(result, indent=2)
     if a.out:
         with open(a.out, "w") as fh:
