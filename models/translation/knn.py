@@ -172,6 +172,26 @@ class ContextStore:
         return build_datastore(self.model, self.subwords, sources, targets, self.client, CONTEXT)
 
 
+@contextlib.contextmanager
+def tuned_with_context(tuned_file: Path, baseline: Path | None = None):
+    """kNN-MT for the one-shot protocols: ``baseline`` (default the one tuned in ``tuned_file``,
+    a knn-<split>.json) with the k, temperature and lambda tuned there, reading its training
+    datastore and a ``ContextStore``. Yields (decoder, subwords, summary, store, record) where
+    ``store.fresh``/``store.learn`` empty it and write context into it, and ``record`` says
+    what was used."""
+    import json  # noqa: PLC0415
+
+    tuned = json.loads(Path(tuned_file).read_text())
+    chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
+    baseline = Path(baseline or tuned["baseline_run"])
+    with training_datastore(baseline, tuned["size"], nprobe=tuned["nprobe"], k=chosen["k"]) as (model, sw, summary,
+                                                                                               client, info):
+        store = ContextStore(model, sw, client)
+        decoder = KNNDecoder(model, client, (TRAIN, CONTEXT), nprobe=tuned["nprobe"], **chosen)
+        yield decoder, sw, summary, store, {"knn": chosen, "datastore_entries": info["datastore_entries"],
+                                            "held_out_pairs": info["held_out_pairs"]}
+
+
 def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, test_split: str = "test_2016_flickr",
                    width: int = 4, grid=((8, 32), (0.05, 0.1), (0.1, 0.25, 0.5)), nlist: int = 0, nprobe: int = 32,
                    train_limit: int = 0, test_limit: int = 0) -> dict:

@@ -115,21 +115,15 @@ def main(argv=None) -> int:
     eps = episodes(train.target, words, a.evaluations, max(SHOTS))
     extra = {}
     if a.knn:
-        from raremem.models.translation.knn import CONTEXT, TRAIN, ContextStore, KNNDecoder, training_datastore  # noqa: PLC0415
+        from raremem.models.translation.knn import tuned_with_context  # noqa: PLC0415
 
-        tuned = json.loads(a.knn.read_text())
-        chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
-        with training_datastore(a.run, tuned["size"], nprobe=tuned["nprobe"], k=chosen["k"]) as (model, sw, summary,
-                                                                                                    client, info):
-            store = ContextStore(model, sw, client)
-            decoder = KNNDecoder(model, client, (TRAIN, CONTEXT), nprobe=tuned["nprobe"], **chosen)
+        with tuned_with_context(a.knn, a.run) as (decoder, sw, summary, store, extra):
             curve = kshot_curve(decoder, sw, train.source, train.target, eps, store.fresh, width=a.width,
                                 learn=store.learn)
-        extra = {"knn": chosen, "datastore_entries": info["datastore_entries"], "held_out_pairs": info["held_out_pairs"]}
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
             curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
-    result = {**extra,"run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
+    result = {**extra, "run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
               "curve": curve, "train_steps": summary["steps"], "machine": runinfo.machine(),
               "command": runinfo.command(), "episodes_detail": eps}
     (a.run / ("kshot-knn.json" if a.knn else "kshot.json")).write_text(json.dumps(result, indent=1))

@@ -137,17 +137,12 @@ def main(argv=None) -> int:
     pool = pooled()
     pairs = rare_pairs(pool.target, training_counts())[:a.limit or None]
     if a.knn:
-        from raremem.models.translation.knn import CONTEXT, TRAIN, ContextStore, KNNDecoder, training_datastore  # noqa: PLC0415
+        from raremem.models.translation.knn import tuned_with_context  # noqa: PLC0415
 
-        tuned = json.loads(a.knn.read_text())
-        chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
-        with training_datastore(Path(tuned["baseline_run"]), tuned["size"], nprobe=tuned["nprobe"],
-                                k=chosen["k"]) as (model, sw, summary, client, info):
-            store = ContextStore(model, sw, client)
-            decoder = KNNDecoder(model, client, (TRAIN, CONTEXT), nprobe=tuned["nprobe"], **chosen)
-            result = paired_hits(decoder, sw, pool, pairs, store.fresh, a.width, learn=store.learn)
-        result |= {"knn": chosen, "datastore_entries": info["datastore_entries"]}
-        run, out = Path(tuned["baseline_run"]), Path(tuned["baseline_run"]) / "oneshot-knn.json"
+        with tuned_with_context(a.knn) as (decoder, sw, summary, store, record):
+            result = paired_hits(decoder, sw, pool, pairs, store.fresh, a.width, learn=store.learn) | record
+        run = Path(json.loads(a.knn.read_text())["baseline_run"])
+        out = run / "oneshot-knn.json"
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
             result = paired_hits(model, sw, pool, pairs, fresh, a.width)
