@@ -54,6 +54,14 @@ class ModelConfig:
     # projection learns from the memory; the cross-entropy alone shapes the state. At
     # initialisation the state names the number (the probe); this says which loss takes it away.
     query_grad: bool = True
+    # Where the Neural GPU's queries come from. "state": the authors' (the decoder's state
+    # before each step, row 0, one column ahead). "encoder": the encoder's final state at that
+    # column, which the decoder's steps and their tape do not touch. "tower": a key tower of its
+    # own (an embedding and ``nconv`` CGRU cells run over the input as the encoder is, no
+    # dropout), read only by the memory, so only the memory's losses train it: the probes found
+    # the cross-entropy flattens the state the memory reads (mean cosine 0.999), so the
+    # queries lose the number before the memory holds it.
+    query_from: str = "state"
 
     @property
     def key_dim(self) -> int:
@@ -93,14 +101,25 @@ class CGRU(nn.Module):
         return u * s + (1 - u) * c
 
 
+QUERY_SOURCES = ("state", "encoder", "tower")
+
+
 class ExtendedNeuralGPU(nn.Module):
     def __init__(self, cfg: ModelConfig, backend=None):
         super().__init__()
         c = cfg.channels
         self.cfg = cfg
+        if cfg.query_from not in QUERY_SOURCES:
+            raise ValueError(f"query_from is one of {QUERY_SOURCES}, not {cfg.query_from!r}")
+        if cfg.query_from != "state" and (cfg.fixed_queries or not cfg.memory):
+            raise ValueError("query_from other than 'state' needs the memory layer and learned queries")
         self.embed_in = nn.Embedding(VOCAB, c)
         self.embed_out = nn.Embedding(VOCAB, c)
         self.encoder = nn.ModuleList(CGRU(c) for _ in range(cfg.nconv))
+        if cfg.query_from == "tower":
+            self.tower_embed = nn.Embedding(VOCAB, c)
+            self.tower = nn.ModuleList(CGRU(c) for _ in range(cfg.nconv))
+        self.queries_frozen = False   # see freeze_queries
         self.decoder = nn.ModuleList(CGRU(c, extra=c) for _ in range(cfg.nconv))
         self.out = nn.Linear(c, VOCAB)
         nn.init.orthogonal_(self.out.weight, gain=INIT_GAIN)
@@ -120,6 +139,18 @@ class ExtendedNeuralGPU(nn.Module):
                 self.memory.query_proj.weight.copy_(torch.eye(c))
             self.memory.query_proj.weight.requires_grad_(False)
 
+    def freeze_queries(self, frozen: bool) -> None:
+        """Hold the learned query path still (a warm-up): its input is detached and the query
+        projection gets no gradient, so no loss moves the queries while ``frozen``. The probes
+        found the memory loss flattens queries while the memory holds no other occurrence of
+        their number (for a label that cannot be predicted, the margin loss is lowest when
+        every query is alike); held still until the memory is full, they keep their
+        initial recall for it to build on."""
+        if self.memory is None or self.cfg.fixed_queries:
+            raise ValueError("freeze_queries is for learned memory queries")
+        self.queries_frozen = frozen
+        self.memory.query_proj.weight.requires_grad_(not frozen)
+
     def _fixed_query(self, rows, column: int, inputs, numbers, starts) -> torch.Tensor:
         """The control's queries (R, C) for decoder column ``column`` of examples ``rows``."""
         offset = column - starts[rows]                                      # (R,) digit index if in the run
@@ -127,30 +158,54 @@ class ExtendedNeuralGPU(nn.Module):
         digits = self.fixed_digits[numbers[rows], offset.clamp(0, DIGITS - 1)]
         return torch.where(inside[:, None], digits, self.fixed_symbols[inputs[rows, column]])
 
+    def _encode(self, embed: nn.Embedding, cells: nn.ModuleList, inputs: torch.Tensor, drop: bool) -> torch.Tensor:
+        """(B, L) inputs -> the state (B, C, H, L) after L steps of ``cells`` over the
+        embedded input on row 0 (state dropout before every step when ``drop``)."""
+        B, L = inputs.shape
+        s = inputs.new_zeros((B, self.cfg.channels, self.cfg.height, L), dtype=torch.float32)
+        s[:, :, 0] = embed(inputs).transpose(1, 2)
+        for _ in range(L):
+            if drop:
+                s = self._drop(s, L)
+            for cell in cells:
+                s = cell(s)
+        return s
+
+    def _query(self, s, keys, rows, column: int, inputs, numbers, starts) -> torch.Tensor:
+        """The queries (R, C) for decoder column ``column`` of examples ``rows``: the control's
+        fixed ones, or read from ``keys`` (B, C, L; the encoder's or the tower's row 0), or
+        from the state ``s`` (B, C, H, L)."""
+        if self.cfg.fixed_queries:
+            return self._fixed_query(rows, column, inputs, numbers, starts)
+        q = s[rows, :, 0, column] if keys is None else keys[rows, :, column]
+        return q if self.cfg.query_grad and not self.queries_frozen else q.detach()
+
     def _drop(self, s: torch.Tensor, length: int) -> torch.Tensor:
         """The authors' state dropout before every step's cells: dropout * 3 / sqrt(L)."""
         return F.dropout(s, min(self.cfg.dropout * 3 / length ** 0.5, 0.9), self.training) if self.cfg.dropout else s
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor | None = None, *, update: bool = False,
                 gold_weight: float = 0.0, sources: torch.Tensor | None = None,
-                numbers: torch.Tensor | None = None, starts: torch.Tensor | None = None) -> DecoderOutput:
+                numbers: torch.Tensor | None = None, starts: torch.Tensor | None = None,
+                leave_one_out: bool = False) -> DecoderOutput:
         """inputs (B, L), PAD after each example. With ``targets`` (B, L): teacher forcing (the
         gold symbol goes on the tape; with memory, each query carries its label and ``update``
         writes). Without: greedy. ``gold_weight``: training only, the share of the gold embedding
         mixed into the memory's suggestion on the tape (the paper's code decays it early on).
         ``sources`` (B,): provenance stored with written slots (example indices). ``numbers``,
-        ``starts`` (B,): each example's number and run start, read only by the fixed-query control."""
+        ``starts`` (B,): each example's number and run start, read only by the fixed-query control.
+        ``leave_one_out``: lookups skip the slots written by their own example (``sources``)."""
         if self.cfg.fixed_queries and (numbers is None or starts is None):
             raise ValueError("the fixed-query control needs numbers and starts")
         B, L = inputs.shape
         lengths = (inputs != PAD).sum(1)                                    # (B,)
-        c, h = self.cfg.channels, self.cfg.height
-        s = inputs.new_zeros((B, c, h, L), dtype=torch.float32)
-        s[:, :, 0] = self.embed_in(inputs).transpose(1, 2)                  # input on row 0
-        for _ in range(L):
-            s = self._drop(s, L)
-            for cell in self.encoder:
-                s = cell(s)
+        c = self.cfg.channels
+        s = self._encode(self.embed_in, self.encoder, inputs, drop=True)    # (B, C, H, L)
+        keys = None                                                         # (B, C, L) unless the state's
+        if self.cfg.query_from == "encoder":
+            keys = s[:, :, 0]
+        elif self.cfg.query_from == "tower":
+            keys = self._encode(self.tower_embed, self.tower, inputs, drop=False)[:, :, 0]
         tape = torch.zeros_like(s)                                          # (B, C, H, L)
         logits, mem_losses, mem_values = [], [], []
         for it in range(L):
@@ -158,11 +213,11 @@ class ExtendedNeuralGPU(nn.Module):
             suggestion = None
             if self.memory is not None and len(rows):  # queried from the state before the cells
                 label = targets[rows, it + 1] if targets is not None else None
-                query = (self._fixed_query(rows, it + 1, inputs, numbers, starts) if self.cfg.fixed_queries
-                         else s[rows, :, 0, it + 1] if self.cfg.query_grad else s[rows, :, 0, it + 1].detach())
+                query = self._query(s, keys, rows, it + 1, inputs, numbers, starts)
                 out = self.memory(query, label, update=update and label is not None,
                                   sources=None if sources is None else sources[rows],
-                                  weight_grad=self.cfg.weight_grad and torch.is_grad_enabled())
+                                  weight_grad=self.cfg.weight_grad and torch.is_grad_enabled(),
+                                  leave_one_out=leave_one_out and sources is not None)
                 found = out.result >= 0
                 suggestion = self.embed_out(out.result.clamp(min=0)) * (out.weight * found)[:, None]   # (R, C)
                 if targets is not None and gold_weight > 0:

@@ -29,7 +29,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from raremem.models.memory_layer import make_backend
-from raremem.models.neural_gpu.model import ModelConfig, build_model
+from raremem.models.neural_gpu.model import QUERY_SOURCES, ModelConfig, build_model
 from raremem.models.neural_gpu.task import A, B, DIGIT0, DIGITS, HIGH, LOW, random_function, to_base4
 
 
@@ -81,15 +81,16 @@ def probe(model, f: np.ndarray, numbers: int = 1000, length: int = 20, seed: int
     return result
 
 
-def load_model(checkpoint: str | None, arch: str, seed: int = 0):
-    """A checkpoint's model (its memory layer on an empty in-process store), or a fresh one."""
+def load_model(checkpoint: str | None, arch: str, seed: int = 0, query_from: str = "state"):
+    """A checkpoint's model (its memory layer on an empty in-process store), or a fresh one
+    whose queries come from ``query_from``."""
     torch.manual_seed(seed)
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         known = {f.name for f in fields(ModelConfig)}
         mc = ModelConfig(**{k: v for k, v in state["config"].items() if k in known} | {"memory": True})
     else:
-        state, mc = None, ModelConfig(arch=arch, memory=True)
+        state, mc = None, ModelConfig(arch=arch, memory=True, query_from=query_from)
     model = build_model(mc, make_backend("local", "probe", mc.key_dim, 64))
     if state is not None:
         model.load_state_dict(state["model"])
@@ -101,6 +102,8 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", nargs="?", help="a trained run's checkpoint.pt (with memory)")
     p.add_argument("--fresh", action="store_true", help="probe a freshly initialised model instead")
     p.add_argument("--arch", default="ngpu", choices=("ngpu", "seq2seq"))
+    p.add_argument("--query-from", default="state", choices=QUERY_SOURCES,
+                   help="with --fresh: where the fresh Neural GPU's queries come from")
     p.add_argument("--numbers", type=int, default=1000)
     p.add_argument("--task-seed", type=int, default=0)
     p.add_argument("--state", action="store_true",
@@ -109,11 +112,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if bool(a.checkpoint) == a.fresh:
         p.error("give a checkpoint or --fresh")
-    model = load_model(a.checkpoint, a.arch)
+    model = load_model(a.checkpoint, a.arch, query_from=a.query_from)
     if a.state:   # what the network hands the memory, before the learned projection
         with torch.no_grad():
             model.memory.query_proj.weight.copy_(torch.eye(model.memory.query_proj.weight.shape[0]))
     result = {"model": a.checkpoint or f"fresh {a.arch}", "state": a.state,
+              "query_from": getattr(model.cfg, "query_from", "state"),
               **probe(model, random_function(a.task_seed), a.numbers)}
     text = json.dumps(result, indent=2)
     if a.out:

@@ -43,6 +43,15 @@ class TrainConfig(SequenceFlags):
     fixed_queries: bool = False     # the control: fixed (number, digit position) queries (model.py)
     weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (model.py)
     query_grad: bool = True         # the memory's losses reach the network through the query (model.py)
+    query_from: str = "state"       # Neural GPU queries: "state" (the authors'), "encoder" or "tower" (model.py)
+    # Steps at the start in which no loss moves the learned queries (model.freeze_queries): the
+    # memory first fills with keys of every number from other examples. 0 = none.
+    query_warmup: int = 0
+    # Lookups skip the slots of their own example (its copies from earlier epochs): an example
+    # seen again finds its own earlier key, so without this the memory loss is met by telling
+    # exact inputs apart, not by a query that names the number in any context (test inputs
+    # are new). Off by default: not in the authors' code.
+    leave_one_out: bool = False
     channels: int = 32              # Neural GPU channels: the paper's small model
     units: int = 256                # seq2seq LSTM units
     # The authors' Neural GPU trainer (tensorflow/models research/neural_gpu, neural_gpu_trainer.py
@@ -76,6 +85,10 @@ class TrainConfig(SequenceFlags):
             raise ValueError("batch >= 1, steps >= 0, hogwild >= 0, memory_size >= 40 * batch")
         if self.fixed_queries and not (self.arch == "ngpu" and self.memory_layer):
             raise ValueError("--fixed-queries is a control of the Neural GPU + memory row")
+        if self.query_from != "state" and (self.arch != "ngpu" or self.fixed_queries or not self.memory_layer):
+            raise ValueError("--query-from encoder|tower is for the Neural GPU + memory row with learned queries")
+        if self.query_warmup and (self.fixed_queries or not self.memory_layer or self.arch != "ngpu"):
+            raise ValueError("--query-warmup is for the Neural GPU's learned memory queries")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset is one of {sorted(PRESETS)}")
         return self
@@ -83,13 +96,16 @@ class TrainConfig(SequenceFlags):
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, memory=self.memory_layer, channels=self.channels, units=self.units,
                            dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
-                           query_grad=self.query_grad)
+                           query_grad=self.query_grad, query_from=self.query_from)
 
     @property
     def row(self) -> str:
         return (self.arch + (" + memory" if self.memory_layer else "") + (", fixed queries" if self.fixed_queries else "")
                 + ("" if self.weight_grad or not self.memory_layer else ", w_1 without decoder gradient")
-                + ("" if self.query_grad or not self.memory_layer else ", queries without gradient into the network"))
+                + ("" if self.query_grad or not self.memory_layer else ", queries without gradient into the network")
+                + {"state": "", "encoder": ", queries from the encoder", "tower": ", queries from a key tower"}[self.query_from]
+                + (f", queries held {self.query_warmup:,} steps" if self.query_warmup else "")
+                + (", leave-one-out" if self.leave_one_out and self.memory_layer else ""))
 
 
 def memory_name(cfg: TrainConfig) -> str:
@@ -154,10 +170,13 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         length = int(train_set.lengths[idx].max())
         targets = torch.from_numpy(train_set.targets[idx, :length])
         gold = gold_weight(cfg, i, run.rng)
+        if cfg.query_warmup:
+            model.freeze_queries(i < cfg.query_warmup)
         row, out = sequence_step(model, net, opt, cfg, torch.from_numpy(train_set.inputs[idx, :length]), targets,
                                  PAD, gold_weight=gold, sources=torch.from_numpy(idx),
                                  numbers=torch.from_numpy(train_set.numbers[idx]),
-                                 starts=torch.from_numpy(train_set.starts[idx]))
+                                 starts=torch.from_numpy(train_set.starts[idx]),
+                                 leave_one_out=cfg.leave_one_out and cfg.memory_layer)
         preds = np.full(train_set.targets[idx].shape, PAD)
         preds[:, :length] = out.logits.argmax(-1).numpy()
         row |= {"train_correct": float(fully_correct(preds, train_set.take(idx)).mean()), "gold": gold,

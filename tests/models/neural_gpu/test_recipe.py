@@ -155,3 +155,81 @@ def test_the_memory_loss_reaches_the_network_only_when_asked(query_grad):
     assert model.memory.query_proj.weight.grad.abs().sum() > 0
     reached = model.encoder[0].candidate.weight.grad
     assert (reached is not None and reached.abs().sum() > 0) == query_grad
+
+
+def _filled(cfg: ModelConfig):
+    """A small Neural GPU + memory whose memory holds a few batches, and that batch."""
+    torch.manual_seed(0)
+    train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
+    model = ExtendedNeuralGPU(cfg, make_backend("local", "m", 8, 4096, choose_k=8))
+    inputs, targets = torch.from_numpy(train.inputs[:32, :12]), torch.from_numpy(train.targets[:32, :12])
+    for _ in range(3):
+        model(inputs, targets, update=True)
+    return model, inputs, targets
+
+
+def _reached(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_the_key_tower_learns_from_the_memory_only():
+    """Queries from the tower: the memory loss trains the tower and not the encoder; the
+    cross-entropy reaches the encoder and (with w_1's gradient off) not the tower."""
+    model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="tower", weight_grad=False))
+    out = model(inputs, targets, update=False)
+    out.memory_loss.backward()
+    assert _reached(model.tower) and _reached(model.tower_embed) and model.memory.query_proj.weight.grad.abs().sum() > 0
+    assert not _reached(model.encoder) and not _reached(model.decoder)
+    model.zero_grad(set_to_none=True)
+    out = model(inputs, targets, update=False)
+    torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1),
+                                      ignore_index=PAD).backward()
+    assert _reached(model.encoder) and _reached(model.decoder)
+    assert not _reached(model.tower) and not _reached(model.tower_embed)
+
+
+def test_queries_from_the_encoder_skip_the_decoder():
+    """Queries from the encoder's final state: the memory loss reaches the encoder, never the
+    decoder's cells (which run after the state the query reads)."""
+    model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="encoder"))
+    model(inputs, targets, update=False).memory_loss.backward()
+    assert _reached(model.encoder) and not _reached(model.decoder)
+
+
+def test_query_sources_are_checked():
+    with pytest.raises(ValueError, match="query_from is one of"):
+        ExtendedNeuralGPU(ModelConfig(channels=8, query_from="decoder"))
+    with pytest.raises(ValueError, match="learned queries"):
+        ExtendedNeuralGPU(ModelConfig(channels=8, memory=False, query_from="tower"))
+    with pytest.raises(ValueError, match="--query-from"):
+        TrainConfig(arch="seq2seq", query_from="tower").validate()
+
+
+def test_held_queries_get_no_gradient_until_released():
+    """freeze_queries: while held, the memory loss reaches neither the tower nor the projection."""
+    model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="tower"))
+    model.freeze_queries(True)
+    out = model(inputs, targets, update=False)
+    (out.memory_loss + out.logits.sum()).backward()
+    assert not _reached(model.tower) and model.memory.query_proj.weight.grad is None
+    model.zero_grad(set_to_none=True)
+    model.freeze_queries(False)
+    model(inputs, targets, update=False).memory_loss.backward()
+    assert _reached(model.tower) and model.memory.query_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="learned memory queries"):
+        ExtendedNeuralGPU(ModelConfig(channels=8, memory=False)).freeze_queries(True)
+
+
+def test_leave_one_out_skips_the_examples_own_slots():
+    """An example alone in memory finds its own keys, and with leave-one-out nothing."""
+    torch.manual_seed(0)
+    train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
+    model = ExtendedNeuralGPU(ModelConfig(channels=8, dropout=0.0), make_backend("local", "m", 8, 4096, choose_k=8))
+    inputs, targets = torch.from_numpy(train.inputs[:1, :12]), torch.from_numpy(train.targets[:1, :12])
+    source = torch.tensor([7])
+    model(inputs, targets, update=True, sources=source)
+    with torch.no_grad():
+        found = model(inputs, targets, sources=source).memory_values
+        skipped = model(inputs, targets, sources=source, leave_one_out=True).memory_values
+    length = int((inputs != PAD).sum())
+    assert (found[0, 1:length] >= 0).all() and (skipped[0, 1:length] == -1).all()
