@@ -6,9 +6,10 @@ beside the paper.
 
     python -m reports.synthetic --runs runs/synthetic [--notes runs/synthetic/notes.md]
 
-A short-preset run lives in ``<runs>/short-<row>-s<seed>`` (rows: ngpu-mem, ngpu, seq2seq-mem,
-seq2seq, ngpu-mem-fixed, ngpu-mem-nowg); the Hamming row in ``<runs>/hamming-short.json``. Each row carries
-its compute (steps, wall time, legs, machine) and command from the run's own record.
+A short-preset run lives in ``<runs>/short-<row>-s<seed>`` (rows: the keys of ``SHORT``); the
+Hamming row in ``<runs>/hamming-short.json``. Each row carries its compute (steps, wall time,
+legs, machine) and command from the run's own record. Rows and probes in the last
+results/synthetic.json whose runs are not in ``--runs`` are kept as they were measured.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention
          "ngpu + memory, fixed queries": "control: Neural GPU + memory, fixed (number, digit) queries",
          "ngpu + memory, w_1 without decoder gradient": "Neural GPU + memory, w_1 without decoder gradient",
          "ngpu + memory, queries without gradient into the network":
-             "Neural GPU + memory, queries without gradient into the network"}
+             "Neural GPU + memory, queries without gradient into the network",
+         "ngpu + memory, queries from a key tower": "Neural GPU + memory, queries from a key tower",
+         "ngpu + memory, queries from the encoder": "Neural GPU + memory, queries from the encoder",
+         "ngpu + memory, key tower held 1,500 steps, leave-one-out":
+             "Neural GPU + memory, queries from a key tower held still for 1,500 steps, leave-one-out"}
 SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
          "ngpu-mem-fixed": "ngpu + memory, fixed queries",
          "ngpu-mem-nowg": "ngpu + memory, w_1 without decoder gradient",
-         "ngpu-mem-noqg": "ngpu + memory, queries without gradient into the network"}
-TWINS = (("ngpu + memory", "ngpu", 10.0), ("ngpu + memory, w_1 without decoder gradient", "ngpu", 10.0),
-         ("ngpu + memory, queries without gradient into the network", "ngpu", 10.0),
-         ("seq2seq + memory", "seq2seq", 0.0))   # (row, twin, bar in points)
+         "ngpu-mem-noqg": "ngpu + memory, queries without gradient into the network",
+         "ngpu-mem-tower": "ngpu + memory, queries from a key tower",
+         "ngpu-mem-enc": "ngpu + memory, queries from the encoder",
+         "ngpu-mem-tower-held": "ngpu + memory, key tower held 1,500 steps, leave-one-out"}
 SEEN = ("0", "1", "2", ">=3")
 
 
@@ -72,17 +77,36 @@ def short_runs(runs: Path) -> list[dict]:
     return sorted(out, key=lambda r: (order.index(r["key"]), r["seed"]))
 
 
+def carried(old: list[dict], new: list[dict], key) -> list[dict]:
+    """``new`` and then the rows of ``old`` (the last results file) that ``new`` lacks: a run
+    measured in another checkout, whose directory is not here, keeps its row, its machine and
+    its commit."""
+    have = {key(r) for r in new}
+    return new + [r for r in old if key(r) not in have]
+
+
+def twin(key: str) -> tuple[str, float] | None:
+    """A memory row's twin without memory and the bar over it in points (0: above it); the
+    fixed-query control has none (it is a ceiling, not a row of the table)."""
+    if "fixed" in key:
+        return None
+    if key.startswith("ngpu + memory"):
+        return "ngpu", 10.0
+    if key.startswith("seq2seq + memory"):
+        return "seq2seq", 0.0
+    return None
+
+
 def gaps(rows: list[dict]) -> list[dict]:
     """Each memory row minus its twin, on test numbers seen in training, seed by seed."""
     by = {(r["key"], r["seed"]): r for r in rows}
     out = []
-    for row, twin, bar in TWINS:
-        for (key, seed), r in sorted(by.items()):
-            if key == row and (twin, seed) in by:
-                t = by[(twin, seed)]
-                gap = 100 * (r["fully_correct_seen"] - t["fully_correct_seen"])
-                out.append({"row": row, "twin": twin, "seed": seed, "points": gap, "bar": bar,
-                            "met": gap >= bar if bar else gap > 0})
+    for (key, seed), r in by.items():
+        if twin(key) and (twin(key)[0], seed) in by:
+            other, bar = twin(key)
+            gap = 100 * (r["fully_correct_seen"] - by[(other, seed)]["fully_correct_seen"])
+            out.append({"row": key, "twin": other, "seed": seed, "points": gap, "bar": bar,
+                        "met": gap >= bar if bar else gap > 0})
     return out
 
 
@@ -96,6 +120,10 @@ def probes(runs: Path, rows: list[dict]) -> list[dict]:
     if not fresh.is_file():
         fresh.write_text(json.dumps(probe(load_model("", "ngpu"), f), indent=2))
     out = [{"run": "Extended Neural GPU + memory, at initialisation", "steps": 0, **json.loads(fresh.read_text())}]
+    tower = runs / "probe-fresh-ngpu-tower.json"   # probe --fresh --query-from tower
+    if tower.is_file():
+        out.append({"run": "Neural GPU + memory, the key tower at initialisation", "steps": 0,
+                    **json.loads(tower.read_text())})
     finished = {r["dir"]: r for r in rows}
     for d in sorted(runs.glob("short-*-s*")):
         m = re.fullmatch(r"short-(.+)-s(\d+)", d.name)
@@ -185,16 +213,23 @@ def main(argv=None) -> int:
     p.add_argument("--notes", type=Path, help="markdown about the runs' conditions, included as written")
     a = p.parse_args(argv)
     results = results_dir()
-    rows = short_runs(a.runs)
+    last = results / "synthetic.json"
+    last = json.loads(last.read_text()) if last.is_file() else {}
+    order = list(SHORT.values())
+    rows = sorted(carried(last.get("short", []), short_runs(a.runs), lambda r: r["dir"]),
+                  key=lambda r: (order.index(r["key"]), r["seed"]))
     ham_path = a.runs / "hamming-short.json"
-    ham = json.loads(ham_path.read_text()) if ham_path.is_file() else None
-    gap_rows, probe_rows = gaps(rows), probes(a.runs, rows)
+    ham = json.loads(ham_path.read_text()) if ham_path.is_file() else last.get("hamming_short")
+    gap_rows = gaps(rows)
+    probe_rows = sorted(carried(last.get("probe", []), probes(a.runs, rows), lambda r: (r["run"], r["steps"])),
+                        key=lambda r: (r["steps"] > 0, r["run"], r["steps"]))
     full_path = results / "synthetic_full.json"
     full = json.loads(full_path.read_text()) if full_path.is_file() else None
     (results / "synthetic.json").write_text(json.dumps({"short": rows, "hamming_short": ham, "gaps": gap_rows,
                                                         "probe": probe_rows, "paper": PAPER}, indent=2))
-    if rows:
-        curves(a.runs, rows, results / "synthetic_curves.png")
+    here = [r for r in rows if (a.runs / r["dir"] / "metrics.jsonl").is_file()]
+    if here:   # the curves of the runs whose logs are in this checkout
+        curves(a.runs, here, results / "synthetic_curves.png")
     md = ["# Synthetic rare-function task (paper Table 2)", "",
           "## The `short` preset (lengths 7-16), at most 2 hours of CPU a row", "",
           "The task of Table 2 with inputs of 7-16 symbols instead of 7-40 (the same S, the same f, 40K training "

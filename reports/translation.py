@@ -3,7 +3,8 @@ from the eval files of ``python -m raremem.models.translation.protocol``, beside
 paired-bootstrap intervals, worked examples and the training curves; and, where they were run,
 the paired rare words (memory/oneshot.json, baseline/oneshot-knn.json), the k-shot curve of
 held-out words (kshot/kshot.json, kshot-baseline/kshot-knn.json; translation_kshot.png) and the
-kNN-MT rows (knn-<split>.json).
+kNN-MT rows (knn-<split>.json). What is not in this checkout's runs keeps the entry the last
+results/translation.json gave it (measured elsewhere, with its own machine and commit).
 
     python -m reports.translation                     # -> results/translation.{md,json}
 """
@@ -14,6 +15,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from raremem.models import runinfo
 from raremem.models.paths import results_dir
@@ -133,15 +136,32 @@ def interval_table(parts: list[dict]) -> list[str]:
     return md
 
 
-def protocol_sections(folder: Path, splits: list[str]) -> tuple[list[str], dict]:
-    """The paired rare words, the k-shot curve and kNN-MT, each where its file exists."""
-    md, found = [], {}
-    ones = [(label, path, json.loads(path.read_text())) for label, path in
-            (("GNMT + memory", folder / "memory" / "oneshot.json"), ("GNMT + kNN-MT", folder / "baseline" / "oneshot-knn.json"))
-            if path.is_file()]
+def protocol_results(folder: Path, splits: list[str], last: dict) -> dict:
+    """The paired rare words, the k-shot curves and kNN-MT: each from its file where it exists,
+    else as the last results file recorded it (a run measured in another checkout)."""
+    def read(files: dict[str, Path]) -> dict:
+        return {label: json.loads(path.read_text()) for label, path in files.items() if path.is_file()}
+
+    found = {"paired_rare_words": last.get("paired_rare_words", {}) | read(
+                 {"GNMT + memory": folder / "memory" / "oneshot.json",
+                  "GNMT + kNN-MT": folder / "baseline" / "oneshot-knn.json"}),
+             "kshot": last.get("kshot", {}) | read(
+                 {"GNMT + memory": folder / "kshot" / "kshot.json",
+                  "GNMT + kNN-MT": folder / "kshot-baseline" / "kshot-knn.json"})}
+    for split in splits:
+        path = folder / f"knn-{split}.json"
+        knn = json.loads(path.read_text()) if path.is_file() else last.get(f"knn_{split}")
+        if knn is not None:
+            found[f"knn_{split}"] = knn
+    return {k: v for k, v in found.items() if v}
+
+
+def protocol_sections(found: dict, splits: list[str]) -> list[str]:
+    """The sections of ``protocol_results``, each where it was run."""
+    md = []
+    ones = found.get("paired_rare_words", {})
     if ones:
-        found["paired_rare_words"] = {label: r for label, _, r in ones}
-        r = ones[0][2]
+        r = next(iter(ones.values()))
         md += ["", "## One-shot: paired rare words", "",
                f"{r['pairs']:,} (context line, evaluation line) pairs over {r['words']:,} German words seen at most "
                "twice in training, from val and every Multi30k test set; the word's hit rate in the evaluation "
@@ -152,31 +172,27 @@ def protocol_sections(folder: Path, splits: list[str]) -> tuple[list[str], dict]
                "|---|---:|---:|---:|---:|---:|---|---|"]
         md += [f"| {label} | {r['hits_without']} | {r['hits_with']} | {r['gained']} | {r['lost']} | {r['p_one_sided']:.2g} | "
                f"{r['run']} ({r['train_steps']:,} steps) | `{r['command']}` at `{r['machine']['commit']}` |"
-               for label, _, r in ones]
-    curves = [(label, json.loads(path.read_text())) for label, path in
-              (("GNMT + memory", folder / "kshot" / "kshot.json"), ("GNMT + kNN-MT", folder / "kshot-baseline" / "kshot-knn.json"))
-              if path.is_file()]
+               for label, r in ones.items()]
+    curves = found.get("kshot", {})
     if curves:
-        found["kshot"] = dict(curves)
-        r = curves[0][1]
+        r = next(iter(curves.values()))
         shots = sorted(r["curve"], key=int)
         md += ["", "## k-shot: held-out words", "",
                f"{r['words']} words seen 8-30 times held out of training altogether; {r['episodes']} usable episodes, "
                f"{r['evaluations_per_word']} evaluation lines each; hit rate of the word after k context sentences.", "",
                "| row | " + " | ".join(f"{k} context" for k in shots) + " | command |", "|---|" + "---:|" * len(shots) + "---|"]
         md += [f"| {label} | " + " | ".join(f"{100 * c['curve'][k]['hit_rate']:.1f}%" for k in shots)
-               + f" | `{c['command']}` at `{c['machine']['commit']}` |" for label, c in curves]
+               + f" | `{c['command']}` at `{c['machine']['commit']}` |" for label, c in curves.items()]
         md += ["", "![k-shot](translation_kshot.png)"]
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        for label, c in curves:
+        for label, c in curves.items():
             ax.plot([int(k) for k in shots], [100 * c["curve"][k]["hit_rate"] for k in shots], marker="o", label=label)
         ax.set(xlabel="context sentences", ylabel="hit rate of the held-out word, %", title="held-out words, k-shot")
         finish(fig, results_dir() / "translation_kshot.png", ax)
     for split in splits:
-        path = folder / f"knn-{split}.json"
-        if not path.is_file():
+        r = found.get(f"knn_{split}")
+        if r is None:
             continue
-        r = found[f"knn_{split}"] = json.loads(path.read_text())
         c, sy = r["chosen"], r["test"]["systems"]
         k = sy["GNMT + kNN-MT"]
         md += ["", f"## kNN-MT from the same service ({split})", "",
@@ -188,27 +204,27 @@ def protocol_sections(folder: Path, splits: list[str]) -> tuple[list[str], dict]
                f"| GNMT + kNN-MT | {k['bleu']:.2f} [{k['ci95'][0]:.2f}, {k['ci95'][1]:.2f}] | {k['diff']:+.2f} "
                f"[{k['diff_ci95'][0]:+.2f}, {k['diff_ci95'][1]:+.2f}] | {k['p_not_better']:.3f} |",
                "", f"`{r['command']}` at `{r['machine']['commit']}`."]
-    return md, found
+    return md
 
 
-def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
+def training(runs: dict[str, Path], last: dict) -> tuple[list[str], dict]:
     """A table of what each model's training got (steps, time, last validation BLEU) and the
-    curves (cross-entropy, validation BLEU) in results/translation_curves.png."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    curves (cross-entropy, validation BLEU) in results/translation_curves.png. A run not in this
+    checkout keeps the row the last results file gave it; the curves are drawn again only when
+    every row's curve is known (earlier files did not keep them), else the png stays as drawn."""
     md = ["", "## Training", "",
           "| model | steps | train time | sentences seen | val BLEU (greedy, 256 lines): last | best (step) "
           "| memory share of a step | machine, commit |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     info = {}
     for name, run in runs.items():
         if not (run / "replica-0.json").is_file():
+            if name in last:
+                info[name] = last[name]
             continue
         rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
         record = json.loads((run / "run.json").read_text())
         summary = json.loads((run / "replica-0.json").read_text())
         val = [r for r in rows if "val_bleu" in r]
-        a.plot(*smoothed(rows, "ce", 50), label=name)
-        b.plot([r["step"] for r in val], [r["val_bleu"] for r in val], marker="o", label=name)
-        m = record["machine"]
         best = max(val, key=lambda r: r["val_bleu"]) if val else None
         share = [r["memory_share"] for r in rows if "memory_share" in r]
         info[name] = {"steps": summary["steps"], "train_minutes": round(summary["wall_seconds"] / 60, 1),
@@ -218,15 +234,22 @@ def training(runs: dict[str, Path]) -> tuple[list[str], dict]:
                       # the mean share after the first tenth of the steps (the memory still filling)
                       "memory_share": round(sum(share[len(share) // 10:]) / len(share[len(share) // 10:]), 3)
                       if share else None,
-                      "command": record["command"], "machine": m}
-        i = info[name]
-        shown = "—" if i["memory_share"] is None else f"{i['memory_share']:.0%}"
-        md.append(f"| {name} | {summary['steps']:,} | {i['train_minutes']} min | {i['sentences']:,} | {i['val_bleu']} | "
+                      "command": record["command"], "machine": record["machine"],
+                      "curve": {"ce": [np.asarray(xs)[::10].tolist() for xs in smoothed(rows, "ce", 50)],
+                                "val": [[r["step"] for r in val], [r["val_bleu"] for r in val]]}}
+    for name, i in info.items():
+        m, shown = i["machine"], "—" if i["memory_share"] is None else f"{i['memory_share']:.0%}"
+        md.append(f"| {name} | {i['steps']:,} | {i['train_minutes']} min | {i['sentences']:,} | {i['val_bleu']} | "
                   f"{i['best_val_bleu']} ({i['best_step']}) | {shown} | "
                   f"{m.get('cpu', '?')}, `{m.get('commit', '?')}` |")
-    a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
-    b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
-    finish(fig, results_dir() / "translation_curves.png", a, b)
+    if info and all("curve" in i for i in info.values()):
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        for name, i in info.items():
+            a.plot(*i["curve"]["ce"], label=name)
+            b.plot(*i["curve"]["val"], marker="o", label=name)
+        a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
+        b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
+        finish(fig, results_dir() / "translation_curves.png", a, b)
     md += ["", "Commands: " + "; ".join(f"{n}: `{i['command']}`" for n, i in info.items()), ""]
     return md, info
 
@@ -238,17 +261,22 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="+", default=["test_2016_flickr", "newstest2014"])
     p.add_argument("--notes", default="", help="markdown appended to the tables (training, machine)")
     a = p.parse_args(argv)
-    # each split's evaluation with the best-validation weights (--best) where it exists
-    parts = [json.loads(next(p for p in (a.memory.parent / f"eval-{s}-best.json", a.memory.parent / f"eval-{s}.json")
-                             if p.is_file()).read_text()) for s in a.splits]
-    for part in parts:
-        part["examples"] = worked_examples(part)
-        part["intervals"] = intervals(part)
+    last = results_dir() / "translation.json"
+    last = json.loads(last.read_text()) if last.is_file() else {}
     folder = a.memory.parent
+    parts = []
+    for split in a.splits:   # the evaluation with the best-validation weights (--best) where it exists
+        path = next((p for p in (folder / f"eval-{split}-best.json", folder / f"eval-{split}.json") if p.is_file()), None)
+        if path is None:     # evaluated in another checkout: as the last results file has it
+            parts += [e for e in last.get("evaluations", []) if e["split"] == split]
+            continue
+        part = json.loads(path.read_text())
+        part["examples"], part["intervals"] = worked_examples(part), intervals(part)
+        parts.append(part)
     train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory,
-                                     **{name: folder / d for name, d in ABLATIONS.items()}})
-    extra_md, extra = protocol_sections(folder, a.splits)
-    md = (tables(parts).splitlines() + interval_table(parts) + extra_md + train_md
+                                     **{name: folder / d for name, d in ABLATIONS.items()}}, last.get("training", {}))
+    extra = protocol_results(folder, a.splits, last)
+    md = (tables(parts).splitlines() + interval_table(parts) + protocol_sections(extra, a.splits) + train_md
           + (Path(a.notes).read_text().splitlines() if a.notes else []))
     runinfo.write_results("translation", {"training": train_info, "evaluations": [
         {k: v for k, v in p.items() if k != "hypotheses"} for p in parts], **extra}, md)
