@@ -132,6 +132,35 @@ def test_ivf_refits_its_quantizer_as_keys_drift():
     assert results[n] > 0.8
 
 
+def test_a_scheduled_refit_starts_from_the_last_centroids():
+    """Keys that drift a little between scheduled refits: the refit's k-means starts from the
+    current centroids (each new centroid is nearest its own old one, where a fit from scratch
+    numbers them anew) and its lists answer as well as a fit from scratch."""
+    d, n, nlist = 32, 4096, 32
+    rng = np.random.default_rng(6)
+
+    def around(centres, m):
+        x = centres[rng.integers(0, len(centres), m)] + 0.3 * rng.standard_normal((m, d)).astype(np.float32)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    first = rng.standard_normal((64, d)).astype(np.float32)
+    later = first + 0.3 * rng.standard_normal((64, d)).astype(np.float32)
+    store = MemoryStore(MemoryConfig(key_dim=d, size=n, choose_k=16, index="ivf", ivf_nlist=nlist,
+                                     ivf_nprobe=2, ivf_retrain=n, seed=1))
+    store.load(around(first, n), np.arange(n))
+    old = store.index.quantizer.reconstruct_n(0, nlist)                       # (nlist, d)
+    store.keys[:] = around(later, n)
+    store.index.on_write(np.arange(n), n)
+    assert store.index.trainings == 2
+    cold = MemoryStore.from_state(store.state())
+    cold.index._fit(n, warm=False)
+    warm_c, cold_c = (s.index.quantizer.reconstruct_n(0, nlist) for s in (store, cold))
+    assert (np.argmax(warm_c @ old.T, 1) == np.arange(nlist)).mean() > 0.9
+    assert (np.argmax(cold_c @ old.T, 1) == np.arange(nlist)).mean() < 0.3
+    queries = around(later, 300)
+    assert recall(store, queries, k=16)[1] >= recall(cold, queries, k=16)[1] - 0.03
+
+
 def test_ivf_refits_when_its_lists_grow_lopsided():
     """Keys rewritten, batch after batch, into a small region of the space (a young model's
     states, all alike, then spreading): without ivf_rebalance they pile into a few lists; with
