@@ -78,6 +78,7 @@ class MemoryOutput:
     loss: torch.Tensor     # (B,) float32: relu(s_n - s_p + alpha), differentiable in x
     correct: torch.Tensor | None  # (B,) bool, with labels
     raw: object            # the backend's full answer (neighbours, slots, ...)
+    query: torch.Tensor | None = None   # (B, d) the unit queries asked, differentiable in x
 
 
 class MemoryLayer(nn.Module):
@@ -126,4 +127,4 @@ class MemoryLayer(nn.Module):
             s_neg = (q * t(res.negative_key)).sum(-1)                       # (B,); 0 if no negative
             loss = F.relu(s_neg - s_pos + self.backend.alpha)
             correct = t(res.correct)
-        return MemoryOutput(result=t(res.result), weight=w1, loss=loss, correct=correct, raw=res)
+        return MemoryOutput(result=t(res.result), weight=w1, loss=loss, correct=correct, raw=res, query=q)

@@ -47,6 +47,7 @@ class TrainConfig(SequenceFlags):
     # Steps at the start in which no loss moves the learned queries (model.freeze_queries): the
     # memory first fills with keys of every number from other examples. 0 = none.
     query_warmup: int = 0
+    query_uniformity: float = 0.0   # weight of the queries' uniformity term in the memory loss (model.py)
     # Lookups skip the slots of their own example (its copies from earlier epochs): an example
     # seen again finds its own earlier key, so without this the memory loss is met by telling
     # exact inputs apart, not by a query that names the number in any context (test inputs
@@ -87,8 +88,11 @@ class TrainConfig(SequenceFlags):
             raise ValueError("--fixed-queries is a control of the Neural GPU + memory row")
         if self.query_from != "state" and (self.arch != "ngpu" or self.fixed_queries or not self.memory_layer):
             raise ValueError("--query-from encoder|tower is for the Neural GPU + memory row with learned queries")
-        if self.query_warmup and (self.fixed_queries or not self.memory_layer or self.arch != "ngpu"):
-            raise ValueError("--query-warmup is for the Neural GPU's learned memory queries")
+        if (self.query_warmup or self.query_uniformity) and (self.fixed_queries or not self.memory_layer
+                                                             or self.arch != "ngpu"):
+            raise ValueError("--query-warmup and --query-uniformity are for the Neural GPU's learned memory queries")
+        if self.query_warmup < 0 or self.query_uniformity < 0:
+            raise ValueError("--query-warmup and --query-uniformity are >= 0")
         if self.preset not in PRESETS:
             raise ValueError(f"--preset is one of {sorted(PRESETS)}")
         return self
@@ -96,7 +100,8 @@ class TrainConfig(SequenceFlags):
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, memory=self.memory_layer, channels=self.channels, units=self.units,
                            dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
-                           query_grad=self.query_grad, query_from=self.query_from)
+                           query_grad=self.query_grad, query_from=self.query_from,
+                           query_uniformity=self.query_uniformity)
 
     @property
     def row(self) -> str:
@@ -105,6 +110,7 @@ class TrainConfig(SequenceFlags):
                 + ("" if self.query_grad or not self.memory_layer else ", queries without gradient into the network")
                 + {"state": "", "encoder": ", queries from the encoder", "tower": ", queries from a key tower"}[self.query_from]
                 + (f", queries held {self.query_warmup:,} steps" if self.query_warmup else "")
+                + (f", uniformity {self.query_uniformity:g}" if self.query_uniformity else "")
                 + (", leave-one-out" if self.leave_one_out and self.memory_layer else ""))
 
 

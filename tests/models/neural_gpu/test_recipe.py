@@ -8,7 +8,8 @@ import torch
 
 from raremem.models.memory_layer import make_backend
 from raremem.models.neural_gpu.evaluate import SEEN_BUCKETS, scores
-from raremem.models.neural_gpu.model import CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid
+from raremem.models.neural_gpu.model import (CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid,
+                                           uniformity)
 from raremem.models.neural_gpu.task import DIGITS, MAX_LENGTH, PAD, PRESETS, coverage, make_splits, random_function
 from raremem.models.neural_gpu.train import TrainConfig, decay_on_worse, gold_probability, gold_weight
 
@@ -233,3 +234,30 @@ def test_leave_one_out_skips_the_examples_own_slots():
         skipped = model(inputs, targets, sources=source, leave_one_out=True).memory_values
     length = int((inputs != PAD).sum())
     assert (found[0, 1:length] >= 0).all() and (skipped[0, 1:length] == -1).all()
+
+
+def test_uniformity_is_zero_when_queries_are_alike_and_falls_as_they_spread():
+    torch.manual_seed(0)
+    alike = torch.nn.functional.normalize(torch.ones(16, 32) + 1e-4 * torch.randn(16, 32), dim=-1)
+    spread = torch.nn.functional.normalize(torch.randn(4096, 32), dim=-1)
+    assert float(uniformity(alike)) == pytest.approx(0.0, abs=1e-3)
+    # random unit rows: |q_i - q_j|^2 = 2 - 2c, c ~ N(0, 1/d), so log E exp(-2(2 - 2c)) = -4 + 8/d
+    assert float(uniformity(spread)) == pytest.approx(-4.0 + 8 / 32, abs=0.05)
+    q = torch.nn.functional.normalize(torch.ones(16, 32) + 0.05 * torch.randn(16, 32), dim=-1).requires_grad_(True)
+    before = uniformity(q)
+    before.backward()   # a step down its gradient moves nearly alike queries apart
+    after = uniformity(torch.nn.functional.normalize(q.detach() - 5 * q.grad, dim=-1))
+    assert float(after) < float(before) - 0.01
+
+
+def test_the_uniformity_term_enters_the_memory_loss_only_when_weighted():
+    losses = {}
+    for weight in (0.0, 0.5):
+        model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="tower", query_uniformity=weight))
+        losses[weight] = model(inputs, targets, update=False).memory_loss.item()
+        with torch.no_grad():   # decoding asks for no gradient: no term
+            assert float(model(inputs, targets, update=False).memory_loss) == pytest.approx(losses[0.0] if weight else
+                                                                                              losses[weight])
+    assert losses[0.5] < losses[0.0]   # the term is negative for queries not all alike
+    with pytest.raises(ValueError, match="--query-uniformity"):
+        TrainConfig(query_uniformity=0.1, memory_layer=False).validate()
