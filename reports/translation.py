@@ -180,9 +180,13 @@ def protocol_sections(found: dict, splits: list[str]) -> list[str]:
         md += ["", "## k-shot: held-out words", "",
                f"{r['words']} words seen 8-30 times held out of training altogether; {r['episodes']} usable episodes, "
                f"{r['evaluations_per_word']} evaluation lines each; hit rate of the word after k context sentences.", "",
-               "| row | " + " | ".join(f"{k} context" for k in shots) + " | command |", "|---|" + "---:|" * len(shots) + "---|"]
-        md += [f"| {label} | " + " | ".join(f"{100 * c['curve'][k]['hit_rate']:.1f}%" for k in shots)
-               + f" | `{c['command']}` at `{c['machine']['commit']}` |" for label, c in curves.items()]
+               "| row | " + " | ".join(f"{k} context" for k in shots) + f" | {shots[0]} → {shots[-1]}: gained / lost, "
+               "p (McNemar, one-sided) | command |", "|---|" + "---:|" * len(shots) + "---|---|"]
+        for label, c in curves.items():
+            up = c.get("rise")   # files from before the test was kept have none
+            test = f"{up['gained']} / {up['lost']}, {up['p_one_sided']:.2g}" if up else "—"
+            md.append(f"| {label} | " + " | ".join(f"{100 * c['curve'][k]['hit_rate']:.1f}%" for k in shots)
+                      + f" | {test} | `{c['command']}` at `{c['machine']['commit']}` |")
         md += ["", "![k-shot](translation_kshot.png)"]
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for label, c in curves.items():

@@ -79,8 +79,17 @@ def kshot_curve(model, subwords, sources: list[str], targets: list[str], eps: li
         hyps = translate(model, subwords, [sources[i] for _, i in ev], width)
         hits = [w in WORD.findall(h) for (w, _), h in zip(ev, hyps)]
         rows[k] = {"evaluations": len(hits), "hits": int(sum(hits)), "hit_rate": float(np.mean(hits)) if hits else 0.0,
-                   "context_lines": len(ctx)}
+                   "context_lines": len(ctx), "outcomes": [bool(h) for h in hits]}
     return rows
+
+
+def rise(curve: dict) -> dict:
+    """McNemar's exact test of the most context against none, on the same evaluation lines."""
+    from raremem.models.translation.oneshot import mcnemar  # noqa: PLC0415
+
+    shots = sorted(curve, key=int)
+    return {"from": int(shots[0]), "to": int(shots[-1]),
+            **mcnemar(curve[shots[0]]["outcomes"], curve[shots[-1]]["outcomes"])}
 
 
 def main(argv=None) -> int:
@@ -124,7 +133,7 @@ def main(argv=None) -> int:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
             curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
     result = {**extra, "run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
-              "curve": curve, "train_steps": summary["steps"], "machine": runinfo.machine(),
+              "curve": curve, "rise": rise(curve), "train_steps": summary["steps"], "machine": runinfo.machine(),
               "command": runinfo.command(), "episodes_detail": eps}
     (a.run / ("kshot-knn.json" if a.knn else "kshot.json")).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "episodes_detail"}))

@@ -223,7 +223,10 @@ def test_kshot_curve_of_a_run_trained_without_its_words(trained_runs, tmp_path):
     r = json.loads((out / "kshot.json").read_text())
     assert r["words"] == 40 and r["episodes"] > 5 and [int(k) for k in r["curve"]] == list(kshot.SHOTS)
     assert r["curve"]["0"]["context_lines"] == 0 and r["curve"]["5"]["context_lines"] == 5 * r["episodes"]
-    assert all(c["evaluations"] == r["episodes"] for c in r["curve"].values())
+    assert all(c["evaluations"] == r["episodes"] == len(c["outcomes"]) for c in r["curve"].values())
+    up = r["rise"]   # 0 against 5 context sentences, on the same evaluation lines
+    assert (up["from"], up["to"]) == (0, 5) and up["pairs"] == r["episodes"]
+    assert up["gained"] - up["lost"] == r["curve"]["5"]["hits"] - r["curve"]["0"]["hits"]
 
 
 @needs_data
