@@ -28,9 +28,12 @@ import numpy as np
 
 from bench.keys import unit
 from raremem.client import MemoryClient
+from raremem.client.memory_client import lookup_request, lookup_result
+from raremem.proto import memory_pb2 as pb
 from raremem.models.paths import results_dir
 from raremem.models.runinfo import machine
-from raremem.server import persistence
+from raremem.server import convert, persistence
+from raremem.server.batching import Batcher
 from raremem.server.config import MemoryConfig
 from raremem.server.spawn import spawn_server
 from raremem.server.store import LookupSpec, MemoryStore
@@ -77,6 +80,36 @@ def _client_loop(address, name, b, seed, start, stop, counts, cpu, i):
             n += b
         counts[i], cpu[i] = n, time.process_time() - c0
         s.close()
+
+
+def call_parts(store: MemoryStore, name: str, q: np.ndarray, reps: int = 400) -> dict:
+    """Median ms of each piece of a remote call's own work, timed alone in this process: what
+    the client and the server do in Python around the search, and the hand-off to the memory's
+    batcher thread and back (a batcher whose run returns a result made beforehand). The
+    remote call's extra time over in-process minus their sum is gRPC's own machinery."""
+    req = lookup_request(name, q)
+    raw = req.SerializeToString()
+    spec = convert.lookup_spec_from_pb(req)
+    res = store.lookup(LookupSpec(q))
+    answer = convert.lookup_result_to_pb(res).SerializeToString()
+    batcher = Batcher("parts", lambda specs: [res] * len(specs), 1 << 16, store.config.size)
+    parts = {"client: build and encode the request": lambda: lookup_request(name, q).SerializeToString(),
+             "server: decode and validate": lambda: store.check(convert.lookup_spec_from_pb(pb.LookupRequest.FromString(raw))),
+             "server: hand-off to the batcher and back": lambda: batcher.submit(spec),
+             "server: encode the response": lambda: convert.lookup_result_to_pb(res).SerializeToString(),
+             "client: decode the response": lambda: lookup_result(pb.LookupResponse.FromString(answer))}
+    try:
+        out = {}
+        for label, fn in parts.items():
+            ts = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            out[label] = 1e3 * statistics.median(ts)
+    finally:
+        batcher.close()
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -191,6 +224,8 @@ def main() -> int:
                              "in-process/faiss": t["in-process"] / t["faiss flat"],
                              "faiss/sgemm": t["faiss flat"] / t["sgemm"],
                              "remote step/in-process step": t["remote step"] / t["in-process step"]})
+                if n == 65536 and b == 16:
+                    rows[-1]["parts_ms"] = call_parts(store, name, q)
                 print(json.dumps(rows[-1]), flush=True)
             if n == 65536:
                 conc = concurrency(address, proc.pid, name, data_dir, 2.0 if args.quick else 5.0)
@@ -248,15 +283,23 @@ def markdown(r: dict) -> str:
                          f"{a['server_cpu_per_1k']:.2f} → {b['server_cpu_per_1k']:.2f} | "
                          f"{a['client_cpu_per_1k']:.2f} → {b['client_cpu_per_1k']:.2f} | "
                          f"{a['server_cores_busy']:.2f} → {b['server_cores_busy']:.2f} |")
-    small = next(row for row in r["rows"] if row["N"] == 65536 and row["b"] == 16)["ms"]
+    row = next(row for row in r["rows"] if row["N"] == 65536 and row["b"] == 16)
+    small = row["ms"]
     one = c["servers"].get("1", {}).get("processes", {})
     lines += ["", "Where the time goes (from the rows above): at b=16, N=65,536 a call costs "
               f"{small['remote'] - small['in-process']:.2f} ms more over unary TCP than in-process, "
               f"{small['stream'] - small['in-process']:.2f} ms over a stream and "
-              f"{small['uds'] - small['in-process']:.2f} ms over a Unix socket. Neither the socket kind nor "
-              "the per-call setup that a stream saves is most of it; the rest is the fixed work of a call in "
-              "Python on both sides (encode and decode, validation, the hand-off to the memory's batcher thread "
-              "and back), done under one interpreter lock by the gRPC threads and the batcher. Concurrent clients halve the server's CPU per query (merged searches), but "
+              f"{small['uds'] - small['in-process']:.2f} ms over a Unix socket."]
+    if "parts_ms" in row:   # measured from this commit on
+        parts, extra = row["parts_ms"], small["stream"] - small["in-process"]
+        lines += ["", "The stream's extra time, piece by piece (each piece timed alone in one process, median "
+                  "of 400; the rest is gRPC's own machinery: its completion-queue threads, the request "
+                  "iterator's thread on the client, the socket):", "", "| piece | ms | share of the stream's extra |",
+                  "|---|---:|---:|"]
+        lines += [f"| {k} | {v:.3f} | {v / extra:.0%} |" for k, v in parts.items()]
+        rest = extra - sum(parts.values())
+        lines += [f"| gRPC itself (the rest) | {rest:.3f} | {rest / extra:.0%} |", ""]
+    lines += ["Concurrent clients halve the server's CPU per query (merged searches), but "
               "with 8 client processes the server keeps "
               + (f"{one['8']['server_cores_busy']:.2f} cores busy with one FAISS thread" if one else "fewer cores busy")
               + ": the search is one thread per memory and the per-call Python work is serial; the clients' "
