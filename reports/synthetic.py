@@ -39,14 +39,17 @@ NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention
          "ngpu + memory, queries from a key tower": "Neural GPU + memory, queries from a key tower",
          "ngpu + memory, queries from the encoder": "Neural GPU + memory, queries from the encoder",
          "ngpu + memory, key tower held 1,500 steps, leave-one-out":
-             "Neural GPU + memory, queries from a key tower held still for 1,500 steps, leave-one-out"}
+             "Neural GPU + memory, queries from a key tower held still for 1,500 steps, leave-one-out",
+         "ngpu + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1":
+             "Neural GPU + memory, key tower held 1,500 steps, leave-one-out, uniformity term 0.1"}
 SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
          "ngpu-mem-fixed": "ngpu + memory, fixed queries",
          "ngpu-mem-nowg": "ngpu + memory, w_1 without decoder gradient",
          "ngpu-mem-noqg": "ngpu + memory, queries without gradient into the network",
          "ngpu-mem-tower": "ngpu + memory, queries from a key tower",
          "ngpu-mem-enc": "ngpu + memory, queries from the encoder",
-         "ngpu-mem-tower-held": "ngpu + memory, key tower held 1,500 steps, leave-one-out"}
+         "ngpu-mem-tower-held": "ngpu + memory, key tower held 1,500 steps, leave-one-out",
+         "ngpu-mem-tower-unif": "ngpu + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1"}
 SEEN = ("0", "1", "2", ">=3")
 
 
