@@ -116,16 +116,17 @@ def main(argv=None) -> int:
             service.close(snapshot=False)
             return 2
         log.info("metrics on http://%s:%d/metrics", args.host, mport)
+    # before the first request can come (and before the readiness line a supervisor waits
+    # for): a SIGTERM right after it must still snapshot, not kill the process
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
     server.start()
     log.info("serving on %s:%d (%d memories restored, data dir %s)", args.host, port,
              len(service.list()), args.data_dir or "none")
     if args.unix:
         log.info("serving on unix://%s too", args.unix)
     print(f"raremem-server listening on {args.host}:{port}", flush=True)
-
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop.set())
     stop.wait()
     log.info("shutting down: NOT_SERVING, %.1fs grace", args.grace)
     health_servicer.enter_graceful_shutdown()
