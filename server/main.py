@@ -127,7 +127,12 @@ def main(argv=None) -> int:
     if args.unix:
         log.info("serving on unix://%s too", args.unix)
     print(f"raremem-server listening on {args.host}:{port}", flush=True)
-    stop.wait()
+    # Python runs signal handlers in the main thread only, and a SIGTERM the kernel hands to
+    # one of the gRPC or OpenMP threads does not wake a main thread blocked without a timeout
+    # (seen: a server still waiting 30 minutes after its SIGTERM); waking every half second
+    # lets the handler run.
+    while not stop.wait(0.5):
+        pass
     log.info("shutting down: NOT_SERVING, %.1fs grace", args.grace)
     health_servicer.enter_graceful_shutdown()
     server.stop(args.grace).wait()
