@@ -63,7 +63,8 @@ def where(m: dict) -> str:
 
 
 def short_runs(runs: Path) -> list[dict]:
-    """Every finished short-preset run: eval.json + its record (command, machine, legs)."""
+    """Every finished short-preset run: eval.json + its record (command, machine, legs); main
+    sorts them with the carried ones."""
     out = []
     for d in sorted(runs.glob("short-*-s*")):
         m = re.fullmatch(r"short-(.+)-s(\d+)", d.name)
@@ -76,8 +77,7 @@ def short_runs(runs: Path) -> list[dict]:
                     "dir": d.name, "command": run["command"],
                     "machine": {**run["machine"], "commit": "` → `".join(commits)},
                     "legs": len(run.get("legs", [])) or 1})
-    order = list(SHORT.values())
-    return sorted(out, key=lambda r: (order.index(r["key"]), r["seed"]))
+    return out
 
 
 def carried(old: list[dict], new: list[dict], key) -> list[dict]:
@@ -105,8 +105,8 @@ def gaps(rows: list[dict]) -> list[dict]:
     by = {(r["key"], r["seed"]): r for r in rows}
     out = []
     for (key, seed), r in by.items():
-        if twin(key) and (twin(key)[0], seed) in by:
-            other, bar = twin(key)
+        if (pair := twin(key)) and (pair[0], seed) in by:
+            other, bar = pair
             gap = 100 * (r["fully_correct_seen"] - by[(other, seed)]["fully_correct_seen"])
             out.append({"row": key, "twin": other, "seed": seed, "points": gap, "bar": bar,
                         "met": gap >= bar if bar else gap > 0})
