@@ -4,7 +4,10 @@ synthetic task's seq2seq baseline and the GNMT-style translator (paper Fig. 2).
 The attention vector ``a_t = tanh(W [h_t; c_t])`` queries the memory; the embedded memory
 value times its softmax weight joins it in one linear read-out before the softmax (the paper's
 "additional linear layer"): ``logits = out(a_t) + out_mem(emb(v_t) * w_t)``, with ``out_mem``
-starting at zero, so the memory model starts exactly as its baseline (same seed, same logits). Under teacher forcing all decoder
+starting at zero, so the memory model starts exactly as its baseline (same seed, same logits).
+With ``copy`` the value's own logit also gets ``g(a_t) * w_t`` (``g`` a linear gate over
+``a_t``, zero at the start): a word whose embedding and output row training never shaped (a
+held-out or one-shot word) can only reach the output this way. Under teacher forcing all decoder
 steps of a batch go to the memory in one call; greedy decoding makes one call per step, beam
 search (models/translation/beam.py) one per step for all beams.
 """
@@ -38,6 +41,7 @@ class Seq2SeqConfig:
     pad: int = 0
     go: int = -1               # the decoder's first input; -1 = an extra embedding row
     eos: int = -1              # greedy decoding stops once every row produced it; -1 = never
+    copy: bool = False         # the memory's value also raises its own logit by gate(a_t) * w_t
 
 
 class AttentionSeq2Seq(nn.Module):
@@ -65,6 +69,10 @@ class AttentionSeq2Seq(nn.Module):
         self.out_mem = nn.Linear(u, cfg.tgt_vocab, bias=False) if cfg.memory else None
         if self.out_mem is not None:
             nn.init.zeros_(self.out_mem.weight)
+        self.copy_gate = nn.Linear(u, 1) if cfg.memory and cfg.copy else None
+        if self.copy_gate is not None:   # zero: the copy term starts switched off
+            nn.init.zeros_(self.copy_gate.weight)
+            nn.init.zeros_(self.copy_gate.bias)
 
     def encode(self, src: torch.Tensor):
         """src (B, S) -> (states (B, S, U), decoder initial state or None)."""
@@ -93,11 +101,16 @@ class AttentionSeq2Seq(nn.Module):
         out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
                           update=update, weight_grad=torch.is_grad_enabled(), sources=src,
                           leave_one_out=leave_one_out)
-        emb = self.embed_out(out.result.clamp(min=0)) * (out.weight * (out.result >= 0))[:, None]
-        mem = emb.new_zeros(B * T, U).index_put((keep.nonzero()[:, 0],), emb).to(flat.dtype)
+        weight = out.weight * (out.result >= 0)                                # (n,): 0 where none
+        emb = self.embed_out(out.result.clamp(min=0)) * weight[:, None]
+        rows = (keep.nonzero()[:, 0],)
+        mem = emb.new_zeros(B * T, U).index_put(rows, emb).to(flat.dtype)
         values = torch.full((B * T,), -1, dtype=torch.long, device=att.device)
         values[keep] = out.result
         logits = self.out(att) + self.out_mem(mem.reshape(B, T, U))             # (B, T, V)
+        if self.copy_gate is not None:   # logits[v_t] += gate(a_t) * w_t
+            w = weight.new_zeros(B * T).index_put(rows, weight).reshape(B, T, 1).to(logits.dtype)
+            logits = logits.scatter_add(-1, values.reshape(B, T, 1).clamp(min=0), self.copy_gate(att) * w)
         return logits, out.loss.mean(), values.reshape(B, T)
 
     def states(self, src: torch.Tensor, tgt: torch.Tensor, ctx: dict | None = None) -> torch.Tensor:

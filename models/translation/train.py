@@ -49,6 +49,9 @@ class TrainConfig(SequenceFlags):
     # Training lookups skip the slots their own sentence wrote (an earlier epoch's copy of the
     # same target): without it the model learns to copy itself instead of to retrieve.
     leave_one_out: bool = True
+    # The memory's value also raises its own logit (seq2seq.py, ``copy``): the only way a word
+    # whose embedding training never shaped (held out, seen once) reaches the output.
+    memory_copy: bool = False
     # The k-shot protocol (kshot.py): hold out every training pair whose target holds one of
     # this many words seen 8-30 times (chosen with hold_out_seed); 0 = train on everything.
     hold_out: int = 0
@@ -82,7 +85,7 @@ def load_subwords(cfg: TrainConfig) -> subwords.Subwords:
 def make_model(cfg: TrainConfig, address: str | None, vocab: int) -> AttentionSeq2Seq:
     mc = Seq2SeqConfig(src_vocab=vocab, tgt_vocab=vocab, units=cfg.units, layers=cfg.layers,
                        bidirectional_first=True, dropout=cfg.dropout, memory=cfg.memory_layer,
-                       pad=subwords.PAD, go=subwords.BOS, eos=subwords.EOS)
+                       pad=subwords.PAD, go=subwords.BOS, eos=subwords.EOS, copy=cfg.memory_copy)
     backend = None
     if cfg.memory_layer and address:
         backend = memory_backend(cfg, address, cfg.memory_name, cfg.units)

@@ -37,17 +37,18 @@ def test_gnmt_shape_gradients_and_memory(memory):
     assert greedy.logits.shape[0] == 5 and greedy.logits.shape[1] <= 9
 
 
-def test_memory_model_starts_as_its_baseline():
-    """The read-out's memory part starts at zero and the memory layer's weights are drawn after
-    the baseline's: at the same seed, the memory model's logits are the baseline's exactly,
-    whatever the memory returns."""
+@pytest.mark.parametrize("copy", [False, True])
+def test_memory_model_starts_as_its_baseline(copy):
+    """The read-out's memory part (and the copy gate) starts at zero and the memory layer's
+    weights are drawn after the baseline's: at the same seed, the memory model's logits are the
+    baseline's exactly, whatever the memory returns."""
     src = torch.randint(1, 20, (3, 7))
     tgt = torch.randint(1, 20, (3, 5))
     torch.manual_seed(4)
     base = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=False, bidirectional_first=True))
     torch.manual_seed(4)
     backend = make_backend("local", "m", 16, 64, choose_k=8)
-    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, bidirectional_first=True), backend)
+    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, bidirectional_first=True, copy=copy), backend)
     base.eval(), mem.eval()
     mem(src, tgt, update=True)                               # fill the memory: its answers are non-trivial
     assert backend.store.filled > 0
@@ -55,3 +56,27 @@ def test_memory_model_starts_as_its_baseline():
         a, b = base(src, tgt).logits, mem(src, tgt).logits
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert (mem.out_mem.weight == 0).all()
+
+
+def test_the_copy_gate_raises_only_the_memory_values_logit_by_gate_times_weight():
+    """With the copy gate's bias at c (weights 0), each position's logits are the model's without
+    copy plus c * w_1 at the memory's value v_1 and nothing elsewhere; the gate gets a gradient."""
+    torch.manual_seed(0)
+    src, tgt = torch.randint(1, 20, (3, 7)), torch.randint(1, 20, (3, 5))
+    backend = make_backend("local", "c", 16, 64, choose_k=8)
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, copy=True), backend).eval()
+    model(src, tgt, update=True)
+    with torch.no_grad():
+        before = model(src, tgt)
+        model.copy_gate.bias.fill_(3.0)
+        after = model(src, tgt)
+    v = before.memory_values
+    assert (v >= 0).all() and torch.equal(v, after.memory_values)
+    w = torch.tensor(backend.lookup(model.memory.query(model.states(src, tgt).reshape(-1, 16)).detach().numpy())
+                     .top_weight).reshape(3, 5)
+    expected = before.logits.scatter_add(-1, v[..., None], 3.0 * w[..., None])
+    torch.testing.assert_close(after.logits, expected, rtol=0, atol=1e-5)
+    model.train()
+    out = model(src, tgt)
+    torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), tgt.reshape(-1)).backward()
+    assert model.copy_gate.bias.grad.abs() > 0 and model.copy_gate.weight.grad.abs().sum() > 0
