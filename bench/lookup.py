@@ -147,27 +147,20 @@ def concurrent_qps(address: str, name: str, clients: int, b: int, seconds: float
             "client_cpu_per_1k": 1e3 * client_cpu / queries, "server_cores_busy": server_cpu / wall}
 
 
-def concurrency(address: str, pid: int, name: str, data_dir: Path, seconds: float) -> dict:
-    """1 vs 8 clients (threads, processes) at b=16 against this server (FAISS threads: one per
-    core) and against a second one over the same memory with ``--threads 1``."""
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}   # OpenMP threads sleep at once after a parallel region
+
+
+def concurrency(servers: dict, name: str, seconds: float) -> dict:
+    """1 vs 8 clients (threads, processes) at b=16 against each server: {label: (address, pid)}."""
     out = {"N": None, "b": 16, "seconds": seconds, "servers": {}}
-    one, one_addr, _ = spawn_server("--data-dir", str(data_dir), "--metrics-port", "-1", "--snapshot-interval", "0",
-                                    "--threads", "1")
-    try:
-        with MemoryClient(one_addr, timeout=120) as c:
-            c.restore(name, f"{name}.npz")
-            out["N"] = c.stats(name).info.filled
-        pids = {"0 (one per core)": pid, "1": one.pid}
-        for threads, addr in (("0 (one per core)", address), ("1", one_addr)):
-            per = out["servers"][threads] = {}
-            for kind in ("threads", "processes"):
-                per[kind] = {c: concurrent_qps(addr, name, c, 16, seconds, kind == "processes", pids[threads])
-                             for c in (1, 8)}
-                per[kind]["8/1"] = per[kind][8]["qps"] / per[kind][1]["qps"]
-                print(json.dumps({"server threads": threads, kind: per[kind]}), flush=True)
-    finally:
-        one.send_signal(signal.SIGTERM)
-        one.wait(timeout=60)
+    with MemoryClient(next(iter(servers.values()))[0], timeout=120) as c:
+        out["N"] = c.stats(name).info.filled
+    for label, (addr, pid) in servers.items():
+        per = out["servers"][label] = {}
+        for kind in ("threads", "processes"):
+            per[kind] = {c: concurrent_qps(addr, name, c, 16, seconds, kind == "processes", pid) for c in (1, 8)}
+            per[kind]["8/1"] = per[kind][8]["qps"] / per[kind][1]["qps"]
+            print(json.dumps({"server": label, kind: per[kind]}), flush=True)
     return out
 
 
@@ -180,18 +173,25 @@ def main() -> int:
     rng = np.random.default_rng(0)
     data_dir = Path(tempfile.mkdtemp(prefix="raremem-bench-"))
     sock = data_dir / "raremem.sock"
-    proc, address, _ = spawn_server("--data-dir", str(data_dir), "--metrics-port", "-1",
-                                    "--snapshot-interval", "0", "--unix", str(sock))
+    common = ("--data-dir", str(data_dir), "--metrics-port", "-1", "--snapshot-interval", "0")
+    proc, address, _ = spawn_server(*common, "--unix", str(sock))
+    # The same memories behind two more servers: OpenMP threads that sleep at once (no spinning
+    # on cores the clients need), and one FAISS thread (no OpenMP team at all).
+    passive, passive_addr, _ = spawn_server(*common, env=PASSIVE)
+    one, one_addr, _ = spawn_server(*common, "--threads", "1")
     rows, info = [], machine()
     try:
         client = MemoryClient(address, timeout=120)
         uds = MemoryClient(f"unix://{sock}", timeout=120)
+        others = {"passive": MemoryClient(passive_addr, timeout=120), "one thread": MemoryClient(one_addr, timeout=120)}
         stream, uds_stream = client.stream(), uds.stream()
-        for n in (65536, 524288):
+        passive_stream = others["passive"].stream()
+        for n in (4096, 65536, 524288):
             store = full_store(n, rng)
             name = f"bench-{n}"
             persistence.save(data_dir / f"{name}.npz", store.state())
-            client.restore(name, f"{name}.npz")
+            for c in (client, *others.values()):
+                c.restore(name, f"{name}.npz")
             flat = faiss.IndexFlatIP(D)
             flat.add(store.keys)
             keys_t = torch.from_numpy(store.keys)
@@ -205,6 +205,7 @@ def main() -> int:
                     "stream": lambda: stream.lookup(name, q),
                     "uds": lambda: uds.lookup(name, q),
                     "uds stream": lambda: uds_stream.lookup(name, q),
+                    "stream, passive server": lambda: passive_stream.lookup(name, q),
                     "in-process": lambda: store.lookup(LookupSpec(q)),
                     "faiss flat": lambda: flat.search(q, K),
                     "remote step": lambda: client.lookup(name, q, labels, update=True),
@@ -219,7 +220,8 @@ def main() -> int:
                 rows.append({"N": n, "b": b, "rounds": rounds, "ms": {k: v * 1e3 for k, v in t.items()},
                              "sgemm_gflops": gflops,
                              "remote/in-process": t["remote"] / t["in-process"],
-                             **{f"{kind}/in-process": t[kind] / t["in-process"] for kind in ("stream", "uds", "uds stream")},
+                             **{f"{kind}/in-process": t[kind] / t["in-process"]
+                                for kind in ("stream", "uds", "uds stream", "stream, passive server")},
                              "stream step/in-process step": t["stream step"] / t["in-process step"],
                              "in-process/faiss": t["in-process"] / t["faiss flat"],
                              "faiss/sgemm": t["faiss flat"] / t["sgemm"],
@@ -228,15 +230,19 @@ def main() -> int:
                     rows[-1]["parts_ms"] = call_parts(store, name, q)
                 print(json.dumps(rows[-1]), flush=True)
             if n == 65536:
-                conc = concurrency(address, proc.pid, name, data_dir, 2.0 if args.quick else 5.0)
-            client.delete_memory(name)
-        stream.close()
-        uds_stream.close()
-        uds.close()
-        client.close()
+                conc = concurrency({"0 (one per core)": (address, proc.pid), "0, OpenMP passive": (passive_addr, passive.pid),
+                                    "1": (one_addr, one.pid)}, name, 2.0 if args.quick else 5.0)
+            for c in (client, *others.values()):
+                c.delete_memory(name)
+        for st in (stream, uds_stream, passive_stream):
+            st.close()
+        for c in (uds, client, *others.values()):
+            c.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        for server in (proc, passive, one):
+            server.send_signal(signal.SIGTERM)
+        for server in (proc, passive, one):
+            server.wait(timeout=60)
 
     result = {"machine": info, "k": K, "d": D, "rows": rows, "concurrency": conc,
               "command": "python -m bench.lookup" + (" --quick" if args.quick else "")}
@@ -257,20 +263,23 @@ def markdown(r: dict) -> str:
         f"faiss {m['faiss-cpu']}, torch {m['torch']}, numpy {m['numpy']}. Median ms per call. The remote kinds, "
         "in-process and FAISS take turns in blocks of 16 calls (first 4 of each block untimed); torch and "
         "sgemm after them (their thread pools spin ~0.2 s after a call and slow whatever runs next). "
-        "remote = unary Lookup over TCP loopback, stream = one LookupStream, uds = a Unix-domain socket; "
+        "remote = unary Lookup over TCP loopback, stream = one LookupStream, uds = a Unix-domain socket, "
+        "passive = a stream to a second server over the same memories started with OMP_WAIT_POLICY=PASSIVE; "
         "\"step\" = lookup with labels and update, one training step's memory call.", "",
-        "| N | b | remote | stream | uds | uds stream | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | "
+        "| N | b | remote | stream | uds | uds stream | passive | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | "
         "remote / in-process | stream / in-process | uds / in-process | uds stream / in-process | "
-        "remote step / in-process step | stream step / in-process step | in-process / faiss |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "passive / in-process | remote step / in-process step | stream step / in-process step | in-process / faiss |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["rows"]:
         t = row["ms"]
         lines.append(
             f"| {row['N']} | {row['b']} | {t['remote']:.2f} | {t['stream']:.2f} | {t['uds']:.2f} | {t['uds stream']:.2f} | "
+            f"{t['stream, passive server']:.2f} | "
             f"{t['in-process']:.2f} | {t['faiss flat']:.2f} | {t['torch mm+topk']:.2f} | {t['sgemm']:.2f} "
             f"({row['sgemm_gflops']:.0f}) | {row['remote/in-process']:.2f} | {row['stream/in-process']:.2f} | "
-            f"{row['uds/in-process']:.2f} | {row['uds stream/in-process']:.2f} | {row['remote step/in-process step']:.2f} | "
+            f"{row['uds/in-process']:.2f} | {row['uds stream/in-process']:.2f} | {row['stream, passive server/in-process']:.2f} | "
+            f"{row['remote step/in-process step']:.2f} | "
             f"{row['stream step/in-process step']:.2f} | {row['in-process/faiss']:.2f} |")
     c = r["concurrency"]
     lines += ["", f"Concurrent clients, each on its own LookupStream, b=16, N={c['N']:,}, {c['seconds']:.0f} s each: "
