@@ -35,7 +35,8 @@ PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
 # the other training runs, each in the table where it exists (folder under runs/translation)
 ABLATIONS = {"GNMT, seed 1": "baseline-s1", "GNMT + memory, loss weight 0.1": "memory-w0.1",
              "GNMT + memory, k = 32": "memory-k32", "GNMT, held-out words": "kshot-baseline",
-             "GNMT + memory, held-out words": "kshot"}
+             "GNMT + memory, held-out words": "kshot", "GNMT + memory, copy term": "memory-copy",
+             "GNMT + memory, copy term, held-out words": "kshot-copy"}
 
 
 def worked_examples(part: dict, n: int = 3) -> list[dict]:
@@ -144,9 +145,11 @@ def protocol_results(folder: Path, splits: list[str], last: dict) -> dict:
 
     found = {"paired_rare_words": last.get("paired_rare_words", {}) | read(
                  {"GNMT + memory": folder / "memory" / "oneshot.json",
+                  "GNMT + memory, copy term": folder / "memory-copy" / "oneshot.json",
                   "GNMT + kNN-MT": folder / "baseline" / "oneshot-knn.json"}),
              "kshot": last.get("kshot", {}) | read(
                  {"GNMT + memory": folder / "kshot" / "kshot.json",
+                  "GNMT + memory, copy term": folder / "kshot-copy" / "kshot.json",
                   "GNMT + kNN-MT": folder / "kshot-baseline" / "kshot-knn.json"})}
     for split in splits:
         path = folder / f"knn-{split}.json"
