@@ -12,6 +12,10 @@ number of filled slots after the write.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import math
+
 import faiss
 import numpy as np
 
@@ -114,6 +118,21 @@ class TorchExactIndex(ExactIndex):
 
 
 WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last centroids
+# From this many lists on, a fit is FAISS's two-level k-means (sqrt(nlist) coarse clusters, each
+# split into its share of the lists): one k-means of 39 * nlist points against nlist centroids
+# costs O(nlist^2) (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5).
+TWO_LEVEL_FROM = 8192
+
+
+def two_level_centroids(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """(nlist, d) spherical centroids of ``sample`` (n, d) by FAISS's two-level clustering."""
+    with contextlib.redirect_stdout(io.StringIO()):   # it prints a note about scipy on import
+        from faiss.contrib.clustering import two_level_clustering  # noqa: PLC0415
+    # a fit samples 39 keys a list, so some coarse clusters get a few fewer than FAISS's 39 a
+    # centroid and each would print a warning: 16 is still plenty for a list's centroid
+    centroids, _ = two_level_clustering(sample, int(math.sqrt(nlist)), nlist, spherical=True, seed=seed,
+                                        min_points_per_centroid=16)
+    return np.ascontiguousarray(centroids, dtype=np.float32)
 
 
 class IVFIndex:
@@ -133,6 +152,9 @@ class IVFIndex:
     quantizer is fitted again when the lists' imbalance factor exceeds F times its value just
     after the last fit, at most once per ``nlist * 39 / 8`` slot writes (a young model's keys can
     make the lists 100x more lopsided within one fit's worth of writes).
+
+    From ``TWO_LEVEL_FROM`` lists on every fit is a two-level k-means, cold (what lets an IVF
+    have as many lists as a multi-million-slot memory needs for its top-1 to match exact).
 
     A scheduled refit starts k-means from the current centroids and runs ``WARM_ITERATIONS``
     rounds instead of FAISS's 10 from a random start: between refits keys drift, so the old
@@ -171,7 +193,10 @@ class IVFIndex:
         rng = np.random.default_rng([self.seed, 0x1F, self.trainings])
         sample = np.sort(rng.choice(n, size=self.train_size, replace=False)) if n > self.train_size else np.arange(n)
         sample = np.ascontiguousarray(self.keys[sample])
-        if start is None:
+        if self.nlist >= TWO_LEVEL_FROM:
+            self.quantizer.add(two_level_centroids(sample, self.nlist, int(self.seed) + self.trainings))
+            self.index.is_trained = True
+        elif start is None:
             self.index.train(sample)
         else:   # warm: k-means from the last centroids, into the new quantizer
             cp = faiss.ClusteringParameters()
