@@ -147,8 +147,7 @@ def concurrent_qps(address: str, name: str, clients: int, b: int, seconds: float
             "client_cpu_per_1k": 1e3 * client_cpu / queries, "server_cores_busy": server_cpu / wall}
 
 
-# libgomp's own default, spin 300,000 times before sleeping (the server sets PASSIVE unless told)
-SPINNING = {"GOMP_SPINCOUNT": "300000"}
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}   # OpenMP threads sleep at once after a parallel region
 
 
 def concurrency(servers: dict, name: str, seconds: float) -> dict:
@@ -176,17 +175,18 @@ def main() -> int:
     sock = data_dir / "raremem.sock"
     common = ("--data-dir", str(data_dir), "--metrics-port", "-1", "--snapshot-interval", "0")
     proc, address, _ = spawn_server(*common, "--unix", str(sock))
-    # The same memories behind two more servers: OpenMP threads that spin before they sleep
-    # (libgomp's default; the server's own is to sleep at once), and one FAISS thread (no team).
-    spinning, spinning_addr, _ = spawn_server(*common, env=SPINNING)
-    one, one_addr, _ = spawn_server(*common, "--threads", "1")
+    # The same memories behind two more servers: OpenMP threads that sleep at once (no spinning
+    # on cores the clients need), and one FAISS thread (no OpenMP team at all).
+    # They only read (no log of their own beside the first server's in the same data dir).
+    passive, passive_addr, _ = spawn_server(*common, "--wal-fsync", "off", env=PASSIVE)
+    one, one_addr, _ = spawn_server(*common, "--wal-fsync", "off", "--threads", "1")
     rows, info = [], machine()
     try:
         client = MemoryClient(address, timeout=120)
         uds = MemoryClient(f"unix://{sock}", timeout=120)
-        others = {"spinning": MemoryClient(spinning_addr, timeout=120), "one thread": MemoryClient(one_addr, timeout=120)}
+        others = {"passive": MemoryClient(passive_addr, timeout=120), "one thread": MemoryClient(one_addr, timeout=120)}
         stream, uds_stream = client.stream(), uds.stream()
-        spinning_stream = others["spinning"].stream()
+        passive_stream = others["passive"].stream()
         for n in (4096, 65536, 524288):
             store = full_store(n, rng)
             name = f"bench-{n}"
@@ -206,7 +206,7 @@ def main() -> int:
                     "stream": lambda: stream.lookup(name, q),
                     "uds": lambda: uds.lookup(name, q),
                     "uds stream": lambda: uds_stream.lookup(name, q),
-                    "stream, spinning server": lambda: spinning_stream.lookup(name, q),
+                    "stream, passive server": lambda: passive_stream.lookup(name, q),
                     "in-process": lambda: store.lookup(LookupSpec(q)),
                     "faiss flat": lambda: flat.search(q, K),
                     "remote step": lambda: client.lookup(name, q, labels, update=True),
@@ -222,7 +222,7 @@ def main() -> int:
                              "sgemm_gflops": gflops,
                              "remote/in-process": t["remote"] / t["in-process"],
                              **{f"{kind}/in-process": t[kind] / t["in-process"]
-                                for kind in ("stream", "uds", "uds stream", "stream, spinning server")},
+                                for kind in ("stream", "uds", "uds stream", "stream, passive server")},
                              "stream step/in-process step": t["stream step"] / t["in-process step"],
                              "in-process/faiss": t["in-process"] / t["faiss flat"],
                              "faiss/sgemm": t["faiss flat"] / t["sgemm"],
@@ -231,19 +231,18 @@ def main() -> int:
                     rows[-1]["parts_ms"] = call_parts(store, name, q)
                 print(json.dumps(rows[-1]), flush=True)
             if n == 65536:
-                conc = concurrency({"0 (one per core)": (address, proc.pid),
-                                    "0, OpenMP spinning": (spinning_addr, spinning.pid),
+                conc = concurrency({"0 (one per core)": (address, proc.pid), "0, OpenMP passive": (passive_addr, passive.pid),
                                     "1": (one_addr, one.pid)}, name, 2.0 if args.quick else 5.0)
             for c in (client, *others.values()):
                 c.delete_memory(name)
-        for st in (stream, uds_stream, spinning_stream):
+        for st in (stream, uds_stream, passive_stream):
             st.close()
         for c in (uds, client, *others.values()):
             c.close()
     finally:
-        for server in (proc, spinning, one):
+        for server in (proc, passive, one):
             server.send_signal(signal.SIGTERM)
-        for server in (proc, spinning, one):
+        for server in (proc, passive, one):
             server.wait(timeout=60)
 
     result = {"machine": info, "k": K, "d": D, "rows": rows, "concurrency": conc,
@@ -266,22 +265,21 @@ def markdown(r: dict) -> str:
         "in-process and FAISS take turns in blocks of 16 calls (first 4 of each block untimed); torch and "
         "sgemm after them (their thread pools spin ~0.2 s after a call and slow whatever runs next). "
         "remote = unary Lookup over TCP loopback, stream = one LookupStream, uds = a Unix-domain socket, "
-        "spinning = a stream to a second server over the same memories whose OpenMP threads spin before they sleep "
-        "(libgomp's default, GOMP_SPINCOUNT=300000; the server's own default is OMP_WAIT_POLICY=PASSIVE); "
+        "passive = a stream to a second server over the same memories started with OMP_WAIT_POLICY=PASSIVE; "
         "\"step\" = lookup with labels and update, one training step's memory call.", "",
-        "| N | b | remote | stream | uds | uds stream | spinning | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | "
+        "| N | b | remote | stream | uds | uds stream | passive | in-process | faiss flat | torch mm+topk | sgemm (GFLOP/s) | "
         "remote / in-process | stream / in-process | uds / in-process | uds stream / in-process | "
-        "spinning / in-process | remote step / in-process step | stream step / in-process step | in-process / faiss |",
+        "passive / in-process | remote step / in-process step | stream step / in-process step | in-process / faiss |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["rows"]:
         t = row["ms"]
         lines.append(
             f"| {row['N']} | {row['b']} | {t['remote']:.2f} | {t['stream']:.2f} | {t['uds']:.2f} | {t['uds stream']:.2f} | "
-            f"{t['stream, spinning server']:.2f} | "
+            f"{t['stream, passive server']:.2f} | "
             f"{t['in-process']:.2f} | {t['faiss flat']:.2f} | {t['torch mm+topk']:.2f} | {t['sgemm']:.2f} "
             f"({row['sgemm_gflops']:.0f}) | {row['remote/in-process']:.2f} | {row['stream/in-process']:.2f} | "
-            f"{row['uds/in-process']:.2f} | {row['uds stream/in-process']:.2f} | {row['stream, spinning server/in-process']:.2f} | "
+            f"{row['uds/in-process']:.2f} | {row['uds stream/in-process']:.2f} | {row['stream, passive server/in-process']:.2f} | "
             f"{row['remote step/in-process step']:.2f} | "
             f"{row['stream step/in-process step']:.2f} | {row['in-process/faiss']:.2f} |")
     c = r["concurrency"]

@@ -16,18 +16,11 @@ import tempfile
 import threading
 from pathlib import Path
 
-# Waiting OpenMP threads (FAISS's and its OpenBLAS's) sleep at once instead of spinning:
-# libgomp reads this when faiss loads it, just below. Spinning teams on cores that clients or
-# trainers also use turned a 1.7 ms lookup into seconds (results/bench_lookup.md, which
-# measures both). An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT wins.
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-from raremem.proto.types import MAX_MESSAGE_BYTES  # noqa: E402 - after the OpenMP setting
-from raremem.server import metrics  # noqa: E402
-from raremem.server.indexes import set_threads  # noqa: E402
-from raremem.server.service import MemoryService  # noqa: E402
-from raremem.server.servicer import create_server  # noqa: E402
+from raremem.proto.types import MAX_MESSAGE_BYTES
+from raremem.server import metrics
+from raremem.server.indexes import set_threads
+from raremem.server.service import MemoryService
+from raremem.server.servicer import create_server
 
 log = logging.getLogger("raremem.server")
 
