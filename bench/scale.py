@@ -131,6 +131,13 @@ def ivfs(row: dict) -> list[dict]:
     return [row["ivf"]] + ([row["ivf_many"]] if "ivf_many" in row else [])
 
 
+def fastest(row: dict, b, min_top1: float = 0.98) -> tuple | None:
+    """A latency row's fastest IVF setting at top-1 >= min_top1 for batch ``b`` (its key in
+    "ms": int while measuring, str once read from the file): (nlist, nprobe, entry) or None."""
+    ok = [(v["nlist"], nprobe, x) for v in ivfs(row) for nprobe, x in v["nprobe"].items() if x["top1"] >= min_top1]
+    return min(ok, key=lambda g: g[2]["ms"][b], default=None)
+
+
 def omniglot_keys(checkpoint: Path) -> np.ndarray:
     """The trained model's unit queries for every training drawing (C * 20, rep_dim)."""
     from raremem.models.omniglot.data import Omniglot  # noqa: PLC0415
@@ -199,8 +206,8 @@ def recall_rows(name: str, keys: np.ndarray, ages: np.ndarray | None, rng, held_
 def crossover(rows: list[dict], b: int, min_top1: float = 0.98) -> int | None:
     """Smallest N where IVF at some nprobe with top-1 >= min_top1 is faster than exact."""
     for r in rows:
-        ok = [v["ms"][b] for ivf in ivfs(r) for v in ivf["nprobe"].values() if v["top1"] >= min_top1]
-        if ok and min(ok) < r["exact"]["ms"][b]:
+        best = fastest(r, b, min_top1)
+        if best and best[2]["ms"][b] < r["exact"]["ms"][b]:
             return r["N"]
     return None
 
@@ -271,10 +278,9 @@ def markdown(r: dict) -> list[str]:
             lines.append(head + f"{v['nlist']} | {nprobe} | {x['ms']['16']:.2f} | {x['ms']['256']:.2f} | "
                          f"{x['top1']:.3f} | {x['recall']:.3f} | {v['bytes_per_slot']:.0f} | {v['build_s']:.1f} |")
     c = r["crossover"]
-    goal = [(v["nlist"], nprobe, x) for row in r["latency"] if row["N"] == 1 << 22 for v in ivfs(row)
-            for nprobe, x in v["nprobe"].items() if x["top1"] >= 0.98]
-    if any(row["N"] == 1 << 22 for row in r["latency"]):
-        best = min(goal, key=lambda g: g[2]["ms"]["256"], default=None)
+    largest = next((row for row in r["latency"] if row["N"] == 1 << 22), None)
+    if largest:
+        best = fastest(largest, "256")
         lines += ["", "Goal, N = 4,194,304, b = 256: <= 50 ms at top-1 >= 0.98 with exact: " + (
             f"fastest such setting nlist {best[0]}, nprobe {best[1]}: {best[2]['ms']['256']:.1f} ms, top-1 "
             f"{best[2]['top1']:.3f} ({'met' if best[2]['ms']['256'] <= 50 else 'not met'})." if best
@@ -309,8 +315,8 @@ def plots(r: dict, res: Path) -> None:
             ax.plot(ns, [row["exact"]["ms"][str(b)] for row in r["latency"]], style, marker="o", label=f"exact b={b}")
             best = []
             for row in r["latency"]:
-                ok = [v["ms"][str(b)] for ivf in ivfs(row) for v in ivf["nprobe"].values() if v["top1"] >= 0.98]
-                best.append(min(ok) if ok else np.nan)
+                f = fastest(row, str(b))
+                best.append(f[2]["ms"][str(b)] if f else np.nan)
             ax.plot(ns, best, style, marker="s", label=f"IVF b={b} (fastest at top-1 >= 0.98)")
     ax.axhline(50, color="grey", ls=":", label="50 ms")
     ax.set(xscale="log", yscale="log", xlabel="slots N", ylabel="ms per lookup", title="latency vs memory size")

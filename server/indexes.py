@@ -187,13 +187,14 @@ class IVFIndex:
         """Fit the quantizer to the filled prefix (a sample of it) and index all of it;
         ``warm``: k-means from the current centroids."""
         _apply_threads()
-        start = self.quantizer.reconstruct_n(0, self.nlist) if warm and self.trained else None   # (nlist, d)
+        two_level = self.nlist >= TWO_LEVEL_FROM   # always cold
+        start = self.quantizer.reconstruct_n(0, self.nlist) if warm and self.trained and not two_level else None  # (nlist, d)
         if self.trained:
             self._new_index()
         rng = np.random.default_rng([self.seed, 0x1F, self.trainings])
         sample = np.sort(rng.choice(n, size=self.train_size, replace=False)) if n > self.train_size else np.arange(n)
         sample = np.ascontiguousarray(self.keys[sample])
-        if self.nlist >= TWO_LEVEL_FROM:
+        if two_level:
             self.quantizer.add(two_level_centroids(sample, self.nlist, int(self.seed) + self.trainings))
             self.index.is_trained = True
         elif start is None:
