@@ -13,6 +13,8 @@ from raremem.models.translation.data import DEFAULT_DATA
 from raremem.models.translation.evaluate import word_counts
 from raremem.models.translation.oneshot import RarePair, hit, mcnemar, pooled, rare_pairs
 
+needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
+
 
 def test_pairs_follow_the_rules():
     targets = ["ein Zebra läuft", "ein Hund", "das Zebra schläft", "Zebra und Zebra 1999", "1999 Hund"]
@@ -35,7 +37,7 @@ def test_mcnemar_exact():
         mcnemar([True], [])
 
 
-@pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
+@needs_data
 def test_the_held_out_pool_has_many_repeated_rare_words():
     pool = pooled()
     counts = word_counts(data.load("train").target)
@@ -45,6 +47,7 @@ def test_the_held_out_pool_has_many_repeated_rare_words():
     assert all(p.word in pool.target[p.context] and p.word in pool.target[p.evaluation] for p in pairs)
 
 
+@needs_data
 def test_held_out_words_and_their_episodes():
     from raremem.models.translation.data import load
     from raremem.models.translation.evaluate import WORD, word_counts
@@ -67,6 +70,7 @@ def test_held_out_words_and_their_episodes():
         assert not any((set(WORD.findall(targets[i])) & others) - {e["word"]} for i in e["context"])
 
 
+@needs_data
 def test_training_with_held_out_words_never_sees_them(tmp_path):
     from raremem.models.translation import subwords
     from raremem.models.translation.data import load
