@@ -71,6 +71,13 @@ def make_backend(memory: str, name: str, key_dim: int, size: int, token: str | N
     return RemoteBackend(memory, name, key_dim, size, token=token, **config)
 
 
+def uniformity(q: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """(R, d) unit rows -> log mean_{i<j} exp(-t |q_i - q_j|^2): 0 when all alike, about -2t
+    when spread over the sphere (Wang & Isola, ICML 2020). Added to the memory loss it makes
+    queries that all look alike costly (models/neural_gpu/model.py says why they drift there)."""
+    return torch.pdist(q).pow(2).mul(-t).exp().mean().log()
+
+
 @dataclass
 class MemoryOutput:
     result: torch.Tensor   # (B,) int64: value of the nearest key, -1 if memory is empty

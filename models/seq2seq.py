@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from raremem.models.memory_layer import MemoryLayer
+from raremem.models.memory_layer import MemoryLayer, uniformity
 
 
 @dataclass
@@ -42,6 +42,12 @@ class Seq2SeqConfig:
     go: int = -1               # the decoder's first input; -1 = an extra embedding row
     eos: int = -1              # greedy decoding stops once every row produced it; -1 = never
     copy: bool = False         # the memory's value also raises its own logit by gate(a_t) * w_t
+    # Weight of the queries' uniformity term (memory_layer.uniformity over a batch's queries,
+    # at most UNIFORMITY_SAMPLE of them) in the memory loss; 0 = none (the paper's).
+    query_uniformity: float = 0.0
+
+
+UNIFORMITY_SAMPLE = 1024   # pairs grow as n^2: a batch of translation positions holds ~2K queries
 
 
 class AttentionSeq2Seq(nn.Module):
@@ -111,7 +117,11 @@ class AttentionSeq2Seq(nn.Module):
         if self.copy_gate is not None:   # logits[v_t] += gate(a_t) * w_t
             w = weight.new_zeros(B * T).index_put(rows, weight).reshape(B, T, 1).to(logits.dtype)
             logits = logits.scatter_add(-1, values.reshape(B, T, 1).clamp(min=0), self.copy_gate(att) * w)
-        return logits, out.loss.mean(), values.reshape(B, T)
+        loss = out.loss.mean()
+        if self.cfg.query_uniformity and len(out.query) > 1 and torch.is_grad_enabled():
+            q = out.query[torch.randperm(len(out.query), device=att.device)[:UNIFORMITY_SAMPLE]]
+            loss = loss + self.cfg.query_uniformity * uniformity(q)
+        return logits, loss, values.reshape(B, T)
 
     def states(self, src: torch.Tensor, tgt: torch.Tensor, ctx: dict | None = None) -> torch.Tensor:
         """Teacher-forced attention vectors (B, T, U) for src (B, S), tgt (B, T): at position t

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raremem.models.memory_layer import MemoryLayer
+from raremem.models.memory_layer import MemoryLayer, uniformity
 from raremem.models.seq2seq import AttentionSeq2Seq, DecoderOutput, Seq2SeqConfig
 from raremem.models.neural_gpu.task import DIGITS, HIGH, PAD, VOCAB
 
@@ -74,12 +74,6 @@ class ModelConfig:
     @property
     def key_dim(self) -> int:
         return self.channels if self.arch == "ngpu" else self.units
-
-
-def uniformity(q: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """(R, d) unit rows -> log mean_{i<j} exp(-t |q_i - q_j|^2): 0 when all alike, about -2t
-    when spread over the sphere."""
-    return torch.pdist(q).pow(2).mul(-t).exp().mean().log()
 
 
 def cutoff_sigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -271,4 +265,4 @@ def build_model(cfg: ModelConfig, backend=None) -> nn.Module:
     if cfg.arch == "ngpu":
         return ExtendedNeuralGPU(cfg, backend)
     return AttentionSeq2Seq(Seq2SeqConfig(VOCAB, VOCAB, cfg.units, 2, dropout=cfg.dropout, memory=cfg.memory,
-                                          pad=PAD), backend)
+                                          pad=PAD, query_uniformity=cfg.query_uniformity), backend)

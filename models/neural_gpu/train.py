@@ -86,10 +86,11 @@ class TrainConfig(SequenceFlags):
             raise ValueError("batch >= 1, steps >= 0, hogwild >= 0, memory_size >= 40 * batch")
         if self.fixed_queries and not (self.arch == "ngpu" and self.memory_layer):
             raise ValueError("--fixed-queries is a control of the Neural GPU + memory row")
-        learned = self.arch == "ngpu" and self.memory_layer and not self.fixed_queries
-        if (self.query_from != "state" or self.query_warmup or self.query_uniformity) and not learned:
-            raise ValueError("--query-from, --query-warmup and --query-uniformity are for the Neural GPU + memory "
-                             "row with learned queries")
+        learned = self.memory_layer and not self.fixed_queries
+        if (self.query_from != "state" or self.query_warmup) and not (learned and self.arch == "ngpu"):
+            raise ValueError("--query-from and --query-warmup are for the Neural GPU + memory row with learned queries")
+        if self.query_uniformity and not learned:
+            raise ValueError("--query-uniformity is for a memory row with learned queries")
         if self.query_warmup < 0 or self.query_uniformity < 0:
             raise ValueError("--query-warmup and --query-uniformity are >= 0")
         if self.preset not in PRESETS:

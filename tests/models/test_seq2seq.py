@@ -80,3 +80,30 @@ def test_the_copy_gate_raises_only_the_memory_values_logit_by_gate_times_weight(
     out = model(src, tgt)
     torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), tgt.reshape(-1)).backward()
     assert model.copy_gate.bias.grad.abs() > 0 and model.copy_gate.weight.grad.abs().sum() > 0
+
+
+def test_the_uniformity_term_adds_the_weighted_spread_of_the_queries_to_the_memory_loss():
+    """With ``query_uniformity`` w the memory loss is the margin loss plus w times
+    log mean exp(-2 |q_i - q_j|^2) over the unit queries asked (computed here by hand);
+    without gradients (decoding) the term is left out."""
+    torch.manual_seed(0)
+    src, tgt = torch.randint(1, 20, (3, 7)), torch.randint(1, 20, (3, 5))
+    losses = {}
+    for w in (0.0, 0.5):
+        torch.manual_seed(1)
+        backend = make_backend("local", f"u{w}", 16, 64, choose_k=8)
+        model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, dropout=0.0, query_uniformity=w),
+                                 backend).eval()
+        with torch.no_grad():
+            model(src, tgt, update=True)
+        losses[w] = model(src, tgt).memory_loss
+        with torch.no_grad():
+            assert float(model(src, tgt).memory_loss) == pytest.approx(float(losses[0.0] if w else losses[w]), abs=1e-6)
+    with torch.no_grad():
+        q = torch.nn.functional.normalize(model.memory.query_proj(model.states(src, tgt).reshape(-1, 16)), dim=-1)
+    d2 = ((q[:, None] - q[None]) ** 2).sum(-1)
+    pairs = d2[torch.triu_indices(15, 15, offset=1).unbind()]
+    expected = float(losses[0.0]) + 0.5 * float(torch.log(torch.exp(-2 * pairs).mean()))
+    assert float(losses[0.5]) == pytest.approx(expected, abs=1e-4)
+    losses[0.5].backward()
+    assert model.memory.query_proj.weight.grad.abs().sum() > 0

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from raremem.models.memory_layer import make_backend
+from raremem.models.memory_layer import make_backend, uniformity
 from raremem.models.neural_gpu.evaluate import SEEN_BUCKETS, scores
-from raremem.models.neural_gpu.model import (CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid,
-                                           uniformity)
+from raremem.models.neural_gpu.model import CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid
 from raremem.models.neural_gpu.task import DIGITS, MAX_LENGTH, PAD, PRESETS, coverage, make_splits, random_function
 from raremem.models.neural_gpu.train import TrainConfig, decay_on_worse, gold_probability, gold_weight
 
@@ -261,3 +260,6 @@ def test_the_uniformity_term_enters_the_memory_loss_only_when_weighted():
     assert losses[0.5] < losses[0.0]   # the term is negative for queries not all alike
     with pytest.raises(ValueError, match="--query-uniformity"):
         TrainConfig(query_uniformity=0.1, memory_layer=False).validate()
+    TrainConfig(arch="seq2seq", query_uniformity=0.1).validate()   # the seq2seq + memory row takes it too
+    with pytest.raises(ValueError, match="--query-warmup"):
+        TrainConfig(arch="seq2seq", query_warmup=10).validate()
