@@ -118,10 +118,16 @@ class TorchExactIndex(ExactIndex):
 
 
 WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last centroids
-# From this many lists on, a fit is FAISS's two-level k-means (sqrt(nlist) coarse clusters, each
-# split into its share of the lists): one k-means of 39 * nlist points against nlist centroids
-# costs O(nlist^2) (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5).
-TWO_LEVEL_FROM = 8192
+# From this many lists on (what a multi-million-slot memory needs for its top-1 to match exact):
+# - a fit is FAISS's two-level k-means (sqrt(nlist) coarse clusters, each split into its share of
+#   the lists): one k-means of 39 * nlist points against nlist centroids costs O(nlist^2)
+#   (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5);
+# - the coarse quantizer is an HNSW graph over the centroids, not a flat scan: at 65,536 lists a
+#   flat one costs 256 queries x 65,536 centroids x 128 dims (4.3 GFLOP, ~30 ms on 2 cores) per
+#   search and 4M x 65,536 when a refit re-adds a 4M-slot memory (~7 minutes).
+MANY_LISTS = 8192
+HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
+HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
 
 
 def two_level_centroids(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
@@ -153,8 +159,9 @@ class IVFIndex:
     after the last fit, at most once per ``nlist * 39 / 8`` slot writes (a young model's keys can
     make the lists 100x more lopsided within one fit's worth of writes).
 
-    From ``TWO_LEVEL_FROM`` lists on every fit is a two-level k-means, cold (what lets an IVF
-    have as many lists as a multi-million-slot memory needs for its top-1 to match exact).
+    From ``MANY_LISTS`` lists on every fit is a two-level k-means, cold, and the lists are found
+    through an HNSW graph over the centroids (what lets an IVF have as many lists as a
+    multi-million-slot memory needs for its top-1 to match exact, at a few ms a search).
 
     A scheduled refit starts k-means from the current centroids and runs ``WARM_ITERATIONS``
     rounds instead of FAISS's 10 from a random start: between refits keys drift, so the old
@@ -177,7 +184,11 @@ class IVFIndex:
 
     def _new_index(self) -> None:
         d = self.keys.shape[1]
-        self.quantizer = faiss.IndexFlatIP(d)
+        if self.nlist >= MANY_LISTS:
+            self.quantizer = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            self.quantizer.hnsw.efSearch = HNSW_EF_SEARCH
+        else:
+            self.quantizer = faiss.IndexFlatIP(d)
         self.index = faiss.IndexIVFFlat(self.quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         self.index.cp.spherical = True  # keys are unit vectors: spherical k-means centroids
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -187,7 +198,7 @@ class IVFIndex:
         """Fit the quantizer to the filled prefix (a sample of it) and index all of it;
         ``warm``: k-means from the current centroids."""
         _apply_threads()
-        two_level = self.nlist >= TWO_LEVEL_FROM   # always cold
+        two_level = self.nlist >= MANY_LISTS   # always cold
         start = self.quantizer.reconstruct_n(0, self.nlist) if warm and self.trained and not two_level else None  # (nlist, d)
         if self.trained:
             self._new_index()
@@ -226,7 +237,11 @@ class IVFIndex:
     def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
         if not self.trained:
             return self.exact.search(queries, k, n, nprobe)
-        params = faiss.SearchParametersIVF(nprobe=min(nprobe or self.default_nprobe, self.nlist))
+        nprobe = min(nprobe or self.default_nprobe, self.nlist)
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if isinstance(self.quantizer, faiss.IndexHNSW):   # the graph must keep at least nprobe candidates
+            graph = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, nprobe))
+            params.quantizer_params = graph   # (``graph`` keeps the object alive through the call)
         return self.index.search(_check_faiss_input(queries, self.keys.shape[1]), k, params=params)
 
     def on_write(self, slots: np.ndarray, n: int) -> None:
@@ -264,6 +279,7 @@ class IVFIndex:
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.index = faiss.deserialize_index(np.asarray(state["ivf_index"], dtype=np.uint8))
+        self.quantizer = faiss.downcast_index(self.index.quantizer)   # what a warm refit starts from
         self.present = np.array(state["ivf_present"], dtype=bool)
         if "ivf_counts" in state:   # snapshots from before re-training have none: start counting
             self.written, self.trainings = (int(x) for x in state["ivf_counts"])

@@ -199,24 +199,31 @@ def test_ivf_refits_when_its_lists_grow_lopsided():
         MemoryConfig(key_dim=d, size=n, index="ivf", ivf_rebalance=0.5).resolved()
 
 
-def test_many_lists_are_fitted_by_two_level_k_means(monkeypatch):
-    """From TWO_LEVEL_FROM lists on, the quantizer's centroids come from the two-level k-means
-    (here from 64 lists, to keep it small): all nlist of them, unit rows, and search over them
-    agrees with exact as well as a one-level fit does; a snapshot keeps them."""
+def test_many_lists_are_fitted_by_two_level_k_means_and_found_through_a_graph(monkeypatch):
+    """From MANY_LISTS lists on, the quantizer's centroids come from the two-level k-means and
+    sit in an HNSW graph (here from 64 lists, to keep it small): all nlist of them, unit rows,
+    and search over them agrees with exact as well as a flat one-level quantizer does; a
+    snapshot keeps them, and a memory restored from it refits."""
     from raremem.server import indexes
 
     def fitted(threshold):
-        monkeypatch.setattr(indexes, "TWO_LEVEL_FROM", threshold)
+        monkeypatch.setattr(indexes, "MANY_LISTS", threshold)
         return clustered_memory("ivf", ivf_nlist=256)
 
     one, queries = fitted(1 << 30)
     two, _ = fitted(64)
     c = two.index.quantizer.reconstruct_n(0, 256)
     assert two.index.trained and two.index.quantizer.ntotal == 256
+    faiss = indexes.faiss
+    assert isinstance(two.index.quantizer, faiss.IndexHNSWFlat) and isinstance(one.index.quantizer, faiss.IndexFlatIP)
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1, atol=1e-4)
     assert not np.allclose(c, one.index.quantizer.reconstruct_n(0, 256))
     got, want = recall(two, queries, nprobe=8)[:2], recall(one, queries, nprobe=8)[:2]
     print("\nnlist 256, nprobe 8 (top-1, recall@32): two-level", got, "one-level", want)
     assert got[0] >= want[0] - 0.03 and got[1] >= want[1] - 0.05
-    back = MemoryStore.from_state(two.state())
-    np.testing.assert_array_equal(back.lookup(LookupSpec(queries)).result, two.lookup(LookupSpec(queries)).result)
+    for fitted_store in (two, one):
+        back = MemoryStore.from_state(fitted_store.state())
+        np.testing.assert_array_equal(back.lookup(LookupSpec(queries)).result,
+                                      fitted_store.lookup(LookupSpec(queries)).result)
+        back.index._fit(back.filled, warm=True)   # a scheduled refit of a restored memory (warm when one-level)
+        assert recall(back, queries, nprobe=8)[0] >= recall(fitted_store, queries, nprobe=8)[0] - 0.03
