@@ -10,6 +10,12 @@ With ``copy`` the value's own logit also gets ``g(a_t) * w_t`` (``g`` a linear g
 held-out or one-shot word) can only reach the output this way. Under teacher forcing all decoder
 steps of a batch go to the memory in one call; greedy decoding makes one call per step, beam
 search (models/translation/beam.py) one per step for all beams.
+
+``query_from="tower"``: the memory is queried not with ``a_t`` but with a key tower's states
+read through the model's own attention, ``q_t = sum_s alpha_ts k_s`` (``k`` a bidirectional
+LSTM of its own over the source, alpha detached): on a task whose outputs the cross-entropy
+cannot predict (the synthetic task's random f) training flattens ``a_t`` until its queries no
+longer tell inputs apart (results/synthetic.md), while the tower learns from the memory only.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class Seq2SeqConfig:
     go: int = -1               # the decoder's first input; -1 = an extra embedding row
     eos: int = -1              # greedy decoding stops once every row produced it; -1 = never
     copy: bool = False         # the memory's value also raises its own logit by gate(a_t) * w_t
+    query_from: str = "state"  # "state": a_t queries the memory (the paper's) | "tower" (see above)
     # Weight of the queries' uniformity term (memory_layer.uniformity over a batch's queries,
     # at most UNIFORMITY_SAMPLE of them) in the memory loss; 0 = none (the paper's).
     query_uniformity: float = 0.0
@@ -79,6 +86,21 @@ class AttentionSeq2Seq(nn.Module):
         if self.copy_gate is not None:   # zero: the copy term starts switched off
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
+        if cfg.query_from not in ("state", "tower") or (cfg.query_from == "tower" and not cfg.memory):
+            raise ValueError("query_from is 'state' or 'tower' (with the memory layer)")
+        if cfg.query_from == "tower":   # u/2 each way, like the GNMT encoder's first layer
+            self.tower_embed = nn.Embedding(cfg.src_vocab, u)
+            self.tower = nn.LSTM(u, u // 2, 1, batch_first=True, bidirectional=True)
+        self.queries_frozen = False   # see freeze_queries
+
+    def freeze_queries(self, frozen: bool) -> None:
+        """Hold the query path still (a warm-up): the memory reads its input detached and the
+        query projection gets no gradient, so the memory first fills with keys of the untrained
+        path (the Neural GPU's key tower: models/neural_gpu/model.py)."""
+        if self.memory is None:
+            raise ValueError("freeze_queries needs the memory layer")
+        self.queries_frozen = frozen
+        self.memory.query_proj.weight.requires_grad_(not frozen)
 
     def encode(self, src: torch.Tensor):
         """src (B, S) -> (states (B, S, U), decoder initial state or None)."""
@@ -90,19 +112,28 @@ class AttentionSeq2Seq(nn.Module):
             x, _ = self.encoder(x)
         return x, None
 
-    def _attend(self, dec: torch.Tensor, enc: torch.Tensor, keys: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """dec (B, T, U), enc/keys (B, S, U), pad (B, S) -> attention vectors (B, T, U)."""
-        scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + keys[:, None])).squeeze(-1)  # (B, T, S)
-        weights = scores.masked_fill(pad[:, None], float("-inf")).softmax(-1)
-        return torch.tanh(self.combine(torch.cat([dec, weights @ enc], -1)))
+    def _attend(self, dec: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """dec (B, T, U) -> attention vectors (B, T, U) over ``ctx``'s encoding; with a key
+        tower ``ctx["weights"]`` keeps the attention weights (B, T, S) for the query."""
+        scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + ctx["keys"][:, None])).squeeze(-1)  # (B, T, S)
+        weights = scores.masked_fill(ctx["pad"][:, None], float("-inf")).softmax(-1)
+        if "tower" in ctx:
+            ctx["weights"] = weights
+        return torch.tanh(self.combine(torch.cat([dec, weights @ ctx["enc"]], -1)))
 
-    def _with_memory(self, att: torch.Tensor, labels: torch.Tensor | None, update: bool, mask: torch.Tensor,
-                     sources: torch.Tensor | None, leave_one_out: bool = False):
+    def _query_input(self, att: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """What the memory layer projects into queries (B, T, U): a_t, or the tower's states
+        through the attention (its weights detached: the memory's losses do not move them)."""
+        x = ctx["weights"].detach() @ ctx["tower"] if "tower" in ctx else att
+        return x.detach() if self.queries_frozen else x
+
+    def _with_memory(self, att: torch.Tensor, ctx: dict, labels: torch.Tensor | None, update: bool,
+                     mask: torch.Tensor, sources: torch.Tensor | None, leave_one_out: bool = False):
         """att (B, T, U): one memory call for the B*T positions where ``mask`` (B, T) holds.
         Returns (logits (B, T, V), mean memory loss, values (B, T)). The weight's gradient
         terms are asked for only when autograd records (not while decoding)."""
         B, T, U = att.shape
-        flat, keep = att.reshape(B * T, U), mask.reshape(-1)
+        flat, keep = self._query_input(att, ctx).reshape(B * T, U), mask.reshape(-1)
         src = None if sources is None else sources[:, None].expand(B, T).reshape(-1)[keep]
         out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
                           update=update, weight_grad=torch.is_grad_enabled(), sources=src,
@@ -110,7 +141,7 @@ class AttentionSeq2Seq(nn.Module):
         weight = out.weight * (out.result >= 0)                                # (n,): 0 where none
         emb = self.embed_out(out.result.clamp(min=0)) * weight[:, None]
         rows = (keep.nonzero()[:, 0],)
-        mem = emb.new_zeros(B * T, U).index_put(rows, emb).to(flat.dtype)
+        mem = emb.new_zeros(B * T, U).index_put(rows, emb).to(att.dtype)
         values = torch.full((B * T,), -1, dtype=torch.long, device=att.device)
         values[keep] = out.result
         logits = self.out(att) + self.out_mem(mem.reshape(B, T, U))             # (B, T, V)
@@ -129,18 +160,21 @@ class AttentionSeq2Seq(nn.Module):
         ctx = ctx or self.start(src)
         go = torch.full((len(src), 1), self.go, dtype=torch.long, device=src.device)
         dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), ctx["state"])
-        return self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+        return self._attend(dec, ctx)
 
     def start(self, src: torch.Tensor) -> dict:
         """Encode src (B, S) once for step-by-step decoding: what ``step`` reads."""
         enc, state = self.encode(src)
-        return {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state}
+        ctx = {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state}
+        if self.cfg.query_from == "tower":
+            ctx["tower"] = self.tower(self.tower_embed(src))[0]                # (B, S, U)
+        return ctx
 
     def step_states(self, prev: torch.Tensor, ctx: dict) -> torch.Tensor:
         """One decoder step's attention vectors (N, 1, U) for prev (N, 1) tokens; ``ctx["state"]``
         advances. What ``step`` reads out, and what a kNN-MT decoder looks up."""
         dec, ctx["state"] = self.decoder(self.embed_out(prev), ctx["state"])
-        return self._attend(dec, ctx["enc"], ctx["keys"], ctx["pad"])
+        return self._attend(dec, ctx)
 
     def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One decoder step for every row: prev (N, 1) tokens -> logits (N, 1, V) and the memory's
@@ -148,7 +182,7 @@ class AttentionSeq2Seq(nn.Module):
         att = self.step_states(prev, ctx)
         if self.memory is None:
             return self.out(att), None
-        logits, _, values = self._with_memory(att, None, False, active[:, None], None)
+        logits, _, values = self._with_memory(att, ctx, None, False, active[:, None], None)
         return logits, values
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None, *, update: bool = False,
@@ -165,7 +199,7 @@ class AttentionSeq2Seq(nn.Module):
             att = self.states(src, tgt, ctx)
             if self.memory is None:
                 return DecoderOutput(self.out(att), att.new_zeros(()), None)
-            logits, loss, values = self._with_memory(att, tgt, update, tgt != self.cfg.pad, sources, leave_one_out)
+            logits, loss, values = self._with_memory(att, ctx, tgt, update, tgt != self.cfg.pad, sources, leave_one_out)
             return DecoderOutput(logits, loss, values)
         logits, values, prev = [], [], go
         done = torch.zeros(B, dtype=torch.bool, device=src.device)

@@ -15,7 +15,8 @@ Initialisation as the authors': every conv kernel and the output matrix orthogon
 then gives 0.777).
 
 The seq2seq rows are ``models.seq2seq.AttentionSeq2Seq``: a 2-layer LSTM encoder-decoder (256
-units) with additive attention, whose attention vector queries the memory.
+units) with additive attention, whose attention vector queries the memory (or, with
+``query_from="tower"``, a key tower's states read through the attention).
 """
 
 from __future__ import annotations
@@ -265,4 +266,5 @@ def build_model(cfg: ModelConfig, backend=None) -> nn.Module:
     if cfg.arch == "ngpu":
         return ExtendedNeuralGPU(cfg, backend)
     return AttentionSeq2Seq(Seq2SeqConfig(VOCAB, VOCAB, cfg.units, 2, dropout=cfg.dropout, memory=cfg.memory,
-                                          pad=PAD, query_uniformity=cfg.query_uniformity), backend)
+                                          pad=PAD, query_uniformity=cfg.query_uniformity,
+                                          query_from=cfg.query_from), backend)

@@ -43,7 +43,9 @@ class TrainConfig(SequenceFlags):
     fixed_queries: bool = False     # the control: fixed (number, digit position) queries (model.py)
     weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (model.py)
     query_grad: bool = True         # the memory's losses reach the network through the query (model.py)
-    query_from: str = "state"       # Neural GPU queries: "state" (the authors'), "encoder" or "tower" (model.py)
+    # Where the queries come from: "state" (the authors': the Neural GPU's state, seq2seq's
+    # attention vector), "encoder" (Neural GPU) or "tower" (model.py, models/seq2seq.py)
+    query_from: str = "state"
     # Steps at the start in which no loss moves the learned queries (model.freeze_queries): the
     # memory first fills with keys of every number from other examples. 0 = none.
     query_warmup: int = 0
@@ -87,10 +89,11 @@ class TrainConfig(SequenceFlags):
         if self.fixed_queries and not (self.arch == "ngpu" and self.memory_layer):
             raise ValueError("--fixed-queries is a control of the Neural GPU + memory row")
         learned = self.memory_layer and not self.fixed_queries
-        if (self.query_from != "state" or self.query_warmup) and not (learned and self.arch == "ngpu"):
-            raise ValueError("--query-from and --query-warmup are for the Neural GPU + memory row with learned queries")
-        if self.query_uniformity and not learned:
-            raise ValueError("--query-uniformity is for a memory row with learned queries")
+        if (self.query_from != "state" or self.query_warmup or self.query_uniformity) and not learned:
+            raise ValueError("--query-from, --query-warmup and --query-uniformity are for a memory row with "
+                             "learned queries")
+        if self.query_from not in (("state", "encoder", "tower") if self.arch == "ngpu" else ("state", "tower")):
+            raise ValueError("--query-from: state, encoder or tower for the Neural GPU; state or tower for seq2seq")
         if self.query_warmup < 0 or self.query_uniformity < 0:
             raise ValueError("--query-warmup and --query-uniformity are >= 0")
         if self.preset not in PRESETS:

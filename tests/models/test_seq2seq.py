@@ -37,8 +37,8 @@ def test_gnmt_shape_gradients_and_memory(memory):
     assert greedy.logits.shape[0] == 5 and greedy.logits.shape[1] <= 9
 
 
-@pytest.mark.parametrize("copy", [False, True])
-def test_memory_model_starts_as_its_baseline(copy):
+@pytest.mark.parametrize("options", [{}, {"copy": True}, {"query_from": "tower"}])
+def test_memory_model_starts_as_its_baseline(options):
     """The read-out's memory part (and the copy gate) starts at zero and the memory layer's
     weights are drawn after the baseline's: at the same seed, the memory model's logits are the
     baseline's exactly, whatever the memory returns."""
@@ -48,7 +48,7 @@ def test_memory_model_starts_as_its_baseline(copy):
     base = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=False, bidirectional_first=True))
     torch.manual_seed(4)
     backend = make_backend("local", "m", 16, 64, choose_k=8)
-    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, bidirectional_first=True, copy=copy), backend)
+    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, bidirectional_first=True, **options), backend)
     base.eval(), mem.eval()
     mem(src, tgt, update=True)                               # fill the memory: its answers are non-trivial
     assert backend.store.filled > 0
@@ -107,3 +107,33 @@ def test_the_uniformity_term_adds_the_weighted_spread_of_the_queries_to_the_memo
     assert float(losses[0.5]) == pytest.approx(expected, abs=1e-4)
     losses[0.5].backward()
     assert model.memory.query_proj.weight.grad.abs().sum() > 0
+
+
+def _reached(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
+    """Queries from the key tower: the memory loss trains the tower and the query projection,
+    not the encoder, the decoder or the attention; the cross-entropy reaches the encoder and
+    not the tower (the read-out's memory part starts at zero). Frozen, nothing reaches them."""
+    torch.manual_seed(0)
+    src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 6))
+    backend = make_backend("local", "k", 16, 256, choose_k=8)
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, dropout=0.0, query_from="tower"), backend)
+    with torch.no_grad():
+        model(src, tgt, update=True)
+    model(src, tgt).memory_loss.backward()
+    assert _reached(model.tower) and _reached(model.tower_embed) and _reached(model.memory)
+    assert not any(_reached(m) for m in (model.encoder, model.decoder, model.embed_in, model.att_q, model.att_k))
+    model.zero_grad(set_to_none=True)
+    out = model(src, tgt)
+    torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), tgt.reshape(-1)).backward()
+    assert _reached(model.encoder) and _reached(model.decoder) and not _reached(model.tower)
+    model.zero_grad(set_to_none=True)
+    model.freeze_queries(True)
+    assert not model(src, tgt).memory_loss.requires_grad   # no parameter behind the queries while held
+    model.freeze_queries(False)
+    assert model(src, tgt).memory_loss.requires_grad
+    with pytest.raises(ValueError, match="query_from"):
+        AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=False, query_from="tower"))

@@ -202,7 +202,9 @@ def test_query_sources_are_checked():
     with pytest.raises(ValueError, match="learned queries"):
         ExtendedNeuralGPU(ModelConfig(channels=8, memory=False, query_from="tower"))
     with pytest.raises(ValueError, match="--query-from"):
-        TrainConfig(arch="seq2seq", query_from="tower").validate()
+        TrainConfig(arch="seq2seq", query_from="encoder").validate()
+    with pytest.raises(ValueError, match="--query-from"):
+        TrainConfig(arch="seq2seq", query_from="tower", memory_layer=False).validate()
 
 
 def test_held_queries_get_no_gradient_until_released():
@@ -260,6 +262,7 @@ def test_the_uniformity_term_enters_the_memory_loss_only_when_weighted():
     assert losses[0.5] < losses[0.0]   # the term is negative for queries not all alike
     with pytest.raises(ValueError, match="--query-uniformity"):
         TrainConfig(query_uniformity=0.1, memory_layer=False).validate()
-    TrainConfig(arch="seq2seq", query_uniformity=0.1).validate()   # the seq2seq + memory row takes it too
-    with pytest.raises(ValueError, match="--query-warmup"):
-        TrainConfig(arch="seq2seq", query_warmup=10).validate()
+    # the seq2seq + memory row takes them too, but has no encoder queries
+    TrainConfig(arch="seq2seq", query_uniformity=0.1, query_from="tower", query_warmup=10).validate()
+    with pytest.raises(ValueError, match="--query-from"):
+        TrainConfig(arch="seq2seq", query_from="encoder").validate()
