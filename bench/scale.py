@@ -220,12 +220,14 @@ def main() -> int:
     p.add_argument("--omniglot-checkpoint", type=Path, default=Path("runs/omniglot/5way-paper/checkpoint.pt"))
     p.add_argument("--memory-npz", type=Path, nargs="*", default=[], help="saved memories (snapshots) to measure")
     p.add_argument("--skip-latency", action="store_true",
-                   help="measure learned keys only; the latency rows (and the learned rows of memories not "
-                        "measured now) are kept from the results file, with the machine and commit they had")
+                   help="measure learned keys only; the latency rows are kept from the results file, with the "
+                        "machine and commit they had")
     a = p.parse_args()
     rng = np.random.default_rng(0)
+    # the learned rows of memories not measured now (their runs may live in another checkout)
+    # are kept from the results file, each with its machine and commit
     earlier = results_dir() / "bench_scale.json"
-    earlier = json.loads(earlier.read_text()) if a.skip_latency and earlier.is_file() else {}
+    earlier = json.loads(earlier.read_text()) if earlier.is_file() else {}
     learned = []
     if a.omniglot_checkpoint.is_file():
         learned += recall_rows(f"Omniglot queries ({a.omniglot_checkpoint.parent.name})",
@@ -237,13 +239,15 @@ def main() -> int:
     for row in learned:
         row |= now
     if earlier:
-        rows, then = earlier["latency"], earlier.get("latency_run") or {k: earlier[k] for k in ("machine", "command")}
         measured = {x["memory"] for x in learned}
         learned = [{**now_or(x, earlier), **x} for x in earlier["learned"] if x["memory"] not in measured] + learned
+    if a.skip_latency and earlier:
+        rows, then = earlier["latency"], earlier.get("latency_run") or {k: earlier[k] for k in ("machine", "command")}
+        cross = earlier["crossover"]
     else:
         rows, then = latency_rows(a.max_n, rng, a.many_lists_from), now
-    out = {**now, "latency_run": then, "k": K, "d": D, "latency": rows, "learned": learned,
-           "crossover": earlier["crossover"] if earlier else {b: crossover(rows, b) for b in (16, 256)}}
+        cross = {b: crossover(rows, b) for b in (16, 256)}
+    out = {**now, "latency_run": then, "k": K, "d": D, "latency": rows, "learned": learned, "crossover": cross}
     out = json.loads(json.dumps(out))   # one form from here on: the file's (string keys)
     res = results_dir()
     res.mkdir(parents=True, exist_ok=True)
