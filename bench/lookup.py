@@ -292,14 +292,13 @@ def markdown(r: dict) -> str:
               "client CPU s/1k (1 → 8) | server cores busy (1 → 8) |", "|---|---|---:|---:|---:|---|---|---|"]
     for threads, per in c["servers"].items():
         for kind in ("threads", "processes"):
-            a, b = per[kind]["1"] if "1" in per[kind] else per[kind][1], per[kind]["8"] if "8" in per[kind] else per[kind][8]
+            a, b = per[kind]["1"], per[kind]["8"]   # (read back from the JSON: string keys)
             lines.append(f"| {threads} | {kind} | {a['qps']:.0f} | {b['qps']:.0f} | {per[kind]['8/1']:.2f} | "
                          f"{a['server_cpu_per_1k']:.2f} → {b['server_cpu_per_1k']:.2f} | "
                          f"{a['client_cpu_per_1k']:.2f} → {b['client_cpu_per_1k']:.2f} | "
                          f"{a['server_cores_busy']:.2f} → {b['server_cores_busy']:.2f} |")
     row = next(row for row in r["rows"] if row["N"] == 65536 and row["b"] == 16)
     small = row["ms"]
-    one = c["servers"].get("1", {}).get("processes", {})
     lines += ["", "Where the time goes (from the rows above): at b=16, N=65,536 a call costs "
               f"{small['remote'] - small['in-process']:.2f} ms more over unary TCP than in-process, "
               f"{small['stream'] - small['in-process']:.2f} ms over a stream and "
@@ -313,12 +312,15 @@ def markdown(r: dict) -> str:
         lines += [f"| {k} | {v:.3f} | {v / extra:.0%} |" for k, v in parts.items()]
         rest = extra - sum(parts.values())
         lines += [f"| gRPC itself (the rest) | {rest:.3f} | {rest / extra:.0%} |", ""]
-    lines += ["Concurrent clients halve the server's CPU per query (merged searches), but "
-              "with 8 client processes the server keeps "
-              + (f"{one['8']['server_cores_busy']:.2f} cores busy with one FAISS thread" if one else "fewer cores busy")
-              + ": the search is one thread per memory and the per-call Python work is serial; the clients' "
-              "own CPU is small (client CPU s/1k). A FAISS team per core on a machine whose cores the clients "
-              "also use spins instead of searching (server with one thread per core vs one).",
+    default = c["servers"][next(iter(c["servers"]))]["processes"]
+    ratio = default["8/1"]
+    lines += ["The window is the clients' lookup time only (from the barrier to the stop signal): an earlier "
+              "version of this benchmark also counted the client processes' shut-down (~0.1-0.3 s each on "
+              "2 cores) and read 0.88x for 8 processes against one. Measured over the window, 8 client "
+              f"processes against the default server reach {ratio:.2f}x one "
+              f"({'met' if ratio >= 1.5 else 'not met'}: target 1.5x); merged searches cut the server's CPU per "
+              f"query from {default['1']['server_cpu_per_1k']:.2f} to {default['8']['server_cpu_per_1k']:.2f} "
+              "s per 1,000 queries, while the clients' own CPU stays small (client CPU s/1k).",
               "", "Targets: remote (stream) <= 1.15x in-process at b=16/N=65536; in-process <= 1.1x raw FAISS; "
               "8 client processes >= 1.5x one.", ""]
     return "\n".join(lines)
