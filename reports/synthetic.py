@@ -43,7 +43,10 @@ NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention
          "ngpu + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1":
              "Neural GPU + memory, key tower held 1,500 steps, leave-one-out, uniformity term 0.1",
          "seq2seq + memory, uniformity 0.1, leave-one-out":
-             "seq2seq + attention + memory (1M-slot IVF), leave-one-out, uniformity term 0.1"}
+             "seq2seq + attention + memory (1M-slot IVF), leave-one-out, uniformity term 0.1",
+         "seq2seq + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1":
+             "seq2seq + attention + memory (1M-slot IVF), key tower through the attention held 1,500 steps, "
+             "leave-one-out, uniformity term 0.1"}
 SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
          "ngpu-mem-fixed": "ngpu + memory, fixed queries",
          "ngpu-mem-nowg": "ngpu + memory, w_1 without decoder gradient",
@@ -52,7 +55,8 @@ SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + 
          "ngpu-mem-enc": "ngpu + memory, queries from the encoder",
          "ngpu-mem-tower-held": "ngpu + memory, key tower held 1,500 steps, leave-one-out",
          "ngpu-mem-tower-unif": "ngpu + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1",
-         "seq2seq-mem-unif": "seq2seq + memory, uniformity 0.1, leave-one-out"}
+         "seq2seq-mem-unif": "seq2seq + memory, uniformity 0.1, leave-one-out",
+         "seq2seq-mem-tower-unif": "seq2seq + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1"}
 SEEN = ("0", "1", "2", ">=3")
 
 
