@@ -15,7 +15,8 @@ search (models/translation/beam.py) one per step for all beams.
 read through the model's own attention, ``q_t = sum_s alpha_ts k_s`` (``k`` a bidirectional
 LSTM of its own over the source, alpha detached): on a task whose outputs the cross-entropy
 cannot predict (the synthetic task's random f) training flattens ``a_t`` until its queries no
-longer tell inputs apart (results/synthetic.md), while the tower learns from the memory only.
+longer tell inputs apart (results/synthetic.md); the tower is read only by the memory, so the
+memory's losses (and the decoder's through w_t) train it, and the output's do not flatten it.
 """
 
 from __future__ import annotations
