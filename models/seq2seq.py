@@ -11,12 +11,15 @@ held-out or one-shot word) can only reach the output this way. Under teacher for
 steps of a batch go to the memory in one call; greedy decoding makes one call per step, beam
 search (models/translation/beam.py) one per step for all beams.
 
-``query_from="tower"``: the memory is queried not with ``a_t`` but with a key tower's states
-read through the model's own attention, ``q_t = sum_s alpha_ts k_s`` (``k`` a bidirectional
-LSTM of its own over the source, alpha detached): on a task whose outputs the cross-entropy
-cannot predict (the synthetic task's random f) training flattens ``a_t`` until its queries no
-longer tell inputs apart (results/synthetic.md); the tower is read only by the memory, so the
-memory's losses (and the decoder's through w_t) train it, and the output's do not flatten it.
+``query_from="tower"``, for tasks whose output position t answers to source position t (the
+synthetic task): the memory is queried not with ``a_t`` but with ``k_t``, a key tower's state
+at source position t (``k`` a bidirectional LSTM of its own over the source; past the source's
+end its last position). On a task whose outputs the cross-entropy cannot predict (the random
+f) training flattens ``a_t`` until its queries no longer tell inputs apart; the tower is read
+only by the memory, so the memory's losses (and the decoder's through w_t) train it, and the
+output's do not flatten it. (Read through the model's attention instead, it named no digit
+position: this model copies through its LSTM state and its attention stays near uniform —
+results/synthetic.md.)
 """
 
 from __future__ import annotations
@@ -114,18 +117,20 @@ class AttentionSeq2Seq(nn.Module):
         return x, None
 
     def _attend(self, dec: torch.Tensor, ctx: dict) -> torch.Tensor:
-        """dec (B, T, U) -> attention vectors (B, T, U) over ``ctx``'s encoding; with a key
-        tower ``ctx["weights"]`` keeps the attention weights (B, T, S) for the query."""
+        """dec (B, T, U) -> attention vectors (B, T, U) over ``ctx``'s encoding."""
         scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + ctx["keys"][:, None])).squeeze(-1)  # (B, T, S)
         weights = scores.masked_fill(ctx["pad"][:, None], float("-inf")).softmax(-1)
-        if "tower" in ctx:
-            ctx["weights"] = weights
         return torch.tanh(self.combine(torch.cat([dec, weights @ ctx["enc"]], -1)))
 
     def _query_input(self, att: torch.Tensor, ctx: dict) -> torch.Tensor:
-        """What the memory layer projects into queries (B, T, U): a_t, or the tower's states
-        through the attention (its weights detached: the memory's losses do not move them)."""
-        x = ctx["weights"].detach() @ ctx["tower"] if "tower" in ctx else att
+        """What the memory layer projects into queries (B, T, U): a_t, or the tower's states at
+        the decoder's positions (``ctx["t"]``: the first of them; T of them from there)."""
+        if "tower" in ctx:
+            k = ctx["tower"]                                                # (B, S, U)
+            pos = (ctx["t"] + torch.arange(att.shape[1], device=att.device)).clamp(max=k.shape[1] - 1)
+            x = k[:, pos]
+        else:
+            x = att
         return x.detach() if self.queries_frozen else x
 
     def _with_memory(self, att: torch.Tensor, ctx: dict, labels: torch.Tensor | None, update: bool,
@@ -161,12 +166,13 @@ class AttentionSeq2Seq(nn.Module):
         ctx = ctx or self.start(src)
         go = torch.full((len(src), 1), self.go, dtype=torch.long, device=src.device)
         dec, _ = self.decoder(self.embed_out(torch.cat([go, tgt[:, :-1]], 1)), ctx["state"])
+        ctx["t"] = 0
         return self._attend(dec, ctx)
 
     def start(self, src: torch.Tensor) -> dict:
         """Encode src (B, S) once for step-by-step decoding: what ``step`` reads."""
         enc, state = self.encode(src)
-        ctx = {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state}
+        ctx = {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state, "t": -1}
         if self.cfg.query_from == "tower":
             ctx["tower"] = self.tower(self.tower_embed(src))[0]                # (B, S, U)
         return ctx
@@ -175,6 +181,7 @@ class AttentionSeq2Seq(nn.Module):
         """One decoder step's attention vectors (N, 1, U) for prev (N, 1) tokens; ``ctx["state"]``
         advances. What ``step`` reads out, and what a kNN-MT decoder looks up."""
         dec, ctx["state"] = self.decoder(self.embed_out(prev), ctx["state"])
+        ctx["t"] += 1   # the position this step answers
         return self._attend(dec, ctx)
 
     def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -114,15 +114,26 @@ def _reached(module: torch.nn.Module) -> bool:
 
 
 def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
-    """Queries from the key tower: the memory loss trains the tower and the query projection,
-    not the encoder, the decoder or the attention; the cross-entropy reaches the encoder and
-    not the tower (the read-out's memory part starts at zero). Frozen, nothing reaches them."""
+    """Queries from the key tower: output position t asks with the tower's state at source
+    position t (the last one past the source's end), teacher-forced and step by step alike; the
+    memory loss trains the tower and the query projection, not the encoder, the decoder or the
+    attention; the cross-entropy reaches the encoder and not the tower (the read-out's memory
+    part starts at zero). Frozen, nothing reaches them."""
     torch.manual_seed(0)
-    src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 6))
+    src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 9))
     backend = make_backend("local", "k", 16, 256, choose_k=8)
     model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, dropout=0.0, query_from="tower"), backend)
+    asked = []
+    hook = model.memory.query_proj.register_forward_hook(lambda _m, args, _out: asked.append(args[0].detach()))
     with torch.no_grad():
         model(src, tgt, update=True)
+        model(src, max_len=9)
+    hook.remove()
+    with torch.no_grad():
+        tower = model.tower(model.tower_embed(src))[0]                       # (4, 7, 16)
+    want = tower[:, [0, 1, 2, 3, 4, 5, 6, 6, 6]]                             # (4, 9, 16)
+    torch.testing.assert_close(asked[0], want.reshape(-1, 16))
+    torch.testing.assert_close(torch.stack(asked[1:], 1), want)
     model(src, tgt).memory_loss.backward()
     assert _reached(model.tower) and _reached(model.tower_embed) and _reached(model.memory)
     assert not any(_reached(m) for m in (model.encoder, model.decoder, model.embed_in, model.att_q, model.att_k))
