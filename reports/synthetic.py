@@ -130,10 +130,12 @@ def probes(runs: Path, rows: list[dict]) -> list[dict]:
     if not fresh.is_file():
         fresh.write_text(json.dumps(probe(load_model("", "ngpu"), f), indent=2))
     out = [{"run": "Extended Neural GPU + memory, at initialisation", "steps": 0, **json.loads(fresh.read_text())}]
-    tower = runs / "probe-fresh-ngpu-tower.json"   # probe --fresh --query-from tower
-    if tower.is_file():
-        out.append({"run": "Neural GPU + memory, the key tower at initialisation", "steps": 0,
-                    **json.loads(tower.read_text())})
+    for name, run in (("ngpu-tower", "Neural GPU + memory, the key tower"),   # probe --fresh [--arch] [--query-from]
+                      ("seq2seq", "seq2seq + memory, the attention vector a_t"),
+                      ("seq2seq-tower", "seq2seq + memory, the key tower at the output's position")):
+        cached = runs / f"probe-fresh-{name}.json"
+        if cached.is_file():
+            out.append({"run": f"{run} at initialisation", "steps": 0, **json.loads(cached.read_text())})
     finished = {r["dir"]: r for r in rows}
     for d in sorted(runs.glob("short-*-s*")):
         m = re.fullmatch(r"short-(.+)-s(\d+)", d.name)
