@@ -45,7 +45,7 @@ NAMES = {"hamming": "Hamming nearest neighbour", "seq2seq": "seq2seq + attention
          "seq2seq + memory, uniformity 0.1, leave-one-out":
              "seq2seq + attention + memory (1M-slot IVF), leave-one-out, uniformity term 0.1",
          "seq2seq + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1":
-             "seq2seq + attention + memory (1M-slot IVF), key tower through the attention held 1,500 steps, "
+             "seq2seq + attention + memory (1M-slot IVF), key tower at the output's position held 1,500 steps, "
              "leave-one-out, uniformity term 0.1"}
 SHORT = {"ngpu-mem": "ngpu + memory", "ngpu": "ngpu", "seq2seq-mem": "seq2seq + memory", "seq2seq": "seq2seq",
          "ngpu-mem-fixed": "ngpu + memory, fixed queries",
