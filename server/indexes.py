@@ -162,8 +162,8 @@ class IVFIndex:
     make the lists 100x more lopsided within one fit's worth of writes).
 
     From ``MANY_LISTS`` lists on every fit is a two-level k-means, cold, and the lists are found
-    through an HNSW graph over the centroids (what lets an IVF have as many lists as a
-    multi-million-slot memory needs for its top-1 to match exact, at a few ms a search).
+    through an HNSW graph over the centroids (a list per ~64 keys is what a multi-million-slot
+    memory needs to come near exact's top-1; measured at 4M it still falls short: see above).
 
     A scheduled refit starts k-means from the current centroids and runs ``WARM_ITERATIONS``
     rounds instead of FAISS's 10 from a random start: between refits keys drift, so the old

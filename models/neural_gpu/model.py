@@ -16,7 +16,7 @@ then gives 0.777).
 
 The seq2seq rows are ``models.seq2seq.AttentionSeq2Seq``: a 2-layer LSTM encoder-decoder (256
 units) with additive attention, whose attention vector queries the memory (or, with
-``query_from="tower"``, a key tower's states read through the attention).
+``query_from="tower"``, a key tower's state at the output's own source position).
 """
 
 from __future__ import annotations
