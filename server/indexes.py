@@ -127,6 +127,11 @@ WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last cent
 #   search. Adding keys through the graph is not cheaper than a flat scan (measured: 524,288 keys
 #   into 8,192 lists 32 s against 8 s; a 4M-slot memory into 65,536 lists took 10 minutes), and
 #   top-1 against exact was the same (0.973 at nprobe 4): results/bench_scale.md.
+# Where the 1M-slot shortfall comes from (bench/ivf_fit.py, 16,384 lists): with the two-level fit
+# the exact top-1's list is among a query's 4 exactly nearest centroids for 0.988 of queries
+# (0.992 at 64), while the store through the graph reaches top-1 0.945-0.961: most of the loss
+# is the graph's approximate list choice, the rest the fit (3 global Lloyd rounds from it, points
+# assigned through a graph, make it 1.000 but took 500 s on one core).
 MANY_LISTS = 8192
 HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
 HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
