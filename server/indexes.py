@@ -131,7 +131,10 @@ WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last cent
 # the exact top-1's list is among a query's 4 exactly nearest centroids for 0.988 of queries
 # (0.992 at 64), while the store through the graph reaches top-1 0.945-0.961: most of the loss
 # is the graph's approximate list choice, the rest the fit (3 global Lloyd rounds from it, points
-# assigned through a graph, make it 1.000 but took 500 s on one core).
+# assigned through a graph, make it 1.000 but took 500 s on one core). A wider graph search
+# at query time helps only part way (same memory, b = 256: efSearch 128 -> 512 top-1 0.957 ->
+# 0.973 at nprobe 8 and 0.961 -> 0.984 at nprobe 32, 3x the time; 2048 no better): the keys
+# were added through the graph at efSearch 128 too, so some sit in lists no query picks.
 MANY_LISTS = 8192
 HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
 HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
