@@ -18,6 +18,7 @@ import time
 import faiss
 import numpy as np
 
+from bench.scale import D, clustered, neighbours, queries_near, store_of
 from raremem.server.indexes import HNSW_M, two_level_centroids
 
 
@@ -38,18 +39,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=0)
     a = p.parse_args()
     faiss.omp_set_num_threads(1)
-    n, d, nlist = a.n, 128, a.n // 64
+    n, nlist = a.n, a.n // 64
     rng = np.random.default_rng(0)
-    centres = rng.standard_normal((n // 100, d)).astype(np.float32)   # as bench/scale.py: 100 a centre, noise 1
-    labels = rng.integers(0, len(centres), n)
-    x = centres[labels] + rng.standard_normal((n, d)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = centres[rng.integers(0, len(centres), 256)] + rng.standard_normal((256, d)).astype(np.float32)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    exact = faiss.IndexFlatIP(d)
-    exact.add(x)
-    top1 = exact.search(q, 1)[1][:, 0]
-    del exact
+    x, centres, labels = clustered(rng, n, D)
+    q = queries_near(rng, centres, 256)
+    top1 = neighbours(store_of(x), q, 1)[:, 0]   # (256,) the exact top-1 of each query
     sample = x[np.sort(rng.choice(n, 39 * nlist, replace=False))]
     t = time.perf_counter()
     cent = two_level_centroids(sample, nlist, 0)
@@ -58,14 +52,14 @@ def main() -> int:
     if a.rounds:
         cp = faiss.ClusteringParameters()
         cp.niter, cp.spherical, cp.max_points_per_centroid = a.rounds, True, 1 << 30
-        kmeans = faiss.Clustering(d, nlist, cp)
+        kmeans = faiss.Clustering(D, nlist, cp)
         faiss.copy_array_to_vector(cent.ravel(), kmeans.centroids)
-        graph = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        graph = faiss.IndexHNSWFlat(D, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efSearch = 64
         t = time.perf_counter()
         kmeans.train(sample, graph)
         print(f"{a.rounds} global rounds {time.perf_counter() - t:.0f} s", flush=True)
-        report(f"two-level + {a.rounds} rounds", faiss.vector_to_array(kmeans.centroids).reshape(nlist, d),
+        report(f"two-level + {a.rounds} rounds", faiss.vector_to_array(kmeans.centroids).reshape(nlist, D),
                x, labels, q, top1)
     return 0
 

@@ -39,15 +39,18 @@ K, D = 256, 128
 
 
 def clustered(rng, n: int, d: int, per_cluster: int = 100, noise: float = 1.0, chunk: int = 1 << 20):
-    """(n, d) unit keys around n / per_cluster Gaussian centres, made in chunks (4M x 128 is 2 GiB)."""
+    """(n, d) unit keys around n / per_cluster Gaussian centres, made in chunks (4M x 128 is 2 GiB);
+    also the centres and each key's centre (n,)."""
     centres = rng.standard_normal((max(1, n // per_cluster), d)).astype(np.float32)
     out = np.empty((n, d), np.float32)
+    labels = np.empty(n, np.int32)
     for s in range(0, n, chunk):
         m = min(chunk, n - s)
-        x = centres[rng.integers(0, len(centres), m)]
+        labels[s:s + m] = rng.integers(0, len(centres), m)
+        x = centres[labels[s:s + m]]
         x += noise * rng.standard_normal((m, d)).astype(np.float32)
         out[s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out, centres
+    return out, centres, labels
 
 
 def queries_near(rng, centres, b: int, noise: float = 1.0):
@@ -108,7 +111,7 @@ def latency_rows(max_n: int, rng, many_from: int) -> list[dict]:
     64 keys (about one per cluster of these keys: what a top-1 of 0.98 takes at millions)."""
     rows = []
     for n in (s for s in SIZES if s <= max_n):
-        keys, centres = clustered(rng, n, D)
+        keys, centres, _ = clustered(rng, n, D)
         q = {b: queries_near(rng, centres, b) for b in (16, 256)}
         exact = store_of(keys)
         truth = neighbours(exact, q[256], K)
