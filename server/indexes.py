@@ -122,19 +122,12 @@ WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last cent
 # - a fit is FAISS's two-level k-means (sqrt(nlist) coarse clusters, each split into its share of
 #   the lists): one k-means of 39 * nlist points against nlist centroids costs O(nlist^2)
 #   (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5);
-# - the coarse quantizer is an HNSW graph over the centroids, not a flat scan: at 65,536 lists a
-#   flat one costs 256 queries x 65,536 centroids x 128 dims (4.3 GFLOP, ~30 ms on 2 cores) per
-#   search. Adding keys through the graph is not cheaper than a flat scan (measured: 524,288 keys
-#   into 8,192 lists 32 s against 8 s; a 4M-slot memory into 65,536 lists took 10 minutes), and
-#   top-1 against exact was the same (0.973 at nprobe 4): results/bench_scale.md.
-# Where the 1M-slot shortfall comes from (bench/ivf_fit.py, 16,384 lists): with the two-level fit
-# the exact top-1's list is among a query's 4 exactly nearest centroids for 0.988 of queries
-# (0.992 at 64), while the store through the graph reaches top-1 0.945-0.961: most of the loss
-# is the graph's approximate list choice, the rest the fit (3 global Lloyd rounds from it, points
-# assigned through a graph, make it 1.000 but took 500 s on one core). A wider graph search
-# at query time helps only part way (same memory, b = 256: efSearch 128 -> 512 top-1 0.957 ->
-# 0.973 at nprobe 8 and 0.961 -> 0.984 at nprobe 32, 3x the time; 2048 no better): the keys
-# were added through the graph at efSearch 128 too, so some sit in lists no query picks.
+# - keys still go to their exactly nearest list (the IVF's own quantizer is flat), but a query's
+#   nprobe lists are found through an HNSW graph over the centroids (``router``): at 65,536 lists
+#   a flat scan costs 256 queries x 65,536 centroids x 128 dims (4.3 GFLOP, ~30 ms on 2 cores) a
+#   search. Keys added through the graph instead (as before) sit partly in lists no query picks:
+#   on bench/scale.py's keys at 1M slots, 16,384 lists, the flat add took top-1 against exact at
+#   nprobe 4 from 0.945 to 0.988 (queries also flat); the graph at the same add: see bench_scale.md.
 MANY_LISTS = 8192
 HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
 HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
@@ -169,9 +162,9 @@ class IVFIndex:
     after the last fit, at most once per ``nlist * 39 / 8`` slot writes (a young model's keys can
     make the lists 100x more lopsided within one fit's worth of writes).
 
-    From ``MANY_LISTS`` lists on every fit is a two-level k-means, cold, and the lists are found
-    through an HNSW graph over the centroids (a list per ~64 keys is what a multi-million-slot
-    memory needs to come near exact's top-1; measured at 4M it still falls short: see above).
+    From ``MANY_LISTS`` lists on every fit is a two-level k-means, cold, and a query's lists are
+    found through an HNSW graph over the centroids while keys are assigned exactly (a list per
+    ~64 keys is what a multi-million-slot memory needs to come near exact's top-1: see above).
 
     A scheduled refit starts k-means from the current centroids and runs ``WARM_ITERATIONS``
     rounds instead of FAISS's 10 from a random start: between refits keys drift, so the old
@@ -194,11 +187,8 @@ class IVFIndex:
 
     def _new_index(self) -> None:
         d = self.keys.shape[1]
-        if self.nlist >= MANY_LISTS:
-            self.quantizer = faiss.IndexHNSWFlat(d, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            self.quantizer.hnsw.efSearch = HNSW_EF_SEARCH
-        else:
-            self.quantizer = faiss.IndexFlatIP(d)
+        self.quantizer = faiss.IndexFlatIP(d)   # where keys go (add, update): the exactly nearest list
+        self.router = None    # with many lists, where a query looks: a graph over the same centroids
         self.index = faiss.IndexIVFFlat(self.quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         self.index.cp.spherical = True  # keys are unit vectors: spherical k-means centroids
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -229,8 +219,15 @@ class IVFIndex:
             self.index.is_trained = True
         self.index.add_with_ids(self.keys[:n], np.arange(n, dtype=np.int64))
         self.present[:n] = True
+        self._route()
         self.written, self.trainings = 0, self.trainings + 1
         self.fit_imbalance = self.imbalance()
+
+    def _route(self) -> None:
+        """With many lists, the HNSW graph over the quantizer's centroids that finds a query's lists."""
+        if self.nlist >= MANY_LISTS:
+            self.router = faiss.IndexHNSWFlat(self.keys.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            self.router.add(self.quantizer.reconstruct_n(0, self.nlist))
 
     def imbalance(self) -> float:
         """FAISS's imbalance factor of the lists (1 = every list the same size)."""
@@ -248,11 +245,19 @@ class IVFIndex:
         if not self.trained:
             return self.exact.search(queries, k, n, nprobe)
         nprobe = min(nprobe or self.default_nprobe, self.nlist)
-        params = faiss.SearchParametersIVF(nprobe=nprobe)
-        if isinstance(self.quantizer, faiss.IndexHNSW):   # the graph must keep at least nprobe candidates
-            graph = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, nprobe))
-            params.quantizer_params = graph   # (``graph`` keeps the object alive through the call)
-        return self.index.search(_check_faiss_input(queries, self.keys.shape[1]), k, params=params)
+        queries = _check_faiss_input(queries, self.keys.shape[1])
+        if self.router is None:
+            return self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        # the graph must keep at least nprobe candidates
+        near, lists = self.router.search(queries, nprobe, params=faiss.SearchParametersHNSW(
+            efSearch=max(HNSW_EF_SEARCH, nprobe)))   # (b, nprobe) list ids, their inner products
+        b = len(queries)
+        dist, ids = np.empty((b, int(k)), np.float32), np.empty((b, int(k)), np.int64)
+        # the C++ call: FAISS's Python wrapper of it takes nprobe from the index, not the call
+        self.index.search_preassigned_c(b, faiss.swig_ptr(queries), int(k), faiss.swig_ptr(lists), faiss.swig_ptr(near),
+                                        faiss.swig_ptr(dist), faiss.swig_ptr(ids), False,
+                                        faiss.SearchParametersIVF(nprobe=nprobe))
+        return dist, ids
 
     def on_write(self, slots: np.ndarray, n: int) -> None:
         if not self.trained:
@@ -291,6 +296,9 @@ class IVFIndex:
         self.index = faiss.deserialize_index(np.asarray(state["ivf_index"], dtype=np.uint8))
         self.quantizer = faiss.downcast_index(self.index.quantizer)   # what a warm refit starts from
         self.present = np.array(state["ivf_present"], dtype=bool)
+        self.router = None   # a snapshot from before the router keeps its graph as the quantizer: searched as it is
+        if self.trained and isinstance(self.quantizer, faiss.IndexFlatIP):
+            self._route()
         if "ivf_counts" in state:   # snapshots from before re-training have none: start counting
             self.written, self.trainings = (int(x) for x in state["ivf_counts"])
         # older snapshots kept no imbalance: count from the lists as they are

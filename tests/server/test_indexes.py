@@ -200,10 +200,11 @@ def test_ivf_refits_when_its_lists_grow_lopsided():
 
 
 def test_many_lists_are_fitted_by_two_level_k_means_and_found_through_a_graph(monkeypatch):
-    """From MANY_LISTS lists on, the quantizer's centroids come from the two-level k-means and
-    sit in an HNSW graph (here from 64 lists, to keep it small): all nlist of them, unit rows,
-    and search over them agrees with exact as well as a flat one-level quantizer does; a
-    snapshot keeps them, and a memory restored from it refits."""
+    """From MANY_LISTS lists on, the quantizer's centroids come from the two-level k-means and a
+    query's lists are found through an HNSW graph over them (here from 64 lists, to keep it
+    small) while keys go to their exactly nearest list: all nlist centroids, unit rows, in both;
+    every key in the list of its nearest centroid; search agrees with exact as well as a flat
+    one-level quantizer does; a snapshot keeps them, and a memory restored from it refits."""
     from raremem.server import indexes
 
     def fitted(threshold):
@@ -215,7 +216,15 @@ def test_many_lists_are_fitted_by_two_level_k_means_and_found_through_a_graph(mo
     c = two.index.quantizer.reconstruct_n(0, 256)
     assert two.index.trained and two.index.quantizer.ntotal == 256
     faiss = indexes.faiss
-    assert isinstance(two.index.quantizer, faiss.IndexHNSWFlat) and isinstance(one.index.quantizer, faiss.IndexFlatIP)
+    assert isinstance(two.index.router, faiss.IndexHNSWFlat) and one.index.router is None
+    np.testing.assert_array_equal(two.index.router.reconstruct_n(0, 256), c)
+    keys = two.keys[:two.filled]
+    nearest = np.argmax(keys @ c.T, axis=1)   # (n,) each key's exactly nearest centroid
+    from faiss.contrib.inspect_tools import get_invlist
+    held = np.empty(len(keys), np.int64)   # (n,) the list each key is in
+    for j in range(256):
+        held[get_invlist(two.index.index.invlists, j)[0]] = j
+    assert (held == nearest).mean() > 0.999   # (ties within float rounding aside)
     np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1, atol=1e-4)
     assert not np.allclose(c, one.index.quantizer.reconstruct_n(0, 256))
     got, want = recall(two, queries, nprobe=8)[:2], recall(one, queries, nprobe=8)[:2]
