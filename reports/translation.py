@@ -32,9 +32,15 @@ PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
          "GNMT + memory, even-line context": (None, 23.60), "GNMT + memory, whole-test context": (31.11, None)}
 
 
+# the short ablations: the memory model's recipe for 1,500 steps (the control) and with one
+# setting changed; each scored on test (protocol --no-context --out <run>/eval-<split>-best.json)
+SHORT = {"GNMT + memory, 1,500 steps": "memory-1500", "GNMT + memory, loss weight 0.1": "memory-w0.1",
+         "GNMT + memory, k = 32": "memory-k32"}
+CONTROL, SHORT_SPLIT = "GNMT + memory, 1,500 steps", "test_2016_flickr"
+SEEDS = {"GNMT, seed 1": "baseline-s1"}   # the baseline again at another seed, scored the same way
+
 # the other training runs, each in the table where it exists (folder under runs/translation)
-ABLATIONS = {"GNMT, seed 1": "baseline-s1", "GNMT + memory, loss weight 0.1": "memory-w0.1",
-             "GNMT + memory, k = 32": "memory-k32", "GNMT, held-out words": "kshot-baseline",
+ABLATIONS = {**SEEDS, **SHORT, "GNMT, held-out words": "kshot-baseline",
              "GNMT + memory, held-out words": "kshot", "GNMT + memory, copy term": "memory-copy",
              "GNMT + memory, copy term, held-out words": "kshot-copy"}
 
@@ -214,6 +220,17 @@ def protocol_sections(found: dict, splits: list[str]) -> list[str]:
     return md
 
 
+def curves_png(curves: dict[str, dict], name: str) -> None:
+    """Training cross-entropy and validation BLEU of runs (name -> {"ce", "val"}) side by side."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for run, c in curves.items():
+        a.plot(*c["ce"], label=run)
+        b.plot(*c["val"], marker="o", label=run)
+    a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
+    b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
+    finish(fig, results_dir() / name, a, b)
+
+
 def training(runs: dict[str, Path], last: dict) -> tuple[list[str], dict]:
     """A table of what each model's training got (steps, time, last validation BLEU) and the
     curves (cross-entropy, validation BLEU) in results/translation_curves.png. A run not in this
@@ -250,15 +267,79 @@ def training(runs: dict[str, Path], last: dict) -> tuple[list[str], dict]:
                   f"{i['best_val_bleu']} ({i['best_step']}) | {shown} | "
                   f"{m.get('cpu', '?')}, `{m.get('commit', '?')}` |")
     if info and all("curve" in i for i in info.values()):
-        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-        for name, i in info.items():
-            a.plot(*i["curve"]["ce"], label=name)
-            b.plot(*i["curve"]["val"], marker="o", label=name)
-        a.set(xlabel="step", ylabel="cross-entropy (50-step mean)", title="training")
-        b.set(xlabel="step", ylabel="BLEU", title="validation (greedy, first 256 lines)")
-        finish(fig, results_dir() / "translation_curves.png", a, b)
+        curves_png({name: i["curve"] for name, i in info.items()}, "translation_curves.png")
     md += ["", "Commands: " + "; ".join(f"{n}: `{i['command']}`" for n, i in info.items()), ""]
     return md, info
+
+
+def _bleu_ci(r: dict) -> str:
+    return f"{r['bleu']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+
+
+def ablation_results(folder: Path, last: dict) -> dict:
+    """Test BLEU of the short ablations with paired-bootstrap intervals against the control, and
+    of the baseline's other seeds: from each run's eval file where it exists, else as the last
+    results file recorded it. Same resamples as the main table's."""
+    ref = data.load(SHORT_SPLIT, Path(TrainConfig().data_dir)).target
+    out = {}
+    for group, runs, row, against in (("short", SHORT, "GNMT + memory", CONTROL), ("seeds", SEEDS, "GNMT", None)):
+        evals = {name: json.loads(path.read_text()) for name, d in runs.items()
+                 if (path := folder / d / f"eval-{SHORT_SPLIT}-best.json").is_file()}
+        if not evals:
+            if group in last.get("ablations", {}):
+                out[group] = last["ablations"][group]
+            continue
+        hyps = {name: e["hypotheses"][row] for name, e in evals.items()}
+        base = against if against in hyps else next(iter(hyps))
+        ci = paired_bootstrap(ref[:len(next(iter(hyps.values())))], hyps, base)
+        out[group] = {"split": SHORT_SPLIT, "against": base, "systems": {
+            name: {**ci["systems"][name], "weights_step": e["rows"][row].get("weights_step"),
+                   "command": e["rows"][row]["command"], "machine": e["rows"][row]["machine"]}
+            for name, e in evals.items()}}
+    return out
+
+
+def ablation_section(found: dict, train: dict, evaluations: list[dict]) -> list[str]:
+    """The short ablations beside their control (validation curve, test BLEU and difference,
+    memory share, time a step) and the baseline's seeds."""
+    md = []
+    short = found.get("short")
+    if short:
+        md += ["", f"## Ablations ({short['split']}, 1,500 steps each)", "",
+               "The memory model's recipe (loss weight 0.5, k = 256) for 1,500 steps and the same with one setting "
+               "changed, each from seed 0 against a server it spawned, two at a time; test BLEU with the best "
+               "validation's weights (beam 4, no context) and its paired-bootstrap difference from the control.", "",
+               "| run | val BLEU at 500 / 1,000 / 1,500 | test BLEU [95%] (weights of step) | − control [95%] | "
+               "p(not better) | memory share | s a step | commit |", "|---|---|---|---|---:|---:|---:|---|"]
+        for name, r in short["systems"].items():
+            t = train.get(name, {})
+            val = dict(zip(*t["curve"]["val"])) if "curve" in t else {}
+            curve = " / ".join(f"{val[s]:.2f}" if s in val else "—" for s in (500, 1000, 1500))
+            diff = (f"{r['diff']:+.2f} [{r['diff_ci95'][0]:+.2f}, {r['diff_ci95'][1]:+.2f}] | {r['p_not_better']:.3f}"
+                    if "diff" in r else "— | —")
+            share = f"{t['memory_share']:.0%}" if t.get("memory_share") is not None else "—"
+            pace = f"{60 * t['train_minutes'] / t['steps']:.2f}" if t.get("steps") else "—"
+            md.append(f"| {name} | {curve} | {_bleu_ci(r)} ({r['weights_step']:,}) | {diff} | {share} | {pace} | "
+                      f"`{r['machine'].get('commit', '?')}` |")
+        md += ["", "Scored with: " + "; ".join(f"{n}: `{r['command']}`" for n, r in short["systems"].items())]
+        curves = {n: train[n]["curve"] for n in short["systems"] if "curve" in train.get(n, {})}
+        if curves:   # drawn where this checkout holds the runs, else the png stays as drawn
+            curves_png(curves, "translation_ablations.png")
+        md += ["", "![ablations](translation_ablations.png)"]
+    seeds = found.get("seeds")
+    if seeds:
+        first = next((e["intervals"]["full"]["systems"]["GNMT"] for e in evaluations
+                      if e["split"] == seeds["split"] and "GNMT" in e.get("intervals", {}).get("full", {}).get("systems", {})),
+                     None)
+        md += ["", f"## The baseline's seeds ({seeds['split']})", "",
+               "| run | test BLEU [95%] (weights of step) | − seed 0 | command |", "|---|---|---:|---|"]
+        if first:
+            md.append(f"| GNMT, seed 0 | {_bleu_ci(first)} | — | the main table's |")
+        for name, r in seeds["systems"].items():
+            gap = f"{r['bleu'] - first['bleu']:+.2f}" if first else "—"
+            md.append(f"| {name} | {_bleu_ci(r)} ({r['weights_step']:,}) | {gap} | `{r['command']}` at "
+                      f"`{r['machine'].get('commit', '?')}` |")
+    return md
 
 
 def main(argv=None) -> int:
@@ -283,10 +364,12 @@ def main(argv=None) -> int:
     train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory,
                                      **{name: folder / d for name, d in ABLATIONS.items()}}, last.get("training", {}))
     extra = protocol_results(folder, a.splits, last)
-    md = (tables(parts).splitlines() + interval_table(parts) + protocol_sections(extra, a.splits) + train_md
+    ablations = ablation_results(folder, last)
+    md = (tables(parts).splitlines() + interval_table(parts) + protocol_sections(extra, a.splits)
+          + ablation_section(ablations, train_info, parts) + train_md
           + (Path(a.notes).read_text().splitlines() if a.notes else []))
     runinfo.write_results("translation", {"training": train_info, "evaluations": [
-        {k: v for k, v in p.items() if k != "hypotheses"} for p in parts], **extra}, md)
+        {k: v for k, v in p.items() if k != "hypotheses"} for p in parts], **extra, "ablations": ablations}, md)
     return 0
 
 

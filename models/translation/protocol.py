@@ -5,6 +5,8 @@ under another name on a server of its own); the trained one is never written.
 
     python -m raremem.models.translation.protocol --split test_2016_flickr    # -> runs/translation/eval-<split>.json
     python -m raremem.models.translation.protocol --split newstest2014 --models baseline   # one model now, the other later
+    python -m raremem.models.translation.protocol --split test_2016_flickr --models memory --memory runs/translation/memory-k32 \
+        --best --no-context --out runs/translation/memory-k32/eval-test_2016_flickr-best.json        # an ablation's score
 
 ``python -m reports.translation`` turns the eval files into results/translation.{md,json}.
 """
@@ -92,9 +94,10 @@ def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
 
 def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: int, passes: int,
                    models: tuple[str, ...] = ("baseline", "memory"), earlier: dict | None = None,
-                   best: bool = False) -> dict:
+                   best: bool = False, contexts: bool = True) -> dict:
     """Decode ``split`` with the rows of ``models``; rows of ``earlier`` (the same split, lines and
-    width, decoded before) are kept, so the baseline can be decoded while the memory model trains."""
+    width, decoded before) are kept, so the baseline can be decoded while the memory model trains.
+    Without ``contexts`` the memory model's row without context only (an ablation's score)."""
     test = data.load(split, Path(TrainConfig().data_dir))
     src, ref = test.source[:limit or None], test.target[:limit or None]
     odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
@@ -141,9 +144,9 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
                         "filled_after": client.stats(COPY).info.filled, "parameters_unchanged": True}
 
             everything = list(range(len(src)))
-            for name, context, decode in (("GNMT + memory", [], everything),
-                                          ("GNMT + memory, even-line context", even, odd),
-                                          ("GNMT + memory, whole-test context", everything, everything)):
+            plans = (("GNMT + memory", [], everything), ("GNMT + memory, even-line context", even, odd),
+                     ("GNMT + memory, whole-test context", everything, everything))
+            for name, context, decode in plans if contexts else plans[:1]:
                 t0 = time.perf_counter()
                 ctx = fresh(context)
                 hyp = [""] * len(src)
@@ -165,16 +168,19 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=3)
     p.add_argument("--models", nargs="+", choices=("baseline", "memory"), default=["baseline", "memory"],
                    help="decode these rows (the others are kept from an earlier eval file of the same split)")
+    p.add_argument("--no-context", action="store_true", help="the memory model's row without context only")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the eval file (default: eval-<split>[-best].json beside the memory run)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--best", action="store_true", help="decode with each run's best-validation weights (best.pt) "
                                                        "and, for the memory run, the memory kept with them")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    path = a.memory.parent / f"eval-{a.split}{'-best' if a.best else ''}.json"
+    path = a.out or a.memory.parent / f"eval-{a.split}{'-best' if a.best else ''}.json"
     earlier = json.loads(path.read_text()) if path.is_file() else None
     result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier,
-                            best=a.best)
+                            best=a.best, contexts=not a.no_context)
     path.write_text(json.dumps(result, indent=1))
     return 0
 
