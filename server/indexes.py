@@ -131,6 +131,10 @@ WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last cent
 MANY_LISTS = 8192
 HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
 HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
+# candidates kept while building the graph: at FAISS's default 40, a query's 4 graph-found lists
+# were its 4 exactly nearest for 0.82 of queries (1M slots, 16,384 lists, efSearch 128) and top-1
+# at nprobe 8 was 0.957; at 200, 0.973 and 0.984 (= a flat scan's), the graph built in 4 s
+HNSW_EF_CONSTRUCTION = 200
 
 
 def two_level_centroids(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
@@ -227,6 +231,7 @@ class IVFIndex:
         """With many lists, the HNSW graph over the quantizer's centroids that finds a query's lists."""
         if self.nlist >= MANY_LISTS:
             self.router = faiss.IndexHNSWFlat(self.keys.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            self.router.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             self.router.add(self.quantizer.reconstruct_n(0, self.nlist))
 
     def imbalance(self) -> float:
