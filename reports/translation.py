@@ -305,11 +305,13 @@ def ablation_section(found: dict, train: dict, evaluations: list[dict]) -> list[
     md = []
     short = found.get("short")
     if short:
+        against = short["against"]
         md += ["", f"## Ablations ({short['split']}, 1,500 steps each)", "",
                "The memory model's recipe (loss weight 0.5, k = 256) for 1,500 steps and the same with one setting "
                "changed, each from seed 0 against a server it spawned, two at a time; test BLEU with the best "
-               "validation's weights (beam 4, no context) and its paired-bootstrap difference from the control.", "",
-               "| run | val BLEU at 500 / 1,000 / 1,500 | test BLEU [95%] (weights of step) | − control [95%] | "
+               f"validation's weights (beam 4, no context) and its paired-bootstrap difference from {against}"
+               + ("" if against == CONTROL else f" (the control, {CONTROL}, is not run yet)") + ".", "",
+               f"| run | val BLEU at 500 / 1,000 / 1,500 | test BLEU [95%] (weights of step) | − {against} [95%] | "
                "p(not better) | memory share | s a step | commit |", "|---|---|---|---|---:|---:|---:|---|"]
         for name, r in short["systems"].items():
             t = train.get(name, {})

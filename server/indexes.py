@@ -125,9 +125,9 @@ WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last cent
 # - keys still go to their exactly nearest list (the IVF's own quantizer is flat), but a query's
 #   nprobe lists are found through an HNSW graph over the centroids (``router``): at 65,536 lists
 #   a flat scan costs 256 queries x 65,536 centroids x 128 dims (4.3 GFLOP, ~30 ms on 2 cores) a
-#   search. Keys added through the graph instead (as before) sit partly in lists no query picks:
-#   on bench/scale.py's keys at 1M slots, 16,384 lists, the flat add took top-1 against exact at
-#   nprobe 4 from 0.945 to 0.988 (queries also flat); the graph at the same add: see bench_scale.md.
+#   search. Keys added through the graph would sit partly in lists no query picks: on
+#   bench/scale.py's keys at 1M slots, 16,384 lists, nprobe 4, top-1 against exact was 0.945 with
+#   graph adds and 0.988 with flat adds and flat queries; with the router: bench_scale.md.
 MANY_LISTS = 8192
 HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
 HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
