@@ -187,7 +187,12 @@ class AttentionSeq2Seq(nn.Module):
     def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One decoder step for every row: prev (N, 1) tokens -> logits (N, 1, V) and the memory's
         values (N, 1) or None; ``ctx["state"]`` advances. Only ``active`` (N,) rows query memory."""
-        att = self.step_states(prev, ctx)
+        return self.read_out(self.step_states(prev, ctx), ctx, active)
+
+    def read_out(self, att: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One decoder step's attention vectors att (N, 1, U) -> logits (N, 1, V) and the
+        memory's values (N, 1) or None, without memory updates; only ``active`` (N,) rows
+        query memory."""
         if self.memory is None:
             return self.out(att), None
         logits, _, values = self._with_memory(att, ctx, None, False, active[:, None], None)

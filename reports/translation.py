@@ -1,9 +1,10 @@
 """results/translation.{md,json,png}: Table 3 on Multi30k (and newstest2014 out of domain)
 from the eval files of ``python -m raremem.models.translation.protocol``, beside the paper, with
 paired-bootstrap intervals, worked examples and the training curves; and, where they were run,
-the paired rare words (memory/oneshot.json, baseline/oneshot-knn.json), the k-shot curve of
-held-out words (kshot/kshot.json, kshot-baseline/kshot-knn.json; translation_kshot.png) and the
-kNN-MT rows (knn-<split>.json). What is not in this checkout's runs keeps the entry the last
+the paired rare words (memory/oneshot.json, baseline/oneshot-knn.json, memory/oneshot-mix.json),
+the k-shot curve of held-out words (kshot/kshot.json, kshot-baseline/kshot-knn.json,
+kshot/kshot-mix.json; translation_kshot.png), the kNN-MT rows (knn-<split>.json) and the memory
+model read like kNN-MT from its own memory (memory/knn-<split>.json). What is not in this checkout's runs keeps the entry the last
 results/translation.json gave it (measured elsewhere, with its own machine and commit).
 
     python -m reports.translation                     # -> results/translation.{md,json}
@@ -36,6 +37,7 @@ PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
 # setting changed; each scored on test (protocol --no-context --out <run>/eval-<split>-best.json)
 SHORT = {"GNMT + memory, 1,500 steps": "memory-1500", "GNMT + memory, loss weight 0.1": "memory-w0.1",
          "GNMT + memory, k = 32": "memory-k32"}
+MIXED = "GNMT + memory, kNN read"   # the memory model decoded like kNN-MT from its own memory (knn --memory)
 CONTROL, SHORT_SPLIT = "GNMT + memory, 1,500 steps", "test_2016_flickr"
 SEEDS = {"GNMT, seed 1": "baseline-s1"}   # the baseline again at another seed, scored the same way
 
@@ -152,16 +154,19 @@ def protocol_results(folder: Path, splits: list[str], last: dict) -> dict:
     found = {"paired_rare_words": last.get("paired_rare_words", {}) | read(
                  {"GNMT + memory": folder / "memory" / "oneshot.json",
                   "GNMT + memory, copy term": folder / "memory-copy" / "oneshot.json",
-                  "GNMT + kNN-MT": folder / "baseline" / "oneshot-knn.json"}),
+                  "GNMT + kNN-MT": folder / "baseline" / "oneshot-knn.json",
+                  MIXED: folder / "memory" / "oneshot-mix.json"}),
              "kshot": last.get("kshot", {}) | read(
                  {"GNMT + memory": folder / "kshot" / "kshot.json",
                   "GNMT + memory, copy term": folder / "kshot-copy" / "kshot.json",
-                  "GNMT + kNN-MT": folder / "kshot-baseline" / "kshot-knn.json"})}
+                  "GNMT + kNN-MT": folder / "kshot-baseline" / "kshot-knn.json",
+                  MIXED: folder / "kshot" / "kshot-mix.json"})}
     for split in splits:
-        path = folder / f"knn-{split}.json"
-        knn = json.loads(path.read_text()) if path.is_file() else last.get(f"knn_{split}")
-        if knn is not None:
-            found[f"knn_{split}"] = knn
+        for key, path in ((f"knn_{split}", folder / f"knn-{split}.json"),
+                          (f"memory_knn_{split}", folder / "memory" / f"knn-{split}.json")):
+            knn = json.loads(path.read_text()) if path.is_file() else last.get(key)
+            if knn is not None:
+                found[key] = knn
     return {k: v for k, v in found.items() if v}
 
 
@@ -182,6 +187,16 @@ def protocol_sections(found: dict, splits: list[str]) -> list[str]:
         md += [f"| {label} | {r['hits_without']} | {r['hits_with']} | {r['gained']} | {r['lost']} | {r['p_one_sided']:.2g} | "
                f"{r['run']} ({r['train_steps']:,} steps) | `{r['command']}` at `{r['machine']['commit']}` |"
                for label, r in ones.items()]
+        ranked = {label: r["lookup_ranks"] for label, r in ones.items() if "lookup_ranks" in r}
+        if ranked:
+            k = next(iter(ranked.values()))["k"]
+            md += ["", "Where the word is lost (`oneshot --ranks`): each evaluation line teacher-forced, each piece "
+                   f"of the word looked up in memory (k = {k}); the share of pairs where every piece of the word is "
+                   "the memory's top value (what the read-out gets), or among the 8 or k nearest slots, without → "
+                   "with the context line.", "",
+                   f"| row | top 1 | top 8 | top {k} |", "|---|---:|---:|---:|"]
+            md += [f"| {label} | " + " | ".join(f"{100 * r[f'without_top{n}']:.1f}% → {100 * r[f'with_top{n}']:.1f}%"
+                                                for n in (1, 8, k)) + " |" for label, r in ranked.items()]
     curves = found.get("kshot", {})
     if curves:
         r = next(iter(curves.values()))
@@ -203,20 +218,31 @@ def protocol_sections(found: dict, splits: list[str]) -> list[str]:
         ax.set(xlabel="context sentences", ylabel="hit rate of the held-out word, %", title="held-out words, k-shot")
         finish(fig, results_dir() / "translation_kshot.png", ax)
     for split in splits:
-        r = found.get(f"knn_{split}")
-        if r is None:
-            continue
-        c, sy = r["chosen"], r["test"]["systems"]
-        k = sy["GNMT + kNN-MT"]
-        md += ["", f"## kNN-MT from the same service ({split})", "",
-               f"Datastore: {r['datastore_entries']:,} decoder states of the baseline over the training targets in an "
-               f"append-only IVF memory ({r['datastore_seconds']} s to build); k = {c['k']}, temperature "
-               f"{c['temperature']}, λ = {c['lam']} chosen on val (greedy, {len(r['tuning'])} settings); beam {r['width']}.", "",
-               "| row | BLEU [95%] | − GNMT [95%] | p(not better) |", "|---|---|---|---:|",
-               f"| GNMT | {sy['GNMT']['bleu']:.2f} [{sy['GNMT']['ci95'][0]:.2f}, {sy['GNMT']['ci95'][1]:.2f}] | — | — |",
-               f"| GNMT + kNN-MT | {k['bleu']:.2f} [{k['ci95'][0]:.2f}, {k['ci95'][1]:.2f}] | {k['diff']:+.2f} "
-               f"[{k['diff_ci95'][0]:+.2f}, {k['diff_ci95'][1]:+.2f}] | {k['p_not_better']:.3f} |",
-               "", f"`{r['command']}` at `{r['machine']['commit']}`."]
+        for key, (base, row) in ((f"knn_{split}", ("GNMT", "GNMT + kNN-MT")),
+                                 (f"memory_knn_{split}", ("GNMT + memory", MIXED))):
+            r = found.get(key)
+            if r is None:
+                continue
+            c, sy = r["chosen"], r["test"]["systems"]
+            k = sy[row]
+            if "memory_run" in r:
+                md += ["", f"## The memory model read like kNN-MT from its own memory ({split})", "",
+                       f"The memory model ({r['memory_run']}, {r['memory_steps']:,} steps, weights `{r['memory_weights']}`) "
+                       "decoding with p = (1 − λ) p_model + λ p_kNN, p_kNN from the k nearest slots of its own trained "
+                       "memory (its unit queries, the slots' values); p_model is its read-out, which already holds "
+                       "the top neighbour. "]
+            else:
+                md += ["", f"## kNN-MT from the same service ({split})", "",
+                       f"Datastore: {r['datastore_entries']:,} decoder states of the baseline over the training targets "
+                       f"in an append-only IVF memory ({r['datastore_seconds']} s to build). "]
+            md[-1] += (f"k = {c['k']}, temperature {c['temperature']}, λ = {c['lam']} chosen on val (greedy, "
+                       f"{len(r['tuning'])} settings, {r['tuning_seconds']:.0f} s); beam {r['width']} "
+                       f"({r['decode_seconds']:.0f} s for both rows).")
+            md += ["", f"| row | BLEU [95%] | − {base} [95%] | p(not better) |", "|---|---|---|---:|",
+                   f"| {base} | {_bleu_ci(sy[base])} | — | — |",
+                   f"| {row} | {_bleu_ci(k)} | {k['diff']:+.2f} [{k['diff_ci95'][0]:+.2f}, {k['diff_ci95'][1]:+.2f}] | "
+                   f"{k['p_not_better']:.3f} |",
+                   "", f"`{r['command']}` at `{r['machine']['commit']}`, {r['machine'].get('cpu', '?')}."]
     return md
 
 

@@ -19,6 +19,8 @@ baseline's decoder states and decoding that mixes its nearest neighbours into th
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +59,18 @@ TRAIN, CONTEXT = "knn/train", "knn/context"   # the datastores' memory names
 
 
 class KNNDecoder:
-    """A trained baseline whose every decoder step is mixed with its kNN datastores ``names``."""
+    """A trained model whose every decoder step is mixed with the k nearest neighbours of
+    datastores ``names`` on ``client``. A baseline reads datastores of its attention vectors; a
+    memory model (``client`` None) reads its own memory: its queries are the memory layer's
+    unit queries, p_model its own read-out (which already holds the memory's top neighbour),
+    and what a context pass wrote into memory reaches p_kNN with all its neighbours' weight."""
 
-    def __init__(self, model, client, names: str | tuple[str, ...] = TRAIN, k: int = 16, temperature: float = 0.1,
-                 lam: float = 0.25, nprobe: int = 0):
-        if model.memory is not None:
-            raise ValueError("kNN-MT decodes a baseline (a model without the memory layer)")
+    def __init__(self, model, client=None, names: str | tuple[str, ...] = TRAIN, k: int = 16,
+                 temperature: float = 0.1, lam: float = 0.25, nprobe: int = 0):
+        if client is None:
+            if model.memory is None:
+                raise ValueError("a baseline needs the client of its datastores")
+            client, names = model.memory.backend.calls, model.memory.backend.name   # its one stream
         self.model, self.client = model, client
         self.names = (names,) if isinstance(names, str) else tuple(names)
         self.k, self.temperature, self.lam, self.nprobe = k, temperature, lam, nprobe
@@ -94,10 +102,12 @@ class KNNDecoder:
     def step(self, prev: torch.Tensor, ctx: dict, active: torch.Tensor) -> tuple[torch.Tensor, None]:
         """As ``AttentionSeq2Seq.step``; the logits returned are log p of the mixture (N, 1, V)."""
         att = self.model.step_states(prev, ctx)                            # (N, 1, U)
-        p_model = self.model.out(att)[:, 0].float().softmax(-1)             # (N, V)
+        logits, _ = self.model.read_out(att, ctx, active)
+        p_model = logits[:, 0].float().softmax(-1)                          # (N, V)
         if self.lam == 0:
             return p_model.log()[:, None], None
-        p = (1 - self.lam) * p_model + self.lam * self.knn_probs(att[:, 0])
+        queries = att[:, 0] if self.model.memory is None else self.model.memory.query(att[:, 0])
+        p = (1 - self.lam) * p_model + self.lam * self.knn_probs(queries)
         return p.clamp_min(1e-30).log()[:, None], None
 
     @torch.no_grad()
@@ -126,8 +136,6 @@ def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, npro
     best-validation weights where it kept them. A run trained with ``--hold-out`` gets a
     datastore without its held-out pairs (what it trained on). ``threads``: the server's FAISS
     threads (beside a training, one)."""
-    import json  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
     from raremem.client import MemoryClient  # noqa: PLC0415
     from raremem.models.training import memory_server  # noqa: PLC0415
@@ -179,7 +187,6 @@ def tuned_with_context(tuned_file: Path, baseline: Path | None = None):
     datastore and a ``ContextStore``. Yields (decoder, subwords, summary, store, record) where
     ``store.fresh``/``store.learn`` empty it and write context into it, and ``record`` says
     what was used."""
-    import json  # noqa: PLC0415
 
     tuned = json.loads(Path(tuned_file).read_text())
     chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
@@ -192,48 +199,113 @@ def tuned_with_context(tuned_file: Path, baseline: Path | None = None):
                                             "held_out_pairs": info["held_out_pairs"]}
 
 
+def mixed_memory(model, subwords: Subwords, tuned_file: Path, passes: int = 3):
+    """A trained memory model read like kNN-MT from its own memory with the k, temperature and
+    lambda tuned in ``tuned_file`` (a knn-<split>.json of ``memory_experiment``): (decoder, learn,
+    record) for the one-shot protocols, where ``learn(sources, targets)`` is the model's own
+    context pass (into the memory the decoder reads) and ``record`` says what was used."""
+    from raremem.models.translation.evaluate import context_pass  # noqa: PLC0415
+
+    tuned = json.loads(Path(tuned_file).read_text())
+    if "memory_run" not in tuned:
+        raise ValueError(f"{tuned_file} tuned kNN-MT over a baseline, not a memory model's own memory")
+    chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
+    return (KNNDecoder(model, **chosen), lambda s, t: context_pass(model, subwords, s, t, passes),
+            {"mix": chosen, "mix_tuned_on": tuned["memory_run"]})
+
+
+GRID = ((8, 32), (0.05, 0.1), (0.1, 0.25, 0.5))                 # k, temperature, lambda
+MEMORY_GRID = ((8, 32), (0.02, 0.05, 0.1), (0.25, 0.5, 0.75))   # a memory model's (see tune)
+
+
+def tune(decoder, model, subwords, sources: list[str], references: list[str], grid=GRID) -> list[dict]:
+    """Greedy BLEU on (sources, references) for ``model`` alone (k = 0) and for every setting
+    of ``grid`` (k, temperature, lambda) of ``decoder(k, temperature, lam)``, in that order."""
+
+    from raremem.models.translation.evaluate import bleu, translate  # noqa: PLC0415
+
+    rows = [{"k": 0, "temperature": 0.0, "lam": 0.0,
+             "val_bleu": bleu(translate(model, subwords, sources, 1), references)["bleu"]}]
+    for k in grid[0]:
+        for temperature in grid[1]:
+            for lam in grid[2]:
+                rows.append({"k": k, "temperature": temperature, "lam": lam,
+                             "val_bleu": bleu(translate(decoder(k, temperature, lam), subwords, sources, 1),
+                                              references)["bleu"]})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def tuned_test(decoder, model, subwords, val: tuple[list[str], list[str]], test: tuple[list[str], list[str]],
+               names: tuple[str, str], width: int, grid) -> dict:
+    """(k, temperature, lambda) picked by greedy BLEU on ``val``, then beam decoding of ``test``
+    by ``model`` and by the tuned ``decoder`` (rows ``names``) with paired-bootstrap intervals."""
+
+    from raremem.models.translation.evaluate import translate  # noqa: PLC0415
+    from raremem.models.translation.significance import paired_bootstrap  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    tuning = tune(decoder, model, subwords, *val, grid)
+    result = {"tuning": tuning, "tuning_seconds": round(time.perf_counter() - t0, 1)}
+    best = result["chosen"] = max(tuning[1:], key=lambda r: r["val_bleu"])
+    t0 = time.perf_counter()
+    hyps = {names[0]: translate(model, subwords, test[0], width),
+            names[1]: translate(decoder(best["k"], best["temperature"], best["lam"]), subwords, test[0], width)}
+    result["decode_seconds"] = round(time.perf_counter() - t0, 1)
+    result["test"] = paired_bootstrap(test[1], hyps, names[0])
+    result["hypotheses"] = hyps
+    return result
+
+
+def _lines(split: str, limit: int) -> tuple[list[str], list[str]]:
+    from raremem.models.translation import data  # noqa: PLC0415
+
+    part = data.load(split)
+    return part.source[:limit or None], part.target[:limit or None]
+
+
 def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, test_split: str = "test_2016_flickr",
-                   width: int = 4, grid=((8, 32), (0.05, 0.1), (0.1, 0.25, 0.5)), nlist: int = 0, nprobe: int = 32,
+                   width: int = 4, grid=GRID, nlist: int = 0, nprobe: int = 32,
                    train_limit: int = 0, test_limit: int = 0) -> dict:
     """The kNN-MT rows: a datastore of ``baseline``'s states over the training targets in an
     append-only IVF memory of a spawned server, (k, temperature, lam) picked by greedy BLEU on
     the first ``val_lines`` of val, then beam decoding of the test split beside the baseline with
     paired-bootstrap intervals. Writes ``out`` (JSON) and returns it."""
-    import json  # noqa: PLC0415
-    import time  # noqa: PLC0415
 
     from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.evaluate import bleu, translate  # noqa: PLC0415
-    from raremem.models.translation.significance import paired_bootstrap  # noqa: PLC0415
 
-    val = data.load("val")
-    vs, vr = val.source[:val_lines], val.target[:val_lines]
-    test = data.load(test_split)
-    ts, tr = test.source[:test_limit or None], test.target[:test_limit or None]
     with training_datastore(baseline, size, nlist, nprobe, max(grid[0]), train_limit) as (model, sw, _, c, info):
+        def decoder(k, temperature, lam):
+            return KNNDecoder(model, c, TRAIN, k=k, temperature=temperature, lam=lam, nprobe=nprobe)
+
         result = {**info, "machine": runinfo.machine(), "command": runinfo.command(), "test_split": test_split,
                   "width": width}
-        t0 = time.perf_counter()
-        tuning = [{"k": 0, "temperature": 0.0, "lam": 0.0, "val_bleu": bleu(translate(model, sw, vs, 1), vr)["bleu"]}]
-        for k in grid[0]:
-            for temperature in grid[1]:
-                for lam in grid[2]:
-                    dec = KNNDecoder(model, c, TRAIN, k=k, temperature=temperature, lam=lam, nprobe=nprobe)
-                    tuning.append({"k": k, "temperature": temperature, "lam": lam,
-                                   "val_bleu": bleu(translate(dec, sw, vs, 1), vr)["bleu"]})
-                    print(json.dumps(tuning[-1]), flush=True)
-        result["tuning"], result["tuning_seconds"] = tuning, round(time.perf_counter() - t0, 1)
-        best = max(tuning[1:], key=lambda r: r["val_bleu"])
-        result["chosen"] = best
-        t0 = time.perf_counter()
-        hyps = {"GNMT": translate(model, sw, ts, width)}
-        knn = KNNDecoder(model, c, TRAIN, k=best["k"], temperature=best["temperature"], lam=best["lam"],
-                         nprobe=nprobe)
-        hyps["GNMT + kNN-MT"] = translate(knn, sw, ts, width)
-        result["decode_seconds"] = round(time.perf_counter() - t0, 1)
-        result["test"] = paired_bootstrap(tr, hyps, "GNMT")
-        result["hypotheses"] = hyps
+        result |= tuned_test(decoder, model, sw, _lines("val", val_lines), _lines(test_split, test_limit),
+                             ("GNMT", "GNMT + kNN-MT"), width, grid)
+    Path(out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def memory_experiment(run, out, best: bool = True, val_lines: int = 500, test_split: str = "test_2016_flickr",
+                      width: int = 4, grid=MEMORY_GRID, test_limit: int = 0) -> dict:
+    """The memory model read like kNN-MT from its own trained memory (``KNNDecoder`` without a
+    client): (k, temperature, lam) tuned on val as in ``run_experiment``, then test beside the
+    memory model's own read-out. Writes ``out`` (JSON; what ``--mix`` of the one-shot protocols
+    reads) and returns it."""
+
+    from raremem.models import runinfo  # noqa: PLC0415
+    from raremem.models.translation.protocol import chosen_weights, trained_memory  # noqa: PLC0415
+
+    weights = chosen_weights(Path(run), best)
+    with trained_memory(Path(run), *weights) as (model, sw, summary, _):
+        def decoder(k, temperature, lam):
+            return KNNDecoder(model, k=k, temperature=temperature, lam=lam)
+
+        result = {"memory_run": str(run), "memory_weights": weights[0], "memory_steps": summary["steps"],
+                  "machine": runinfo.machine(), "command": runinfo.command(), "test_split": test_split,
+                  "width": width}
+        result |= tuned_test(decoder, model, sw, _lines("val", val_lines), _lines(test_split, test_limit),
+                             ("GNMT + memory", "GNMT + memory, kNN read"), width, grid)
     Path(out).write_text(json.dumps(result, indent=1))
     return result
 
@@ -243,7 +315,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description="kNN-MT rows: datastore, tuning on val, test with intervals")
     p.add_argument("--baseline", default="runs/translation/baseline")
-    p.add_argument("--out", default="runs/translation/knn-test_2016_flickr.json")
+    p.add_argument("--memory", type=Path, default=None,
+                   help="a memory run instead: read its own trained memory like kNN-MT (its best weights)")
+    p.add_argument("--out", default=None, help="default knn-<split>.json beside the runs (in --memory's folder)")
     p.add_argument("--split", default="test_2016_flickr")
     p.add_argument("--size", type=int, default=1 << 19, help="datastore slots (>= the training target tokens)")
     p.add_argument("--val-lines", type=int, default=500)
@@ -253,7 +327,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    r = run_experiment(a.baseline, a.out, a.size, a.val_lines, a.split, a.width, nprobe=a.nprobe)
+    if a.memory:
+        r = memory_experiment(a.memory, a.out or a.memory / f"knn-{a.split}.json", True, a.val_lines, a.split,
+                              a.width)
+    else:
+        r = run_experiment(a.baseline, a.out or f"runs/translation/knn-{a.split}.json", a.size, a.val_lines,
+                           a.split, a.width, nprobe=a.nprobe)
     print({k: v for k, v in r["test"]["systems"].items()})
     return 0
 

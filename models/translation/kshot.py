@@ -111,6 +111,9 @@ def main(argv=None) -> int:
     p.add_argument("--knn", type=Path, default=None,
                    help="a knn-<split>.json: --run is a baseline trained with --hold-out, scored as kNN-MT with the "
                         "k, temperature and lambda tuned there, the context lines added to its training datastore")
+    p.add_argument("--mix", type=Path, default=None,
+                   help="a knn-<split>.json of `knn --memory`: decode --run read like kNN-MT from its own memory, "
+                        "with the k, temperature and lambda tuned there")
     p.add_argument("--best", action="store_true", help="the best validation's weights and memory, where kept")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
@@ -131,11 +134,18 @@ def main(argv=None) -> int:
                                 learn=store.learn)
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
-            curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
+            if a.mix:
+                from raremem.models.translation.knn import mixed_memory  # noqa: PLC0415
+
+                decoder, learn, extra = mixed_memory(model, sw, a.mix)
+                curve = kshot_curve(decoder, sw, train.source, train.target, eps, fresh, width=a.width, learn=learn)
+            else:
+                curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
     result = {**extra, "run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
               "curve": curve, "rise": rise(curve), "train_steps": summary["steps"], "machine": runinfo.machine(),
               "command": runinfo.command(), "episodes_detail": eps}
-    (a.run / ("kshot-knn.json" if a.knn else "kshot.json")).write_text(json.dumps(result, indent=1))
+    name = "kshot-knn.json" if a.knn else "kshot-mix.json" if a.mix else "kshot.json"
+    (a.run / name).write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "episodes_detail"}))
     return 0
 

@@ -110,6 +110,67 @@ def paired_hits(model, subwords, pool: data.Parallel, pairs: list[RarePair], fre
     return {**mcnemar(without, with_context), "groups": len(groups(pairs, pool.target))}
 
 
+def word_positions(subwords, line: str, word: str) -> tuple[list[int], list[int]]:
+    """(token ids of ``line``, the positions of the pieces that spell the first whole-word
+    occurrence of ``word`` in it); no positions if it has none."""
+    ids = subwords.encode([line])[0]
+    m = next((m for m in WORD.finditer(line) if m.group() == word), None)
+    if m is None:
+        return ids, []
+    ends = [len(subwords.decode([ids[:j + 1]])[0]) for j in range(len(ids))]   # decoding is exact (identity)
+    starts = [0] + ends[:-1]
+    return ids, [j for j in range(len(ids)) if starts[j] < m.end() and ends[j] > m.start()]
+
+
+def lookup_ranks(model, subwords, pool: data.Parallel, pairs: list[RarePair], fresh, k: int = 256,
+                 passes: int = 3) -> dict:
+    """Where a context line's word is lost, lookup or read-out: for each pair the evaluation
+    line is teacher-forced (its reference as the decoder's input) and each piece of the word is
+    looked up in memory; the word's rank is the worst of its pieces' (the place among the k
+    nearest slots of the first one holding that piece, None if none does), without and with the
+    context line passed through memory ``passes`` times (as ``paired_hits`` does). Rank 0: the
+    memory's top value, what the read-out gets, is the right piece at every position of the word."""
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from raremem.models.translation.evaluate import context_pass, pad_batch  # noqa: PLC0415
+    from raremem.models.translation.subwords import EOS  # noqa: PLC0415
+
+    backend = model.memory.backend
+
+    def ranks(group: list[RarePair]) -> list[int | None]:
+        out = []
+        for p in group:
+            ids, where = word_positions(subwords, pool.target[p.evaluation], p.word)
+            if not where:   # the word only inside a longer token of the line
+                out.append(None)
+                continue
+            src = pad_batch([subwords.encode([pool.source[p.evaluation]])[0] + [EOS]])
+            with torch.no_grad():
+                att = model.states(src, torch.tensor([ids + [EOS]]))[0, where]          # (pieces, U)
+                q = model.memory.query(att).numpy()
+            nb = backend.calls.lookup(backend.name, np.ascontiguousarray(q), k=k, neighbors=True).neighbors
+            found = [np.flatnonzero(nb.values[i] == ids[j]) for i, j in enumerate(where)]
+            out.append(max(int(f[0]) for f in found) if all(len(f) for f in found) else None)
+        return out
+
+    model.eval()
+    without, with_context = [], []
+    for g in groups(pairs, pool.target):
+        fresh()
+        without += ranks(g)
+        ctx = sorted({p.context for p in g})
+        context_pass(model, subwords, [pool.source[i] for i in ctx], [pool.target[i] for i in ctx], passes)
+        with_context += ranks(g)
+
+    def share(rs, below):
+        return round(sum(1 for r in rs if r is not None and r < below) / len(rs), 4)
+
+    return {"k": k, "pairs": len(pairs), **{f"{name}_top{n}": share(rs, n) for name, rs in
+                                            (("without", without), ("with", with_context)) for n in (1, 8, k)},
+            "ranks_without": without, "ranks_with": with_context}
+
+
 def main(argv=None) -> int:
     """The paired-rare-word protocol on a trained memory run (oneshot.json beside it), or with
     ``--knn``: kNN-MT over the baseline and the settings tuned in a knn-<split>.json, the context
@@ -129,6 +190,10 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=0, help="first pairs only (0 = all)")
     p.add_argument("--knn", type=Path, default=None,
                    help="a knn-<split>.json: score kNN-MT over its baseline with its tuned k, temperature, lambda")
+    p.add_argument("--mix", type=Path, default=None,
+                   help="a knn-<split>.json of `knn --memory`: decode --run read like kNN-MT from its own memory")
+    p.add_argument("--ranks", action="store_true",
+                   help="also the memory's rank of each word's pieces in its evaluation line (lookup_ranks)")
     p.add_argument("--best", action="store_true", help="the best validation's weights and memory, where kept")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args(argv)
@@ -145,8 +210,16 @@ def main(argv=None) -> int:
         out = run / "oneshot-knn.json"
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
-            result = paired_hits(model, sw, pool, pairs, fresh, a.width)
-        run, out = a.run, a.run / "oneshot.json"
+            if a.mix:
+                from raremem.models.translation.knn import mixed_memory  # noqa: PLC0415
+
+                decoder, learn, record = mixed_memory(model, sw, a.mix)
+                result = paired_hits(decoder, sw, pool, pairs, fresh, a.width, learn=learn) | record
+            else:
+                result = paired_hits(model, sw, pool, pairs, fresh, a.width)
+            if a.ranks:
+                result["lookup_ranks"] = lookup_ranks(model, sw, pool, pairs, fresh)
+        run, out = a.run, a.run / ("oneshot-mix.json" if a.mix else "oneshot.json")
     result |= {"run": str(run), "words": len({p.word for p in pairs}), "train_steps": summary["steps"],
                "machine": runinfo.machine(), "command": runinfo.command()}
     out.write_text(json.dumps(result, indent=1))

@@ -89,3 +89,31 @@ def test_two_datastores_pool_like_one_that_holds_both(client, corpus):
     store.fresh()
     alone = KNNDecoder(model, client, "knn/first", k=8, temperature=0.1)
     torch.testing.assert_close(pooled.knn_probs(queries), alone.knn_probs(queries))
+
+
+def test_a_memory_model_reads_its_own_memory_like_knn_mt(server, corpus):
+    """Without a client the decoder reads the memory model's own memory: lam = 0 decodes as the
+    memory model, and after one context pass over a (source, reference) line, lam = 1 with
+    k = 1 gives back the reference word for word (each step's query finds what the pass wrote).
+    One line at a time: across lines an untrained model's queries nearly tie, and the memory's
+    averaging of same-valued keys moves them."""
+    from raremem.models.memory_layer import make_backend
+    from raremem.models.translation.evaluate import context_pass
+
+    sw, src, tgt = corpus
+    backend = make_backend(server[0], "knn/own", 8, 4096, choose_k=16)
+    model = tiny_model(vocab=len(sw), memory_backend=backend)
+    with pytest.raises(ValueError, match="client"):
+        KNNDecoder(tiny_model(vocab=len(sw)))
+    context_pass(model, sw, src[8:20], tgt[8:20], passes=1)      # a memory that is not empty
+    base = KNNDecoder(model, lam=0.0)
+    assert base.names == ("knn/own",)
+    s = pad_batch([sw.encode([src[3]])[0] + [EOS]])
+    assert beam_search(base, s, 3, 20) == beam_search(model, s, 3, 20)
+    assert translate(base, sw, src[:6], width=1) == translate(model, sw, src[:6], width=1)
+    copy = KNNDecoder(model, k=1, lam=1.0)
+    for i in range(6):
+        backend.reset()
+        assert translate(copy, sw, src[i:i + 1], width=1) != tgt[i:i + 1]   # not in memory
+        context_pass(model, sw, src[i:i + 1], tgt[i:i + 1], passes=1)
+        assert translate(copy, sw, src[i:i + 1], width=1) == tgt[i:i + 1]

@@ -89,3 +89,19 @@ def test_training_with_held_out_words_never_sees_them(tmp_path):
     corpus = Corpus(sw, small, 64, 8, frozenset(i for i in out if i < 3000))
     assert not any(words & set(WORD.findall(pairs.target[i])) for i in corpus.index)
     assert held_out_lines(TrainConfig(), pairs.target) == frozenset()
+
+
+@needs_data
+def test_word_positions_spell_the_word(tmp_path):
+    from raremem.models.translation.oneshot import word_positions
+    from raremem.models.translation.subwords import train as train_subwords
+
+    pairs = data.load("test_2016_flickr")
+    sw = train_subwords(pairs.source + pairs.target, tmp_path / "sp.model", vocab_size=500)
+    line = "Ein kleiner Junge spielt mit Plastikklötzen, Autos und Tieren."
+    for word in ("Ein", "Plastikklötzen", "Tieren"):
+        ids, where = word_positions(sw, line, word)
+        assert where == list(range(where[0], where[-1] + 1))          # one run of pieces
+        spelled = sw.decode([ids[where[0]:where[-1] + 1]])[0].strip()
+        assert word in spelled and len(spelled) < len(word) + 4        # at most a piece's edge more
+    assert word_positions(sw, line, "Junge,")[1] == [] and word_positions(sw, line, "Auto")[1] == []

@@ -234,10 +234,14 @@ def test_paired_rare_words_on_a_trained_memory_run(trained_runs):
     from raremem.models.translation import oneshot
 
     tmp, _, _ = trained_runs
-    assert oneshot.main(["--run", str(tmp / "memory"), "--limit", "12"]) == 0
+    assert oneshot.main(["--run", str(tmp / "memory"), "--limit", "12", "--ranks"]) == 0
     r = json.loads((tmp / "memory" / "oneshot.json").read_text())
     assert r["pairs"] == 12 and 0 <= r["p_one_sided"] <= 1 and r["groups"] >= 1
     assert r["gained"] - r["lost"] == r["hits_with"] - r["hits_without"]
+    ranks = r["lookup_ranks"]
+    assert len(ranks["ranks_without"]) == len(ranks["ranks_with"]) == 12
+    assert all(x is None or 0 <= x < ranks["k"] for x in ranks["ranks_without"] + ranks["ranks_with"])
+    assert ranks["with_top1"] <= ranks["with_top8"] <= ranks[f"with_top{ranks['k']}"] <= 1
 
 
 @needs_data
@@ -254,3 +258,24 @@ def test_the_report_from_the_short_runs(trained_runs, tmp_path, monkeypatch):
     out = json.loads((tmp_path / "translation.json").read_text())
     ci = out["evaluations"][0]["intervals"]["full"]["systems"]["GNMT + memory"]
     assert ci["ci95"][0] <= ci["bleu"] <= ci["ci95"][1] and "p_not_better" in ci
+
+
+@needs_data
+def test_a_memory_run_read_like_knn_mt_and_its_one_shot_pairs(trained_runs, tmp_path):
+    """``knn --memory``: the short memory run read from its own memory, tuned on val, test with
+    intervals; then the paired rare words decoded that way (``oneshot --mix``)."""
+    from raremem.models.translation import oneshot
+    from raremem.models.translation.knn import memory_experiment
+
+    tmp, _, _ = trained_runs
+    r = memory_experiment(tmp / "memory", tmp_path / "mix.json", best=False, val_lines=8, width=2,
+                          grid=((4,), (0.1,), (0.0, 0.5)), test_limit=10)
+    assert r["memory_steps"] == 40 and len(r["tuning"]) == 3
+    assert r["tuning"][1]["val_bleu"] == r["tuning"][0]["val_bleu"]        # lam 0: the memory model
+    assert set(r["test"]["systems"]) == {"GNMT + memory", "GNMT + memory, kNN read"}
+    assert oneshot.main(["--run", str(tmp / "memory"), "--limit", "12", "--mix", str(tmp_path / "mix.json")]) == 0
+    o = json.loads((tmp / "memory" / "oneshot-mix.json").read_text())
+    assert o["pairs"] == 12 and o["mix"] == {k: r["chosen"][k] for k in ("k", "temperature", "lam")}
+    with pytest.raises(ValueError, match="baseline"):   # a baseline's tuning is not a memory model's
+        (tmp_path / "base.json").write_text(json.dumps({"chosen": r["chosen"]}))
+        oneshot.main(["--run", str(tmp / "memory"), "--limit", "2", "--mix", str(tmp_path / "base.json")])
