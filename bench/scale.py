@@ -27,12 +27,14 @@ import math
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from raremem.models.paths import data_dir, results_dir
 from raremem.models.runinfo import command, machine
 from raremem.server import persistence
 from raremem.server.config import MemoryConfig
+from raremem.server.indexes import HNSW_EF_SEARCH
 from raremem.server.store import LookupSpec, MemoryStore
 
 K, D = 256, 128
@@ -102,7 +104,20 @@ def ivf_row(keys: np.ndarray, nlist: int, q: dict, truth: np.ndarray, calls: int
         top1, rec = agreement(neighbours(ivf, q[256], K, nprobe), truth, K)
         out["nprobe"][nprobe] = {
             "top1": top1, "recall": rec,
-            "ms": {b: 1e3 * timed(lambda b=b: ivf.lookup(LookupSpec(q[b], nprobe=nprobe)), calls) for b in (16, 256)}}
+            "ms": {b: 1e3 * timed(lambda b=b: ivf.lookup(LookupSpec(q[b], nprobe=nprobe)), calls) for b in (16, 256)},
+            # where a b = 256 lookup's time goes: the index's search (router + list scan) within
+            # the store's lookup, and of that the router's search for the lists (many lists only)
+            "parts_ms": parts(ivf.index, q[256], n, nprobe, calls)}
+    return out
+
+
+def parts(index, q: np.ndarray, n: int, nprobe: int, calls: int) -> dict:
+    """ms of ``index.search`` alone (the store's lookup adds the rest around it) and of its
+    router's search for the lists, where it has one."""
+    out = {"index": 1e3 * timed(lambda: index.search(q, K, n, nprobe), calls)}
+    if getattr(index, "router", None) is not None:
+        params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, nprobe))
+        out["router"] = 1e3 * timed(lambda: index.router.search(q, nprobe, params=params), calls)
     return out
 
 
@@ -274,15 +289,18 @@ def markdown(r: dict) -> list[str]:
              f"faiss {m.get('faiss-cpu')}. The store's lookup (the server's work for one call, no transport), "
              "median ms; clustered unit keys (100 per centre, noise 1.0), fresh queries; top-1 agreement and "
              "recall@256 of IVF against exact on the same memory, b = 256 queries.", "",
-             "| N | exact b=16 | exact b=256 | exact B/slot | IVF nlist | nprobe | IVF b=16 | IVF b=256 | top-1 | "
-             "recall@256 | IVF B/slot | IVF build s |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| N | exact b=16 | exact b=256 | exact B/slot | IVF nlist | nprobe | IVF b=16 | IVF b=256 | of it: index "
+             "(router) | top-1 | recall@256 | IVF B/slot | IVF build s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["latency"]:
         e = row["exact"]
         cells = [(v, nprobe, x) for v in ivfs(row) for nprobe, x in v["nprobe"].items()]
         for j, (v, nprobe, x) in enumerate(cells):
             head = (f"| {row['N']:,} | {e['ms']['16']:.2f} | {e['ms']['256']:.1f} | {e['bytes_per_slot']:.0f} | "
                     if j == 0 else "| | | | | ")
-            lines.append(head + f"{v['nlist']} | {nprobe} | {x['ms']['16']:.2f} | {x['ms']['256']:.2f} | "
+            part = x.get("parts_ms", {})   # rows measured before the breakdown have none
+            split = "—" if not part else f"{part['index']:.1f}" + (f" ({part['router']:.1f})" if "router" in part else "")
+            lines.append(head + f"{v['nlist']} | {nprobe} | {x['ms']['16']:.2f} | {x['ms']['256']:.2f} | {split} | "
                          f"{x['top1']:.3f} | {x['recall']:.3f} | {v['bytes_per_slot']:.0f} | {v['build_s']:.1f} |")
     c = r["crossover"]
     largest = next((row for row in r["latency"] if row["N"] == 1 << 22), None)
