@@ -215,7 +215,7 @@ def mixed_memory(model, subwords: Subwords, tuned_file: Path, passes: int = 3):
 
 
 GRID = ((8, 32), (0.05, 0.1), (0.1, 0.25, 0.5))                 # k, temperature, lambda
-MEMORY_GRID = ((8, 32), (0.02, 0.05, 0.1), (0.25, 0.5, 0.75))   # a memory model's (see tune)
+MEMORY_GRID = ((8, 32), (0.02, 0.05, 0.1), (0.25, 0.5, 0.75))   # larger lambda: kNN-MT chose its grid's largest
 
 
 def tune(decoder, model, subwords, sources: list[str], references: list[str], grid=GRID) -> list[dict]:
