@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     from raremem.models import runinfo  # noqa: PLC0415
     from raremem.models.translation import data  # noqa: PLC0415
     from raremem.models.translation.protocol import chosen_weights, trained_memory  # noqa: PLC0415
+    from raremem.models.translation.knn import mixed_memory, tuned_with_context  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="k-shot curve of held-out words for a translation run")
     p.add_argument("--run", type=Path, default=Path("runs/translation/kshot"))
@@ -125,22 +126,14 @@ def main(argv=None) -> int:
     train = data.load("train", Path(config["data_dir"]))
     words = held_out_words(train.target, config["hold_out"], config["hold_out_seed"])
     eps = episodes(train.target, words, a.evaluations, max(SHOTS))
-    extra = {}
     if a.knn:
-        from raremem.models.translation.knn import tuned_with_context  # noqa: PLC0415
-
         with tuned_with_context(a.knn, a.run) as (decoder, sw, summary, store, extra):
             curve = kshot_curve(decoder, sw, train.source, train.target, eps, store.fresh, width=a.width,
                                 learn=store.learn)
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
-            if a.mix:
-                from raremem.models.translation.knn import mixed_memory  # noqa: PLC0415
-
-                decoder, learn, extra = mixed_memory(model, sw, a.mix)
-                curve = kshot_curve(decoder, sw, train.source, train.target, eps, fresh, width=a.width, learn=learn)
-            else:
-                curve = kshot_curve(model, sw, train.source, train.target, eps, fresh, width=a.width)
+            decoder, learn, extra = mixed_memory(model, sw, a.mix) if a.mix else (model, None, {})
+            curve = kshot_curve(decoder, sw, train.source, train.target, eps, fresh, width=a.width, learn=learn)
     result = {**extra, "run": str(a.run), "words": len(words), "episodes": len(eps), "evaluations_per_word": a.evaluations,
               "curve": curve, "rise": rise(curve), "train_steps": summary["steps"], "machine": runinfo.machine(),
               "command": runinfo.command(), "episodes_detail": eps}

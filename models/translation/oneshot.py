@@ -183,6 +183,7 @@ def main(argv=None) -> int:
 
     from raremem.models import runinfo  # noqa: PLC0415
     from raremem.models.translation.protocol import chosen_weights, trained_memory, training_counts  # noqa: PLC0415
+    from raremem.models.translation.knn import mixed_memory  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="paired rare words: hit rates with and without context, McNemar")
     p.add_argument("--run", type=Path, default=Path("runs/translation/memory"))
@@ -210,13 +211,8 @@ def main(argv=None) -> int:
         out = run / "oneshot-knn.json"
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):
-            if a.mix:
-                from raremem.models.translation.knn import mixed_memory  # noqa: PLC0415
-
-                decoder, learn, record = mixed_memory(model, sw, a.mix)
-                result = paired_hits(decoder, sw, pool, pairs, fresh, a.width, learn=learn) | record
-            else:
-                result = paired_hits(model, sw, pool, pairs, fresh, a.width)
+            decoder, learn, record = mixed_memory(model, sw, a.mix) if a.mix else (model, None, {})
+            result = paired_hits(decoder, sw, pool, pairs, fresh, a.width, learn=learn) | record
             if a.ranks:
                 result["lookup_ranks"] = lookup_ranks(model, sw, pool, pairs, fresh)
         run, out = a.run, a.run / ("oneshot-mix.json" if a.mix else "oneshot.json")
