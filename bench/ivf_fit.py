@@ -18,8 +18,8 @@ import time
 import faiss
 import numpy as np
 
-from bench.scale import D, clustered, neighbours, queries_near, store_of
-from raremem.server.indexes import HNSW_M, two_level_centroids
+from bench.scale import HNSW_M, D, clustered, neighbours, queries_near, store_of
+from raremem.server.indexes import two_level_centroids
 
 
 def report(name: str, cent: np.ndarray, x: np.ndarray, labels: np.ndarray, q: np.ndarray, top1: np.ndarray) -> None:

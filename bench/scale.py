@@ -34,7 +34,6 @@ from raremem.models.paths import data_dir, results_dir
 from raremem.models.runinfo import command, machine
 from raremem.server import persistence
 from raremem.server.config import MemoryConfig
-from raremem.server.indexes import HNSW_EF_SEARCH
 from raremem.server.store import LookupSpec, MemoryStore
 
 K, D = 256, 128
@@ -105,20 +104,56 @@ def ivf_row(keys: np.ndarray, nlist: int, q: dict, truth: np.ndarray, calls: int
         out["nprobe"][nprobe] = {
             "top1": top1, "recall": rec,
             "ms": {b: 1e3 * timed(lambda b=b: ivf.lookup(LookupSpec(q[b], nprobe=nprobe)), calls) for b in (16, 256)},
-            # where a b = 256 lookup's time goes: the index's search (router + list scan) within
-            # the store's lookup, and of that the router's search for the lists (many lists only)
+            # where a b = 256 lookup's time goes: the index's search (lists found, then scanned)
+            # within the store's lookup, and of that the search for each query's nprobe lists
             "parts_ms": parts(ivf.index, q[256], n, nprobe, calls)}
     return out
 
 
 def parts(index, q: np.ndarray, n: int, nprobe: int, calls: int) -> dict:
-    """ms of ``index.search`` alone (the store's lookup adds the rest around it) and of its
-    router's search for the lists, where it has one."""
-    out = {"index": 1e3 * timed(lambda: index.search(q, K, n, nprobe), calls)}
-    if getattr(index, "router", None) is not None:
-        params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, nprobe))
-        out["router"] = 1e3 * timed(lambda: index.router.search(q, nprobe, params=params), calls)
-    return out
+    """ms of ``index.search`` alone (the store's lookup adds the rest around it) and of the
+    flat scan of the centroids that finds each query's ``nprobe`` lists in it."""
+    return {"index": 1e3 * timed(lambda: index.search(q, K, n, nprobe), calls),
+            "lists": 1e3 * timed(lambda: index.quantizer.search(q, nprobe), calls)}
+
+
+HNSW_M, HNSW_EF_CONSTRUCTION = 32, 200   # the graph compared in ``routing``: FAISS's usual degree
+
+
+def routing(n: int, rng, calls: int = 5) -> dict:
+    """How a many-list IVF (N / 64 lists) should find a query's nprobe lists, for 256 queries: a
+    flat scan of the centroids (what the store does) or an HNSW graph over them at several
+    efSearch; ms of that step alone and the top-1 agreement with exact of the whole search."""
+    keys, centres, _ = clustered(rng, n, D)
+    q = queries_near(rng, centres, 256)
+    truth = neighbours(store_of(keys), q, K)
+    ivf = store_of(keys, "ivf", ivf_nlist=n // 64).index
+    keys = None
+    index, flat = ivf.index, ivf.quantizer
+    graph = faiss.IndexHNSWFlat(D, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    graph.add(flat.reconstruct_n(0, ivf.nlist))
+
+    def scan(near, lists, nprobe):   # the lists given, scanned: (b, K) ids
+        dist, ids = np.empty((len(q), K), np.float32), np.empty((len(q), K), np.int64)
+        # the C++ call: FAISS's Python wrapper of it takes nprobe from the index, not the call
+        index.search_preassigned_c(len(q), faiss.swig_ptr(q), K, faiss.swig_ptr(lists), faiss.swig_ptr(near),
+                                   faiss.swig_ptr(dist), faiss.swig_ptr(ids), False,
+                                   faiss.SearchParametersIVF(nprobe=nprobe))
+        return ids
+
+    rows = []
+    for nprobe in (4, 8, 16, 64):
+        ways = {"flat": lambda nprobe=nprobe: flat.search(q, nprobe)}
+        for ef in (16, 32, 64, 128):
+            if ef >= nprobe:
+                params = faiss.SearchParametersHNSW(efSearch=ef)
+                ways[f"graph, efSearch {ef}"] = lambda nprobe=nprobe, params=params: graph.search(q, nprobe, params=params)
+        for way, find in ways.items():
+            rows.append({"nprobe": nprobe, "lists_by": way, "lists_ms": 1e3 * timed(find, calls),
+                         "top1": agreement(scan(*find(), nprobe), truth, K)[0]})
+            print(json.dumps(rows[-1]), flush=True)
+    return {"N": n, "nlist": ivf.nlist, "rows": rows}
 
 
 def latency_rows(max_n: int, rng, many_from: int) -> list[dict]:
@@ -237,6 +272,8 @@ def main() -> int:
                    help="from this N on, also IVF with N / 64 lists (two-level k-means)")
     p.add_argument("--omniglot-checkpoint", type=Path, default=Path("runs/omniglot/5way-paper/checkpoint.pt"))
     p.add_argument("--memory-npz", type=Path, nargs="*", default=[], help="saved memories (snapshots) to measure")
+    p.add_argument("--routing", type=int, default=0, metavar="N",
+                   help="also compare how N / 64 lists are found for a query (flat scan, HNSW graph) at N slots")
     p.add_argument("--skip-latency", action="store_true",
                    help="measure learned keys only; the latency rows are kept from the results file, with the "
                         "machine and commit they had")
@@ -264,8 +301,14 @@ def main() -> int:
         cross = earlier["crossover"]
     else:
         rows, then = latency_rows(a.max_n, rng, a.many_lists_from), now
+        # the larger memories' rows (beyond --max-n) are kept from the file, with their run
+        kept = [{**x, "run": x.get("run") or earlier.get("latency_run") or now_or({}, earlier)}
+                for x in earlier.get("latency", []) if x["N"] > a.max_n]
         cross = {b: crossover(rows, b) for b in (16, 256)}
-    out = {**now, "latency_run": then, "k": K, "d": D, "latency": rows, "learned": learned, "crossover": cross}
+        rows += kept
+    found = ({**routing(a.routing, rng), **now} if a.routing else earlier.get("routing"))
+    out = {**now, "latency_run": then, "k": K, "d": D, "latency": rows, "learned": learned, "crossover": cross,
+           **({"routing": found} if found else {})}
     out = json.loads(json.dumps(out))   # one form from here on: the file's (string keys)
     res = results_dir()
     res.mkdir(parents=True, exist_ok=True)
@@ -290,7 +333,7 @@ def markdown(r: dict) -> list[str]:
              "median ms; clustered unit keys (100 per centre, noise 1.0), fresh queries; top-1 agreement and "
              "recall@256 of IVF against exact on the same memory, b = 256 queries.", "",
              "| N | exact b=16 | exact b=256 | exact B/slot | IVF nlist | nprobe | IVF b=16 | IVF b=256 | of it: index "
-             "(router) | top-1 | recall@256 | IVF B/slot | IVF build s |",
+             "(finding the lists) | top-1 | recall@256 | IVF B/slot | IVF build s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in r["latency"]:
         e = row["exact"]
@@ -299,9 +342,14 @@ def markdown(r: dict) -> list[str]:
             head = (f"| {row['N']:,} | {e['ms']['16']:.2f} | {e['ms']['256']:.1f} | {e['bytes_per_slot']:.0f} | "
                     if j == 0 else "| | | | | ")
             part = x.get("parts_ms", {})   # rows measured before the breakdown have none
-            split = "—" if not part else f"{part['index']:.1f}" + (f" ({part['router']:.1f})" if "router" in part else "")
+            finder = part.get("lists", part.get("router"))   # earlier runs found lists through a graph
+            split = "—" if not part else f"{part['index']:.1f}" + (f" ({finder:.1f})" if finder is not None else "")
             lines.append(head + f"{v['nlist']} | {nprobe} | {x['ms']['16']:.2f} | {x['ms']['256']:.2f} | {split} | "
                          f"{x['top1']:.3f} | {x['recall']:.3f} | {v['bytes_per_slot']:.0f} | {v['build_s']:.1f} |")
+    for x in r["latency"]:
+        if "run" in x:
+            lines += ["", f"N = {x['N']:,}: kept from `{x['run']['command']}` at `{x['run']['machine']['commit']}`, "
+                      f"{x['run']['machine']['cpu']} (its lists found through an HNSW graph of the centroids)."]
     c = r["crossover"]
     largest = next((row for row in r["latency"] if row["N"] == 1 << 22), None)
     if largest:
@@ -312,6 +360,16 @@ def markdown(r: dict) -> list[str]:
             else "no setting measured reaches top-1 0.98 (not met).")]
     lines += ["", f"Crossover (smallest N where IVF at top-1 >= 0.98 beats exact): b=16 at "
               f"{c['16'] or 'none measured'}, b=256 at {c['256'] or 'none measured'}.", ""]
+    if r.get("routing"):
+        g = r["routing"]
+        lines += [f"## Finding a query's lists: flat scan or graph (N = {g['N']:,}, {g['nlist']:,} lists)", "",
+                  f"`{g['command']}` at `{g['machine']['commit']}`, {g['machine']['cpu']}. 256 queries; ms of "
+                  "finding the nprobe lists alone (a flat scan of the centroids, what the store does, or an HNSW "
+                  f"graph over them, M {HNSW_M}, efConstruction {HNSW_EF_CONSTRUCTION}), and the top-1 agreement "
+                  "with exact of the whole search through those lists.", "",
+                  "| nprobe | lists found by | ms | top-1 |", "|---:|---|---:|---:|"]
+        lines += [f"| {x['nprobe']} | {x['lists_by']} | {x['lists_ms']:.1f} | {x['top1']:.3f} |" for x in g["rows"]]
+        lines.append("")
     if r["learned"]:
         lines += ["## IVF on learned keys", "",
                   "Held-out keys of the memory (1,000) query the rest; exact search of the same keys is the truth; "

@@ -118,23 +118,16 @@ class TorchExactIndex(ExactIndex):
 
 
 WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last centroids
-# From this many lists on (what a multi-million-slot memory needs for its top-1 to match exact):
-# - a fit is FAISS's two-level k-means (sqrt(nlist) coarse clusters, each split into its share of
-#   the lists): one k-means of 39 * nlist points against nlist centroids costs O(nlist^2)
-#   (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5);
-# - keys still go to their exactly nearest list (the IVF's own quantizer is flat), but a query's
-#   nprobe lists are found through an HNSW graph over the centroids (``router``): at 65,536 lists
-#   a flat scan costs 256 queries x 65,536 centroids x 128 dims (4.3 GFLOP, ~30 ms on 2 cores) a
-#   search. Keys added through the graph would sit partly in lists no query picks: on
-#   bench/scale.py's keys at 1M slots, 16,384 lists, nprobe 4, top-1 against exact was 0.945 with
-#   graph adds and 0.988 with flat adds and flat queries; with the router: bench_scale.md.
+# From this many lists on (what a multi-million-slot memory needs for its top-1 to come near
+# exact's), a fit is FAISS's two-level k-means (sqrt(nlist) coarse clusters, each split into its
+# share of the lists): one k-means of 39 * nlist points against nlist centroids costs O(nlist^2)
+# (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5).
+# Keys and queries both find their lists by a flat scan of the centroids (one sgemm for a whole
+# batch). An HNSW graph over the centroids was slower for the batches memories serve and lost
+# lists: for 256 queries at 1M slots, 16,384 lists, the flat scan took 25 ms and found the exact
+# top-1 for 0.980 of queries at nprobe 4; the graph took 72 ms (efSearch 128, top-1 0.980) or
+# 20 ms (efSearch 32, top-1 0.969); at 4M slots, 65,536 lists, 82 ms against 135 ms (bench_scale.md).
 MANY_LISTS = 8192
-HNSW_M = 32          # graph degree: FAISS's usual choice for an HNSW coarse quantizer
-HNSW_EF_SEARCH = 128  # candidates kept while finding a query's nprobe lists (at least nprobe)
-# candidates kept while building the graph: at FAISS's default 40, a query's 4 graph-found lists
-# were its 4 exactly nearest for 0.82 of queries (1M slots, 16,384 lists, efSearch 128) and top-1
-# at nprobe 8 was 0.957; at 200, 0.973 and 0.984 (= a flat scan's), the graph built in 4 s
-HNSW_EF_CONSTRUCTION = 200
 
 
 def two_level_centroids(sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
@@ -166,9 +159,8 @@ class IVFIndex:
     after the last fit, at most once per ``nlist * 39 / 8`` slot writes (a young model's keys can
     make the lists 100x more lopsided within one fit's worth of writes).
 
-    From ``MANY_LISTS`` lists on every fit is a two-level k-means, cold, and a query's lists are
-    found through an HNSW graph over the centroids while keys are assigned exactly (a list per
-    ~64 keys is what a multi-million-slot memory needs to come near exact's top-1: see above).
+    From ``MANY_LISTS`` lists on every fit is a two-level k-means, cold (a list per ~64 keys is
+    what a multi-million-slot memory needs to come near exact's top-1: see above).
 
     A scheduled refit starts k-means from the current centroids and runs ``WARM_ITERATIONS``
     rounds instead of FAISS's 10 from a random start: between refits keys drift, so the old
@@ -191,8 +183,7 @@ class IVFIndex:
 
     def _new_index(self) -> None:
         d = self.keys.shape[1]
-        self.quantizer = faiss.IndexFlatIP(d)   # where keys go (add, update): the exactly nearest list
-        self.router = None    # with many lists, where a query looks: a graph over the same centroids
+        self.quantizer = faiss.IndexFlatIP(d)   # a key's list and a query's nprobe lists: the exactly nearest
         self.index = faiss.IndexIVFFlat(self.quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
         self.index.cp.spherical = True  # keys are unit vectors: spherical k-means centroids
         self.index.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -223,16 +214,8 @@ class IVFIndex:
             self.index.is_trained = True
         self.index.add_with_ids(self.keys[:n], np.arange(n, dtype=np.int64))
         self.present[:n] = True
-        self._route()
         self.written, self.trainings = 0, self.trainings + 1
         self.fit_imbalance = self.imbalance()
-
-    def _route(self) -> None:
-        """With many lists, the HNSW graph over the quantizer's centroids that finds a query's lists."""
-        if self.nlist >= MANY_LISTS:
-            self.router = faiss.IndexHNSWFlat(self.keys.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            self.router.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-            self.router.add(self.quantizer.reconstruct_n(0, self.nlist))
 
     def imbalance(self) -> float:
         """FAISS's imbalance factor of the lists (1 = every list the same size)."""
@@ -251,18 +234,7 @@ class IVFIndex:
             return self.exact.search(queries, k, n, nprobe)
         nprobe = min(nprobe or self.default_nprobe, self.nlist)
         queries = _check_faiss_input(queries, self.keys.shape[1])
-        if self.router is None:
-            return self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        # the graph must keep at least nprobe candidates
-        near, lists = self.router.search(queries, nprobe, params=faiss.SearchParametersHNSW(
-            efSearch=max(HNSW_EF_SEARCH, nprobe)))   # (b, nprobe) list ids, their inner products
-        b = len(queries)
-        dist, ids = np.empty((b, int(k)), np.float32), np.empty((b, int(k)), np.int64)
-        # the C++ call: FAISS's Python wrapper of it takes nprobe from the index, not the call
-        self.index.search_preassigned_c(b, faiss.swig_ptr(queries), int(k), faiss.swig_ptr(lists), faiss.swig_ptr(near),
-                                        faiss.swig_ptr(dist), faiss.swig_ptr(ids), False,
-                                        faiss.SearchParametersIVF(nprobe=nprobe))
-        return dist, ids
+        return self.index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
 
     def on_write(self, slots: np.ndarray, n: int) -> None:
         if not self.trained:
@@ -301,9 +273,6 @@ class IVFIndex:
         self.index = faiss.deserialize_index(np.asarray(state["ivf_index"], dtype=np.uint8))
         self.quantizer = faiss.downcast_index(self.index.quantizer)   # what a warm refit starts from
         self.present = np.array(state["ivf_present"], dtype=bool)
-        self.router = None   # a snapshot from before the router keeps its graph as the quantizer: searched as it is
-        if self.trained and isinstance(self.quantizer, faiss.IndexFlatIP):
-            self._route()
         if "ivf_counts" in state:   # snapshots from before re-training have none: start counting
             self.written, self.trainings = (int(x) for x in state["ivf_counts"])
         # older snapshots kept no imbalance: count from the lists as they are
