@@ -54,6 +54,9 @@ class ReferenceMemory:
         out["weights"] = w
         out["result"] = int(self.V[ids[0]]) if ids else -1
         out["top_weight"] = float(w[0]) if ids else 0.0
+        # the weight's gradient terms: the top neighbour's key and sum_i w_i K[n_i]
+        out["top_key"] = self.K[ids[0]].copy() if ids else np.zeros(self.d, np.float32)
+        out["mean_key"] = sum((wi * self.K[i].astype(np.float64) for wi, i in zip(w, ids)), np.zeros(self.d))
         if label is None:
             return out
         pool = list(zip(ids, sims))

@@ -58,6 +58,9 @@ def assert_same_answers(res, outs, k, step):
     np.testing.assert_allclose(res.negative_key, [o["neg_key"] for o in outs], atol=1e-6, err_msg=ctx)
     np.testing.assert_array_equal(res.correct, [o["correct"] for o in outs], ctx)
     np.testing.assert_array_equal(res.written_slot, [o["written"] for o in outs], ctx)
+    if res.mean_key is not None:   # asked for with weight_terms
+        np.testing.assert_allclose(res.top_key, [o["top_key"] for o in outs], atol=1e-6, err_msg=ctx)
+        np.testing.assert_allclose(res.mean_key, [o["mean_key"] for o in outs], atol=1e-5, err_msg=ctx)
 
 
 def assert_same_state(keys, values, ages, sources, recent, ref):
@@ -75,7 +78,7 @@ def test_store_matches_reference(size, d, k, b, classes, noise, top, repeat):
     store = MemoryStore(cfg)
     ref = ReferenceMemory(size, d, k, age_noise=noise, correct_in_top=top, seed=7)
     for step, req in enumerate(clustered_batches(size + d, d, classes, b, 200, repeat_labels=repeat)):
-        res = store.lookup(to_spec(req))
+        res = store.lookup(to_spec(req, weight_terms=step % 2 == 0))
         assert_same_answers(res, ref.call([dict(req)])[0], k, step)
     assert store.counters.evictions > 0 and store.counters.correct_writes > 0
     assert_same_state(store.keys, store.values, store.ages, store.sources, store.recent, ref)
