@@ -1,7 +1,8 @@
 """kNN-MT (Khandelwal et al., ICLR 2021) from the same raremem service: a datastore of a trained
-baseline's decoder states and decoding that mixes its nearest neighbours into the model.
+model's decoder states (a baseline's, or a memory model's beside its memory) and decoding that
+mixes its nearest neighbours into the model.
 
-- ``build_datastore``: the baseline reads (source, target) pairs under teacher forcing; each
+- ``build_datastore``: the model reads (source, target) pairs under teacher forcing; each
   target position's attention vector (what the memory model queries with) becomes a key, the
   target token its value, the pair's line its source. The keys go into an append-only memory
   (every write a fresh slot, keys as given, nothing evicted while slots are empty).
@@ -34,7 +35,7 @@ from raremem.models.translation.subwords import EOS, PAD, Subwords
 @torch.no_grad()
 def build_datastore(model, subwords: Subwords, sources: list[str], targets: list[str], client, name: str,
                     lines: list[int] | None = None, batch: int = 64, max_tokens: int = 200) -> int:
-    """Write the baseline's states over (source, target) pairs into the append-only memory
+    """Write the model's states over (source, target) pairs into the append-only memory
     ``name`` (created by the caller, at least as large as the target tokens); returns the number
     of entries written. ``lines``: each pair's source id (default its index)."""
     model.eval()
@@ -56,18 +57,21 @@ def build_datastore(model, subwords: Subwords, sources: list[str], targets: list
 
 
 TRAIN, CONTEXT = "knn/train", "knn/context"   # the datastores' memory names
+KNN_ROWS = {"GNMT": "GNMT + kNN-MT", "GNMT + memory": "GNMT + memory, kNN-MT"}   # model -> its kNN-MT row
 
 
 class KNNDecoder:
     """A trained model whose every decoder step is mixed with the k nearest neighbours of
-    datastores ``names`` on ``client``. A baseline reads datastores of its attention vectors; a
-    memory model (``client`` None) reads its own memory: its queries are the memory layer's
-    unit queries, p_model its own read-out (which already holds the memory's top neighbour),
-    and what a context pass wrote into memory reaches p_kNN with all its neighbours' weight."""
+    datastores ``names`` on ``client``, queried with its attention vectors (a memory model's
+    too: p_model is then its own read-out, memory included, and the datastores are a second,
+    unprojected key beside its memory). A memory model without ``client`` reads its own memory
+    instead: its queries are the memory layer's unit queries, and what a context pass wrote
+    into memory reaches p_kNN with all its neighbours' weight."""
 
     def __init__(self, model, client=None, names: str | tuple[str, ...] = TRAIN, k: int = 16,
                  temperature: float = 0.1, lam: float = 0.25, nprobe: int = 0):
-        if client is None:
+        self.own = client is None   # a memory model reading its own memory
+        if self.own:
             if model.memory is None:
                 raise ValueError("a baseline needs the client of its datastores")
             client, names = model.memory.backend.calls, model.memory.backend.name   # its one stream
@@ -106,7 +110,7 @@ class KNNDecoder:
         p_model = logits[:, 0].float().softmax(-1)                          # (N, V)
         if self.lam == 0:
             return p_model.log()[:, None], None
-        queries = att[:, 0] if self.model.memory is None else self.model.memory.query(att[:, 0])
+        queries = self.model.memory.query(att[:, 0]) if self.own else att[:, 0]
         p = (1 - self.lam) * p_model + self.lam * self.knn_probs(queries)
         return p.clamp_min(1e-30).log()[:, None], None
 
@@ -129,28 +133,41 @@ class KNNDecoder:
 
 
 @contextlib.contextmanager
-def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, nprobe: int = 32, k: int = 32,
+def trained_model(run: Path, best: bool = True):
+    """A trained run's model to decode with: a baseline's weights, or a memory model over a copy of
+    its trained memory on a server of its own (``protocol.trained_memory``; decoding only reads
+    it). Yields (model, subwords, summary, weights file)."""
+    from raremem.models.translation.protocol import chosen_weights, load_run, trained_memory  # noqa: PLC0415
+
+    weights = chosen_weights(run, best)
+    if json.loads((run / "run.json").read_text())["config"]["memory_layer"]:
+        with trained_memory(run, *weights) as (model, sw, summary, _):
+            yield model, sw, summary, weights[0]
+    else:
+        yield *load_run(run, None, weights=weights[0]), weights[0]
+
+
+@contextlib.contextmanager
+def training_datastore(run: Path, size: int = 1 << 19, nlist: int = 0, nprobe: int = 32, k: int = 32,
                        train_limit: int = 0, best: bool = True, threads: int = 1):
-    """A server of its own holding ``baseline``'s datastore over the training targets (append-only
-    IVF memory ``TRAIN``): yields (model, subwords, summary, client, info). ``best``: the run's
-    best-validation weights where it kept them. A run trained with ``--hold-out`` gets a
-    datastore without its held-out pairs (what it trained on). ``threads``: the server's FAISS
-    threads (beside a training, one)."""
+    """A server of its own holding the datastore of ``run``'s states (a baseline's or a memory
+    model's attention vectors) over the training targets (append-only IVF memory ``TRAIN``):
+    yields (model, subwords, summary, client, info). ``best``: the run's best-validation weights
+    where it kept them. A run trained with ``--hold-out`` gets a datastore without its held-out
+    pairs (what it trained on). ``threads``: the server's FAISS threads (beside a training, one)."""
 
     from raremem.client import MemoryClient  # noqa: PLC0415
     from raremem.models.training import memory_server  # noqa: PLC0415
     from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.protocol import chosen_weights, load_run  # noqa: PLC0415
     from raremem.models.translation.train import TrainConfig, held_out_lines  # noqa: PLC0415
 
-    baseline = Path(baseline)
-    weights = chosen_weights(baseline, best)[0]
-    model, sw, summary = load_run(baseline, None, weights=weights)
+    run = Path(run)
     train = data.load("train")
-    cfg = TrainConfig(**json.loads((baseline / "run.json").read_text())["config"])
+    cfg = TrainConfig(**json.loads((run / "run.json").read_text())["config"])
     out = held_out_lines(cfg, train.target)
     keep = [i for i in range(len(train.target[:train_limit or None])) if i not in out]
-    with memory_server("spawn", threads=threads) as address, MemoryClient(address, timeout=600) as client:
+    with trained_model(run, best) as (model, sw, summary, weights), \
+            memory_server("spawn", threads=threads) as address, MemoryClient(address, timeout=600) as client:
         # a write is a lookup with update: its search only decides the write's `correct`, which
         # a datastore never reads, so writes probe one list; decoding asks for ``nprobe``
         client.create_memory(TRAIN, model.cfg.units, size, index="ivf", ivf_nlist=nlist, ivf_nprobe=1,
@@ -158,7 +175,7 @@ def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, npro
         t0 = time.perf_counter()
         entries = build_datastore(model, sw, [train.source[i] for i in keep], [train.target[i] for i in keep],
                                   client, TRAIN, lines=keep)
-        info = {"baseline_run": str(baseline), "baseline_weights": weights, "baseline_steps": summary["steps"],
+        info = {"run": str(run), "memory_model": cfg.memory_layer, "weights": weights, "steps": summary["steps"],
                 "size": size, "nprobe": nprobe, "datastore_entries": entries, "held_out_pairs": len(out),
                 "datastore_seconds": round(time.perf_counter() - t0, 1)}
         yield model, sw, summary, client, info
@@ -166,7 +183,7 @@ def training_datastore(baseline: Path, size: int = 1 << 19, nlist: int = 0, npro
 
 class ContextStore:
     """The one-shot protocols' context lines as a small append-only datastore ``CONTEXT`` beside
-    the training one: ``learn`` writes the baseline's states over (source, reference) pairs,
+    the training one: ``learn`` writes the model's states over (source, reference) pairs,
     ``fresh`` empties it. What the memory model's context pass is to the memory model."""
 
     def __init__(self, model, subwords: Subwords, client, size: int = 1 << 15):
@@ -182,15 +199,16 @@ class ContextStore:
 
 @contextlib.contextmanager
 def tuned_with_context(tuned_file: Path, baseline: Path | None = None):
-    """kNN-MT for the one-shot protocols: ``baseline`` (default the one tuned in ``tuned_file``,
-    a knn-<split>.json) with the k, temperature and lambda tuned there, reading its training
-    datastore and a ``ContextStore``. Yields (decoder, subwords, summary, store, record) where
+    """kNN-MT for the one-shot protocols: ``baseline`` (default the run tuned in ``tuned_file``,
+    a knn-<split>.json; a memory run's model keeps its trained memory) with the k, temperature
+    and lambda tuned there, reading its training datastore and a ``ContextStore``. Yields
+    (decoder, subwords, summary, store, record) where
     ``store.fresh``/``store.learn`` empty it and write context into it, and ``record`` says
     what was used."""
 
     tuned = json.loads(Path(tuned_file).read_text())
     chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
-    baseline = Path(baseline or tuned["baseline_run"])
+    baseline = Path(baseline or tuned["run"])
     with training_datastore(baseline, tuned["size"], nprobe=tuned["nprobe"], k=chosen["k"]) as (model, sw, summary,
                                                                                                client, info):
         store = ContextStore(model, sw, client)
@@ -208,7 +226,7 @@ def mixed_memory(model, subwords: Subwords, tuned_file: Path, passes: int = 3):
 
     tuned = json.loads(Path(tuned_file).read_text())
     if "memory_run" not in tuned:
-        raise ValueError(f"{tuned_file} tuned kNN-MT over a baseline, not a memory model's own memory")
+        raise ValueError(f"{tuned_file} tuned kNN-MT over a datastore, not a memory model's own memory")
     chosen = {k: tuned["chosen"][k] for k in ("k", "temperature", "lam")}
     return (KNNDecoder(model, **chosen), lambda s, t: context_pass(model, subwords, s, t, passes),
             {"mix": chosen, "mix_tuned_on": tuned["memory_run"]})
@@ -264,24 +282,26 @@ def _lines(split: str, limit: int) -> tuple[list[str], list[str]]:
     return part.source[:limit or None], part.target[:limit or None]
 
 
-def run_experiment(baseline, out, size: int = 1 << 19, val_lines: int = 500, test_split: str = "test_2016_flickr",
+def run_experiment(run, out, size: int = 1 << 19, val_lines: int = 500, test_split: str = "test_2016_flickr",
                    width: int = 4, grid=GRID, nlist: int = 0, nprobe: int = 32,
                    train_limit: int = 0, test_limit: int = 0) -> dict:
-    """The kNN-MT rows: a datastore of ``baseline``'s states over the training targets in an
-    append-only IVF memory of a spawned server, (k, temperature, lam) picked by greedy BLEU on
-    the first ``val_lines`` of val, then beam decoding of the test split beside the baseline with
-    paired-bootstrap intervals. Writes ``out`` (JSON) and returns it."""
+    """The kNN-MT rows: a datastore of ``run``'s states (a baseline's, or a memory model's beside
+    its memory) over the training targets in an append-only IVF memory of a spawned server,
+    (k, temperature, lam) picked by greedy BLEU on the first ``val_lines`` of val, then beam
+    decoding of the test split beside the model alone with paired-bootstrap intervals. Writes
+    ``out`` (JSON) and returns it."""
 
     from raremem.models import runinfo  # noqa: PLC0415
 
-    with training_datastore(baseline, size, nlist, nprobe, max(grid[0]), train_limit) as (model, sw, _, c, info):
+    with training_datastore(run, size, nlist, nprobe, max(grid[0]), train_limit) as (model, sw, _, c, info):
         def decoder(k, temperature, lam):
             return KNNDecoder(model, c, TRAIN, k=k, temperature=temperature, lam=lam, nprobe=nprobe)
 
+        name = "GNMT + memory" if info["memory_model"] else "GNMT"
         result = {**info, "machine": runinfo.machine(), "command": runinfo.command(), "test_split": test_split,
                   "width": width}
         result |= tuned_test(decoder, model, sw, _lines("val", val_lines), _lines(test_split, test_limit),
-                             ("GNMT", "GNMT + kNN-MT"), width, grid)
+                             (name, KNN_ROWS[name]), width, grid)
     Path(out).write_text(json.dumps(result, indent=1))
     return result
 
@@ -314,10 +334,12 @@ def main(argv=None) -> int:
     import argparse  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="kNN-MT rows: datastore, tuning on val, test with intervals")
-    p.add_argument("--baseline", default="runs/translation/baseline")
+    p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"),
+                   help="the run whose states fill the datastore: a baseline, or a memory run (read beside its memory)")
     p.add_argument("--memory", type=Path, default=None,
                    help="a memory run instead: read its own trained memory like kNN-MT (its best weights)")
-    p.add_argument("--out", default=None, help="default knn-<split>.json beside the runs (in --memory's folder)")
+    p.add_argument("--out", default=None, help="default knn-<split>.json beside the runs (in --memory's folder; "
+                   "knn-mt-<split>.json in the folder of a memory run given as --baseline)")
     p.add_argument("--split", default="test_2016_flickr")
     p.add_argument("--size", type=int, default=1 << 19, help="datastore slots (>= the training target tokens)")
     p.add_argument("--val-lines", type=int, default=500)
@@ -331,8 +353,9 @@ def main(argv=None) -> int:
         r = memory_experiment(a.memory, a.out or a.memory / f"knn-{a.split}.json", True, a.val_lines, a.split,
                               a.width)
     else:
-        r = run_experiment(a.baseline, a.out or f"runs/translation/knn-{a.split}.json", a.size, a.val_lines,
-                           a.split, a.width, nprobe=a.nprobe)
+        memory_run = json.loads((a.baseline / "run.json").read_text())["config"]["memory_layer"]
+        out = a.baseline / f"knn-mt-{a.split}.json" if memory_run else a.baseline.parent / f"knn-{a.split}.json"
+        r = run_experiment(a.baseline, a.out or out, a.size, a.val_lines, a.split, a.width, nprobe=a.nprobe)
     print({k: v for k, v in r["test"]["systems"].items()})
     return 0
 

@@ -110,8 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--evaluations", type=int, default=2, help="evaluation lines per word")
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--knn", type=Path, default=None,
-                   help="a knn-<split>.json: --run is a baseline trained with --hold-out, scored as kNN-MT with the "
-                        "k, temperature and lambda tuned there, the context lines added to its training datastore")
+                   help="a knn-<split>.json: --run (a baseline or a memory model trained with --hold-out) scored as "
+                        "kNN-MT with the k, temperature and lambda tuned there, the context lines added to its "
+                        "training datastore")
     p.add_argument("--mix", type=Path, default=None,
                    help="a knn-<split>.json of `knn --memory`: decode --run read like kNN-MT from its own memory, "
                         "with the k, temperature and lambda tuned there")

@@ -173,8 +173,8 @@ def lookup_ranks(model, subwords, pool: data.Parallel, pairs: list[RarePair], fr
 
 def main(argv=None) -> int:
     """The paired-rare-word protocol on a trained memory run (oneshot.json beside it), or with
-    ``--knn``: kNN-MT over the baseline and the settings tuned in a knn-<split>.json, the context
-    lines added to the training datastore (oneshot-knn.json beside the baseline)."""
+    ``--knn``: kNN-MT over the model and the settings tuned in a knn-<split>.json, the context
+    lines added to the training datastore (oneshot-knn.json beside the model's run)."""
     import argparse  # noqa: PLC0415
     import json  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="first pairs only (0 = all)")
     p.add_argument("--knn", type=Path, default=None,
-                   help="a knn-<split>.json: score kNN-MT over its baseline with its tuned k, temperature, lambda")
+                   help="a knn-<split>.json: score kNN-MT over its run's model with its tuned k, temperature, lambda")
     p.add_argument("--mix", type=Path, default=None,
                    help="a knn-<split>.json of `knn --memory`: decode --run read like kNN-MT from its own memory")
     p.add_argument("--ranks", action="store_true",
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
 
         with tuned_with_context(a.knn) as (decoder, sw, summary, store, record):
             result = paired_hits(decoder, sw, pool, pairs, store.fresh, a.width, learn=store.learn) | record
-        run = Path(json.loads(a.knn.read_text())["baseline_run"])
+        run = Path(json.loads(a.knn.read_text())["run"])
         out = run / "oneshot-knn.json"
     else:
         with trained_memory(a.run, *chosen_weights(a.run, a.best)) as (model, sw, summary, fresh):

@@ -117,3 +117,24 @@ def test_a_memory_model_reads_its_own_memory_like_knn_mt(server, corpus):
         assert translate(copy, sw, src[i:i + 1], width=1) != tgt[i:i + 1]   # not in memory
         context_pass(model, sw, src[i:i + 1], tgt[i:i + 1], passes=1)
         assert translate(copy, sw, src[i:i + 1], width=1) == tgt[i:i + 1]
+
+
+def test_a_memory_model_reads_a_datastore_of_its_states(server, client, corpus):
+    """Given a client, a memory model's decoder reads a datastore of its unprojected attention
+    vectors, its own memory still inside p_model: lam = 0 decodes as the memory model, and
+    lam = 1 with k = 1 gives back the stored targets word for word (its states are the keys)."""
+    from raremem.models.memory_layer import make_backend
+    from raremem.models.translation.evaluate import context_pass
+
+    sw, src, tgt = corpus
+    model = tiny_model(vocab=len(sw), memory_backend=make_backend(server[0], "knn/mem", 8, 4096, choose_k=16))
+    context_pass(model, sw, src[8:20], tgt[8:20], passes=1)      # its memory is not empty
+    client.create_memory("knn/states", 8, 4096, append_only=True, choose_k=4)
+    build_datastore(model, sw, src, tgt, client, "knn/states", batch=16)
+    before = client.stats("knn/mem").lookups
+    base = KNNDecoder(model, client, "knn/states", lam=0.0)
+    assert base.names == ("knn/states",) and not base.own
+    assert translate(base, sw, src[:6], width=1) == translate(model, sw, src[:6], width=1)
+    assert client.stats("knn/mem").lookups > before               # p_model read the model's memory
+    copy = KNNDecoder(model, client, "knn/states", k=1, lam=1.0)
+    assert translate(copy, sw, src[:8], width=1) == tgt[:8]

@@ -118,7 +118,8 @@ def trained_runs(tmp_path_factory):
             stats = c.stats(cfg.memory_name)
             c.snapshot(cfg.memory_name)   # where a spawned server would have put it at the end
     (tmp / "memory" / "memory").mkdir()
-    (tmp / "server" / "translation").rename(tmp / "memory" / "memory" / "translation")
+    for kept in ("translation", "best"):   # the last memory, and the one beside the best weights
+        (tmp / "server" / kept).rename(tmp / "memory" / "memory" / kept)
     return tmp, summaries, stats
 
 
@@ -195,17 +196,20 @@ def test_hogwild_replicas_share_one_life_long_memory(trained_runs, server):
 
 
 @needs_data
-def test_knn_mt_rows_from_a_trained_baseline(trained_runs, tmp_path):
-    """The kNN-MT experiment end to end on the short baseline: datastore, tuning, test with intervals."""
+@pytest.mark.parametrize("run, rows", [("baseline", ("GNMT", "GNMT + kNN-MT")),
+                                       ("memory", ("GNMT + memory", "GNMT + memory, kNN-MT"))])
+def test_knn_mt_rows_from_a_trained_run(trained_runs, tmp_path, run, rows):
+    """The kNN-MT experiment end to end on a short run, the baseline or the memory model (its
+    datastore beside its trained memory): datastore, tuning, test with intervals."""
     from raremem.models.translation.knn import run_experiment
 
     tmp, _, _ = trained_runs
-    r = run_experiment(tmp / "baseline", tmp_path / "knn.json", size=4096, val_lines=8, width=2,
+    r = run_experiment(tmp / run, tmp_path / "knn.json", size=4096, val_lines=8, width=2,
                        grid=((4,), (0.1,), (0.0, 0.5)), nlist=8, nprobe=8, train_limit=150, test_limit=10)
-    assert r["datastore_entries"] > 150 and len(r["tuning"]) == 3
-    assert r["tuning"][1]["val_bleu"] == r["tuning"][0]["val_bleu"]        # lam 0: the baseline, greedy
+    assert r["datastore_entries"] > 150 and len(r["tuning"]) == 3 and r["memory_model"] == (run == "memory")
+    assert r["tuning"][1]["val_bleu"] == r["tuning"][0]["val_bleu"]        # lam 0: the model alone, greedy
     systems = r["test"]["systems"]
-    assert set(systems) == {"GNMT", "GNMT + kNN-MT"} and "diff_ci95" in systems["GNMT + kNN-MT"]
+    assert set(systems) == set(rows) and "diff_ci95" in systems[rows[1]]
     assert json.loads((tmp_path / "knn.json").read_text())["chosen"] in r["tuning"]
 
 
@@ -276,6 +280,6 @@ def test_a_memory_run_read_like_knn_mt_and_its_one_shot_pairs(trained_runs, tmp_
     assert oneshot.main(["--run", str(tmp / "memory"), "--limit", "12", "--mix", str(tmp_path / "mix.json")]) == 0
     o = json.loads((tmp / "memory" / "oneshot-mix.json").read_text())
     assert o["pairs"] == 12 and o["mix"] == {k: r["chosen"][k] for k in ("k", "temperature", "lam")}
-    with pytest.raises(ValueError, match="baseline"):   # a baseline's tuning is not a memory model's
+    with pytest.raises(ValueError, match="datastore"):   # a datastore's tuning is not a memory model's
         (tmp_path / "base.json").write_text(json.dumps({"chosen": r["chosen"]}))
         oneshot.main(["--run", str(tmp / "memory"), "--limit", "2", "--mix", str(tmp_path / "base.json")])
