@@ -123,10 +123,10 @@ WARM_ITERATIONS = 5   # k-means rounds of a refit that starts from the last cent
 # share of the lists): one k-means of 39 * nlist points against nlist centroids costs O(nlist^2)
 # (65,536 lists: ~40 TFLOP a round), the two-level one O(nlist^1.5).
 # Keys and queries both find their lists by a flat scan of the centroids (one sgemm for a whole
-# batch). An HNSW graph over the centroids was slower for the batches memories serve and lost
-# lists: for 256 queries at 1M slots, 16,384 lists, the flat scan took 25 ms and found the exact
-# top-1 for 0.980 of queries at nprobe 4; the graph took 72 ms (efSearch 128, top-1 0.980) or
-# 20 ms (efSearch 32, top-1 0.969); at 4M slots, 65,536 lists, 82 ms against 135 ms (bench_scale.md).
+# batch). An HNSW graph over the centroids lost lists for the batches memories serve: at 1M
+# slots, 16,384 lists, the flat scan finds 256 queries' lists in 24-27 ms with top-1 0.965-0.992
+# against exact (nprobe 4-64); at 4M slots, 65,536 lists, the flat scan takes 85-92 ms (top-1
+# 0.883-0.945) and a graph at efSearch 128 74-76 ms (top-1 0.867-0.926) (bench_scale.md).
 MANY_LISTS = 8192
 
 
