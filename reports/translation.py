@@ -353,23 +353,35 @@ def _bleu_ci(r: dict) -> str:
 def ablation_results(folder: Path, last: dict) -> dict:
     """Test BLEU of the short ablations with paired-bootstrap intervals against the control, and
     of the baseline's other seeds: from each run's eval file where it exists, else as the last
-    results file recorded it. Same resamples as the main table's."""
+    results file recorded it. Each system keeps its hypotheses, so a run whose folder is gone is
+    still paired with the others; one recorded before that (no hypotheses) keeps its score but no
+    difference. Same resamples as the main table's."""
     ref = data.load(SHORT_SPLIT, Path(TrainConfig().data_dir)).target
     out = {}
     for group, runs, row, against in (("short", SHORT, "GNMT + memory", CONTROL), ("seeds", SEEDS, "GNMT", None)):
-        evals = {name: json.loads(path.read_text()) for name, d in runs.items()
-                 if (path := folder / d / f"eval-{SHORT_SPLIT}-best.json").is_file()}
-        if not evals:
+        kept = last.get("ablations", {}).get(group, {}).get("systems", {})
+        systems = {}
+        for name, d in runs.items():
+            path = folder / d / f"eval-{SHORT_SPLIT}-best.json"
+            if path.is_file():
+                e = json.loads(path.read_text())
+                r = e["rows"][row]
+                systems[name] = {"weights_step": r.get("weights_step"), "command": r["command"],
+                                 "machine": r["machine"], "hypotheses": e["hypotheses"][row]}
+            elif name in kept:
+                systems[name] = kept[name]
+        hyps = {name: r["hypotheses"] for name, r in systems.items() if "hypotheses" in r}
+        if not hyps:   # nothing to pair again: as recorded
             if group in last.get("ablations", {}):
                 out[group] = last["ablations"][group]
             continue
-        hyps = {name: e["hypotheses"][row] for name, e in evals.items()}
         base = against if against in hyps else next(iter(hyps))
-        ci = paired_bootstrap(ref[:len(next(iter(hyps.values())))], hyps, base)
-        out[group] = {"split": SHORT_SPLIT, "against": base, "systems": {
-            name: {**ci["systems"][name], "weights_step": e["rows"][row].get("weights_step"),
-                   "command": e["rows"][row]["command"], "machine": e["rows"][row]["machine"]}
-            for name, e in evals.items()}}
+        ci = paired_bootstrap(ref[:len(next(iter(hyps.values())))], hyps, base)["systems"]
+        for name, r in systems.items():
+            score = {k: v for k, v in r.items() if k in ("bleu", "ci95")} if name not in ci else ci[name]
+            systems[name] = {**{k: v for k, v in r.items() if k not in ("bleu", "ci95", "diff", "diff_ci95",
+                                                                        "p_not_better")}, **score}
+        out[group] = {"split": SHORT_SPLIT, "against": base, "systems": systems}
     return out
 
 
@@ -397,6 +409,10 @@ def ablation_section(found: dict, train: dict, evaluations: list[dict]) -> list[
             pace = f"{60 * t['train_minutes'] / t['steps']:.2f}" if t.get("steps") else "—"
             md.append(f"| {name} | {curve} | {_bleu_ci(r)} ({r['weights_step']:,}) | {diff} | {share} | {pace} | "
                       f"`{r['machine'].get('commit', '?')}` |")
+        unpaired = [n for n, r in short["systems"].items() if n != against and "diff" not in r]
+        if unpaired:
+            md += ["", f"No difference for {', '.join(unpaired)}: scored before the report kept hypotheses, and its "
+                   "run folder is not in this checkout, so it cannot be paired with the others."]
         md += ["", "Scored with: " + "; ".join(f"{n}: `{r['command']}`" for n, r in short["systems"].items())]
         curves = {n: train[n]["curve"] for n in short["systems"] if "curve" in train.get(n, {})}
         if curves:   # drawn where this checkout holds the runs, else the png stays as drawn
