@@ -9,7 +9,7 @@ read like kNN-MT from its own memory (memory-2/knn-<split>.json). What is not in
 this checkout's runs keeps the entry the last results/translation.json gave it (measured
 elsewhere, with its own machine and commit).
 
-    python -m reports.translation                     # -> results/translation.{md,json}
+    python -m reports.translation [--notes NOTES.md]  # -> results/translation.{md,json}
 """
 
 from __future__ import annotations
@@ -441,11 +441,13 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"))
     p.add_argument("--memory", type=Path, default=Path("runs/translation/memory"))
     p.add_argument("--splits", nargs="+", default=["test_2016_flickr", "newstest2014"])
-    p.add_argument("--notes", default="", help="markdown appended to the tables (training, machine)")
+    p.add_argument("--notes", default="", help="markdown appended to the tables (conditions, reading); "
+                   "without it, the notes the last results file kept")
     a = p.parse_args(argv)
     last = results_dir() / "translation.json"
     last = json.loads(last.read_text()) if last.is_file() else {}
     folder = a.memory.parent
+    notes = Path(a.notes).read_text() if a.notes else last.get("notes", "")
     parts = []
     for split in a.splits:   # the evaluation with the best-validation weights (--best) where it exists
         path = next((p for p in (folder / f"eval-{split}-best.json", folder / f"eval-{split}.json") if p.is_file()), None)
@@ -461,9 +463,10 @@ def main(argv=None) -> int:
     ablations = ablation_results(folder, last)
     md = (tables(parts).splitlines() + interval_table(parts) + protocol_sections(extra, a.splits)
           + ablation_section(ablations, train_info, parts) + train_md
-          + (Path(a.notes).read_text().splitlines() if a.notes else []))
+          + notes.splitlines())
     runinfo.write_results("translation", {"training": train_info, "evaluations": [
-        {k: v for k, v in p.items() if k != "hypotheses"} for p in parts], **extra, "ablations": ablations}, md)
+        {k: v for k, v in p.items() if k != "hypotheses"} for p in parts], **extra, "ablations": ablations,
+        "notes": notes}, md)
     return 0
 
 
