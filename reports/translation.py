@@ -351,6 +351,9 @@ def _bleu_ci(r: dict) -> str:
     return f"{r['bleu']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
 
 
+SCORES = ("bleu", "ci95", "diff", "diff_ci95", "p_not_better")   # what paired_bootstrap gives a system
+
+
 def ablation_results(folder: Path, last: dict) -> dict:
     """Test BLEU of the short ablations with paired-bootstrap intervals against the control, and
     of the baseline's other seeds: from each run's eval file where it exists, else as the last
@@ -378,10 +381,9 @@ def ablation_results(folder: Path, last: dict) -> dict:
             continue
         base = against if against in hyps else next(iter(hyps))
         ci = paired_bootstrap(ref[:len(next(iter(hyps.values())))], hyps, base)["systems"]
-        for name, r in systems.items():
-            score = {k: v for k, v in r.items() if k in ("bleu", "ci95")} if name not in ci else ci[name]
-            systems[name] = {**{k: v for k, v in r.items() if k not in ("bleu", "ci95", "diff", "diff_ci95",
-                                                                        "p_not_better")}, **score}
+        for name, r in systems.items():   # scores paired again where it can be, else as kept
+            facts = {k: v for k, v in r.items() if k not in SCORES}
+            systems[name] = facts | (ci[name] if name in ci else {k: r[k] for k in ("bleu", "ci95")})
         out[group] = {"split": SHORT_SPLIT, "against": base, "systems": systems}
     return out
 
