@@ -1,12 +1,17 @@
 """k-shot evaluation on held-out Omniglot classes (Kaiser et al. 2017, Table 1).
 
+Final numbers read the split's test classes (``--classes test``, the default), once per
+reported number; choices (heads, precisions, when to stop) read ``--classes val``. The split is
+the checkpoint's own unless ``--split`` says otherwise.
+
 One episode at a time, each in an emptied memory: ``width`` evaluation classes drawn ``shots``
 times, first draws first; the memory is updated as the episode unfolds (no weight changes).
 Accuracy is kept per "times seen before" (0-shot ... (shots-1)-shot); 95% intervals are over
 episodes. The same harness scores a trained model and the pixel nearest-neighbour baseline.
 
     python -m raremem.models.omniglot.evaluate --checkpoint runs/omniglot/checkpoint.pt
-    python -m raremem.models.omniglot.evaluate --pixel-nn
+    python -m raremem.models.omniglot.evaluate --checkpoint runs/omniglot/best.pt --classes val
+    python -m raremem.models.omniglot.evaluate --pixel-nn --split lake
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from raremem.models import runinfo
 from raremem.models.paths import data_dir
 from raremem.models.memory_layer import make_backend
-from raremem.models.omniglot.data import Omniglot
+from raremem.models.omniglot.data import PARTS, SPLITS_KNOWN, Omniglot
 from raremem.models.omniglot.episodes import sample_episodes
 from raremem.models.omniglot.model import load_model
 
@@ -83,6 +88,9 @@ def main(argv=None) -> int:
     what.add_argument("--checkpoint", type=Path, help="a trainer checkpoint")
     what.add_argument("--pixel-nn", action="store_true", help="the pixel nearest-neighbour baseline")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--split", choices=SPLITS_KNOWN, help="class split (default: the checkpoint's; vinyals)")
+    p.add_argument("--classes", choices=PARTS[1:], default="test",
+                   help="the split's classes to read: test (final numbers) or val (choices)")
     p.add_argument("--memory", default="local", help="'local' or HOST:PORT of a raremem server")
     p.add_argument("--token")
     p.add_argument("--episodes", type=int, default=1000)
@@ -93,16 +101,18 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = Omniglot.load(args.data).test
+    split = args.split or "vinyals"
     if args.pixel_nn:
         encode, key_dim, name = pixel_encoder, 28 * 28, "omniglot/pixel-nn"
     else:
         model = load_model(args.checkpoint)
         encode, key_dim, name = model_encoder(model), model.cfg.rep_dim, "omniglot/eval"
-        step = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["step"]
+        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        step, split = ckpt["step"], args.split or ckpt["config"].get("split", "lake")  # before splits: lake
+    data = Omniglot.load(args.data, split).part(args.classes)
     result = evaluate_all(encode, args.memory, key_dim, data, args.episodes, name, args.token, args.seed,
                           tuple(args.widths))
-    result |= {"command": runinfo.command(), "machine": runinfo.machine()}
+    result |= {"split": split, "classes": args.classes, "command": runinfo.command(), "machine": runinfo.machine()}
     if args.checkpoint:
         result["checkpoint"] = {"path": str(args.checkpoint), "step": step}
     for key in (f"{w}-way" for w in args.widths):

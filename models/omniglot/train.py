@@ -4,8 +4,12 @@
     python -m raremem.models.omniglot.train --memory HOST:PORT   # a running server
     python -m raremem.models.omniglot.train --memory local       # the store in this process
     python -m raremem.models.omniglot.train --width 20 --out runs/omniglot-20way   # the 20-way model
+    python -m raremem.models.omniglot.train --split lake   # the authors' class split (data.py)
     torchrun --nproc-per-node 4 -m raremem.models.omniglot.train --memory HOST:PORT   # DDP replicas
     python -m raremem.models.omniglot.train --hogwild 4 --memory HOST:PORT           # Hogwild replicas
+
+Episodes are drawn from the split's training classes; in-training validation reads its
+validation classes, never the test classes (those are for ``evaluate`` and the final numbers).
 
 A step is one episode batch (B episodes of width x shots draws, so its numbers line up with
 the authors' README). As the authors' ``episode_step`` does, every *time step* of the episode
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from raremem.models.distributed import Replica, bind_shared
-from raremem.models.omniglot.data import Omniglot
+from raremem.models.omniglot.data import SPLITS_KNOWN, Omniglot
 from raremem.models.omniglot.episodes import EpisodeBatch, sample_episodes
 from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from raremem.models.omniglot.model import HEADS, OmniglotModel, OmniglotModelConfig
@@ -43,7 +47,8 @@ class TrainConfig(TrainerFlags):
     steps: int = 300                # episode batches to train (each is width * shots updates)
     checkpoint_every: int = 100
     data: str = str(DEFAULT_DATA)   # folder with images_background.zip, images_evaluation.zip
-    download: bool = False          # fetch missing zips from the canonical URLs (md5-checked)
+    download: bool = False          # fetch missing zips and split lists (checksummed)
+    split: str = "vinyals"          # "vinyals" (the paper's text) | "lake" (the authors' code); data.py
     batch: int = 16                 # parallel episodes per batch (share one memory)
     width: int = 5                  # classes per episode
     shots: int = 6                  # draws per class (episode length = width * shots)
@@ -57,7 +62,8 @@ class TrainConfig(TrainerFlags):
     head: str = "paper"             # "paper" | "authors" (see model.py)
     dropout: float = 0.3            # drop probability (PyTorch's p; TF's keep_prob is 1 - p)
     channels_last: bool = True
-    eval_every: int = 50            # steps between validations (held-out classes, at --width; 0 = none)
+    bf16: bool = False              # bfloat16 autocast over the embedder (the memory query stays fp32)
+    eval_every: int = 50            # steps between validations (the split's val classes, at --width; 0 = none)
     eval_episodes: int = 100
     shared_memory: bool = False     # one life-long memory for all replicas, never cleared
     replica_id: str = ""            # names this trainer's memories beside the rank (independent
@@ -72,6 +78,8 @@ class TrainConfig(TrainerFlags):
             raise ValueError("dropout is a drop probability in [0, 1)")
         if self.head not in HEADS:
             raise ValueError(f"--head is one of {HEADS}")
+        if self.split not in SPLITS_KNOWN:
+            raise ValueError(f"--split is one of {SPLITS_KNOWN}")
         return self
 
     def model_config(self) -> OmniglotModelConfig:
@@ -86,10 +94,12 @@ def memory_name(cfg: TrainConfig, rank: int) -> str:
 
 
 def train_episodes(model: OmniglotModel, opt, ep: EpisodeBatch, clip: float, *, net=None, reset: bool = True,
-                   label_offset: int = 0, device: torch.device | None = None) -> tuple[float, np.ndarray]:
+                   label_offset: int = 0, device: torch.device | None = None,
+                   bf16: bool = False) -> tuple[float, np.ndarray]:
     """One episode batch, one optimiser update per time step: for t = 0..T-1, the memory
     lookup-and-update of step t's B queries, then backward and an Adam step on them. ``net`` is
-    the model as replicated (DDP), the model itself otherwise. Returns (mean loss, correct (T, B))."""
+    the model as replicated (DDP), the model itself otherwise; ``bf16``: the forward under
+    bfloat16 autocast. Returns (mean loss, correct (T, B))."""
     model.train()
     if reset:  # episodes start from an empty memory
         model.memory.backend.reset()
@@ -97,8 +107,10 @@ def train_episodes(model: OmniglotModel, opt, ep: EpisodeBatch, clip: float, *, 
     labels = torch.from_numpy(ep.labels + label_offset).to(device)      # (T, B)
     sources = torch.from_numpy(ep.sources)                              # (T, B)
     losses, correct = [], []
+    device_type = images.device.type
     for t in range(len(labels)):
-        loss, hit = (net or model)(images[t], labels[t], sources[t])
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss, hit = (net or model)(images[t], labels[t], sources[t])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -114,7 +126,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     ``shared``: Hogwild parameters to train in place (the parent loaded their weights)."""
     run = Run(cfg, replica, "omniglot", show=("loss", "train_1shot", "train_5shot"))
     replica = run.replica
-    data = Omniglot.load(Path(cfg.data), download_missing=cfg.download)
+    data = Omniglot.load(Path(cfg.data), cfg.split, download_missing=cfg.download)
 
     backend = memory_backend(cfg, address, memory_name(cfg, replica.rank), cfg.rep_dim)
     model = OmniglotModel(cfg.model_config(), backend).to(replica.device)
@@ -137,13 +149,14 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         # A life-long shared memory keeps every episode's labels apart, across replicas too.
         offset = (i * replica.world + replica.rank) * cfg.batch * cfg.width if cfg.shared_memory else 0
         loss, correct = train_episodes(model, opt, ep, cfg.clip, net=net, reset=not cfg.shared_memory,
-                                       label_offset=offset, device=replica.device)
+                                       label_offset=offset, device=replica.device, bf16=cfg.bf16)
         row = {"loss": loss, "updates": (i + 1) * len(correct),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
         if val_backend and ((i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps):
-            v = evaluate(model_encoder(model), val_backend, data.test, cfg.width, cfg.shots, cfg.eval_episodes,
+            v = evaluate(model_encoder(model), val_backend, data.val, cfg.width, cfg.shots, cfg.eval_episodes,
                          seed=i + 1)
             row |= {f"val_{s}shot": v["accuracy"][s] for s in range(cfg.shots)}
+            run.keep_best(v["accuracy"][1])  # best.pt: the weights chosen on validation 1-shot
             run.say(f"step {i + 1:6d}  {run.minutes:6.1f} min  val {cfg.width}-way  "
                     + "  ".join(f"{s}-shot {100 * a:5.1f}" for s, a in enumerate(v["accuracy"])))
         run.log(row)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raremem.models.omniglot.data import Omniglot, OmniglotError, download, read_split, rotations
+from raremem.models.omniglot.data import (VINYALS_SHA256, Omniglot, OmniglotError, download, read_split,
+                                          vinyals_classes)
 from raremem.models.omniglot.episodes import sample_episodes
 from raremem.models.omniglot.evaluate import DEFAULT_DATA
 
@@ -21,32 +22,94 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_
 
 
 @pytest.fixture(scope="module")
-def omniglot(tmp_path_factory):
-    return Omniglot.load(DEFAULT_DATA, cache_dir=tmp_path_factory.mktemp("cache"))
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
 
 
-def test_real_zips_have_the_standard_classes(omniglot):
-    assert omniglot.train.shape == (964 * 4, 20, 28, 28)
-    assert omniglot.test.shape == (659, 20, 28, 28)
-    for split in (omniglot.train, omniglot.test):
+@pytest.fixture(scope="module")
+def omniglot(cache):
+    return Omniglot.load(DEFAULT_DATA, "vinyals", cache_dir=cache)
+
+
+@pytest.fixture(scope="module")
+def lake(cache):
+    return Omniglot.load(DEFAULT_DATA, "lake", cache_dir=cache)
+
+
+def character(name: str) -> str:
+    return name.rsplit("/", 1)[0]   # "Alphabet/characterNN/rot090" -> "Alphabet/characterNN"
+
+
+def test_vinyals_split_has_the_published_classes(omniglot):
+    counts = {part: len(names) for part, names in omniglot.classes.items()}
+    assert counts == {"train": 4112, "val": 688, "test": 1692}
+    chars = {part: {character(n) for n in names} for part, names in omniglot.classes.items()}
+    assert {part: len(c) for part, c in chars.items()} == {"train": 1028, "val": 172, "test": 423}
+    assert not chars["train"] & chars["val"] and not chars["train"] & chars["test"] and not chars["val"] & chars["test"]
+    assert len(chars["train"] | chars["val"]) == 1200    # the paper's "1,200 characters for training"
+    assert omniglot.train.shape == (4112, 20, 28, 28) and omniglot.test.shape == (1692, 20, 28, 28)
+
+
+def test_lake_split_has_the_authors_classes(lake):
+    counts = {part: len(names) for part, names in lake.classes.items()}
+    assert counts == {"train": 792 * 4, "val": 172, "test": 659}
+    # train + val are the authors' 964 background characters (3,856 classes in 4 rotations)
+    chars = {part: {character(n) for n in names} for part, names in lake.classes.items()}
+    assert len(chars["train"]) + len(chars["val"]) == 964 and not chars["train"] & chars["val"]
+    assert len(chars["train"]) * 4 + len(chars["val"]) * 4 == 3856
+    assert all(n.endswith("/rot000") for n in lake.classes["test"] + lake.classes["val"])  # unrotated
+    assert not (chars["train"] | chars["val"]) & chars["test"]
+
+
+def test_drawings_are_ink_in_unit_range(omniglot, lake):
+    for split in (omniglot.train, omniglot.val, lake.test):
         assert split.dtype == np.float32 and split.min() == 0.0 and split.max() == 1.0
         ink = split.mean(axis=(2, 3))
         assert (ink > 0.001).all() and (ink < 0.5).all()  # every drawing has some ink, not all
 
 
-def test_rotations_are_distinct_classes(omniglot):
-    base = omniglot.train[:964]
+def test_rotations_are_distinct_classes(lake, omniglot):
+    n = 792
+    base = lake.train[:n]
     for r in range(1, 4):
-        rotated = omniglot.train[964 * r: 964 * (r + 1)]
-        np.testing.assert_array_equal(rotated, np.rot90(base, r, axes=(2, 3)))
+        rotated = lake.train[n * r: n * (r + 1)]
+        np.testing.assert_array_equal(rotated, np.rot90(base, r, axes=(2, 3)))   # counter-clockwise
         assert not np.array_equal(rotated[0, 0], base[0, 0])
-    small = np.arange(2 * 20 * 4 * 4, dtype=np.float32).reshape(2, 20, 4, 4)
-    assert rotations(small).shape == (8, 20, 4, 4)
+    # the same named class is the same array in both splits
+    name = lake.classes["train"][n + 5]
+    np.testing.assert_array_equal(omniglot.train[omniglot.classes["train"].index(name)], lake.train[n + 5])
 
 
-def test_evaluation_classes_are_held_out(omniglot):
-    train = {hashlib.sha1(img.tobytes()).hexdigest() for img in omniglot.train[:964, 0]}
+def test_parts_are_built_only_when_read(cache):
+    data = Omniglot.load(DEFAULT_DATA, "vinyals", cache_dir=cache)
+    data.train
+    assert "train" in vars(data) and "test" not in vars(data) and "val" not in vars(data)
+
+
+def test_held_out_drawings_differ_from_training_ones(omniglot):
+    train = {hashlib.sha1(img.tobytes()).hexdigest() for img in omniglot.train[:, 0]}
     assert not train & {hashlib.sha1(img.tobytes()).hexdigest() for img in omniglot.test[:, 0]}
+    assert not train & {hashlib.sha1(img.tobytes()).hexdigest() for img in omniglot.val[:, 0]}
+
+
+def test_missing_split_lists_are_one_clear_error(tmp_path):
+    with pytest.raises(OmniglotError, match="splits/vinyals/train.txt not found.*--split lake"):
+        Omniglot.load(tmp_path, "vinyals")
+    with pytest.raises(OmniglotError, match="unknown split 'matching'"):
+        Omniglot.load(DEFAULT_DATA, "matching")
+
+
+def test_split_lists_download_checked(http_root, tmp_path, monkeypatch):
+    www, base = http_root
+    for part in ("train", "val", "test"):
+        (www / f"{part}.txt").write_bytes((DEFAULT_DATA / "splits" / "vinyals" / f"{part}.txt").read_bytes())
+    monkeypatch.setattr("raremem.models.omniglot.data.VINYALS_URL", base + "/{part}.txt")
+    got = vinyals_classes(tmp_path / "dl", download_missing=True)
+    assert [len(got[p]) for p in ("train", "val", "test")] == [4112, 688, 1692]
+    (www / "val.txt").write_text("Hebrew/character01/rot000\n")
+    monkeypatch.setitem(VINYALS_SHA256, "val", VINYALS_SHA256["val"])
+    with pytest.raises(OmniglotError, match="sha256 .* is not the official"):
+        vinyals_classes(tmp_path / "dl2", download_missing=True)
 
 
 def test_episodes(omniglot):
