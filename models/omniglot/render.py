@@ -1,8 +1,9 @@
 """How the memory page (``raremem-admin ui``) shows an Omniglot slot: the drawing that wrote it.
 
-A slot's source is the drawing's index in the split its memory trains on, ``class * 20 +
-drawing`` (episodes.py): the training split (background characters in four rotations) for
-``omniglot/replica-*`` and ``omniglot/shared``, the evaluation split for the ``-val`` memories.
+A slot's source is the drawing's index in the part of the class split its memory reads,
+``class * 20 + drawing`` (episodes.py): the training classes for ``omniglot/replica-*`` and
+``omniglot/shared``, the validation classes for the ``-val`` memories. The split is the run's
+(``split=vinyals``, the default, or ``split=lake``).
 With ``checkpoint=PATH`` the page can also embed an uploaded drawing with that trained model
 and show the slots it would retrieve. Found by the page through the ``raremem.renderers``
 entry point ``omniglot``.
@@ -44,25 +45,26 @@ def from_upload(data: bytes) -> np.ndarray:
 
 
 class OmniglotRenderer:
-    def __init__(self, data: str = "", checkpoint: str = ""):
-        self.data = Omniglot.load(Path(data) if data else data_dir("omniglot"))
+    def __init__(self, data: str = "", checkpoint: str = "", split: str = "vinyals"):
+        self.data = Omniglot.load(Path(data) if data else data_dir("omniglot"), split)
         self.checkpoint = checkpoint
         self._model = None
 
-    def split(self, memory: str) -> np.ndarray:
-        return self.data.test if memory.endswith("-val") else self.data.train   # (C, 20, 28, 28)
+    def part(self, memory: str) -> np.ndarray:
+        return self.data.val if memory.endswith("-val") else self.data.train   # (C, 20, 28, 28)
 
     def image(self, memory: str, source: int) -> np.ndarray:
-        chars = self.split(memory)
+        chars = self.part(memory)
         c, d = divmod(source, DRAWINGS)
         if not 0 <= c < len(chars):
             raise LookupError(f"source {source} is not a drawing of this split ({len(chars) * DRAWINGS})")
         return chars[c, d]
 
     def render(self, memory: str, source: int, value: int) -> Rendered:
+        image = self.image(memory, source)
         c, d = divmod(source, DRAWINGS)
-        return Rendered(png=to_png(self.image(memory, source)),
-                        caption=f"drawing {d} of character {c}, label {value}")
+        name = self.data.classes["val" if memory.endswith("-val") else "train"][c]
+        return Rendered(png=to_png(image), caption=f"drawing {d} of {name} (class {c}), label {value}")
 
     def embed(self, memory: str, data: bytes) -> np.ndarray:
         """The unit memory query of an uploaded drawing under ``checkpoint`` (d,)."""

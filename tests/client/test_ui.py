@@ -139,15 +139,18 @@ def test_upload_a_drawing_finds_the_slot_it_wrote(filled, omniglot, checkpoint):
 
 def test_omniglot_renderer_returns_the_drawing_of_a_source(omniglot):
     r = Renderers().get(MEM)
-    for source in (0, 19, 20 * 964 + 3, len(omniglot.train) * DRAWINGS - 1):
+    for source in (0, 19, 20 * 1028 + 3, len(omniglot.train) * DRAWINGS - 1):
         png = r.render(MEM, source, 0).png
         shown = np.asarray(PIL.open(io.BytesIO(png)).convert("L"), np.float32)[::3, ::3]   # 3x enlarged
         c, d = divmod(source, DRAWINGS)
         assert np.abs((1 - shown / 255) - omniglot.train[c, d]).max() <= 1 / 255 + 1e-6
-    # class 964 + c is character c turned by 90 degrees (data.rotations): sources say so too
-    plain = r.image(MEM, 5 * DRAWINGS + 2)
-    assert np.array_equal(r.image(MEM, (964 + 5) * DRAWINGS + 2), np.rot90(plain))
-    assert np.array_equal(r.image(MEM + "-val", 7), omniglot.test[0, 7])   # -val memories: evaluation split
+    # a class named .../rot090 is its character turned by 90 degrees: sources say so too
+    names = omniglot.classes["train"]
+    turned = names.index("Angelic/character02/rot090")
+    plain = r.image(MEM, names.index("Angelic/character02/rot000") * DRAWINGS + 2)
+    assert np.array_equal(r.image(MEM, turned * DRAWINGS + 2), np.rot90(plain))
+    assert "Angelic/character02/rot090" in r.render(MEM, turned * DRAWINGS + 2, 0).caption
+    assert np.array_equal(r.image(MEM + "-val", 7), omniglot.val[0, 7])   # -val memories: validation classes
     with pytest.raises(LookupError):
         r.render(MEM, len(omniglot.train) * DRAWINGS, 0)
 

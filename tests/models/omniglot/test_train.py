@@ -37,8 +37,31 @@ def held_out_1shot(checkpoint) -> float:
     """Validation 1-shot accuracy of a checkpoint on 100 fixed held-out episodes."""
     model = load_model(checkpoint)
     backend = make_backend("local", "v", model.cfg.rep_dim, 20, choose_k=20, age_noise=0.0)
-    data = Omniglot.load(DEFAULT_DATA).test
+    data = Omniglot.load(DEFAULT_DATA).val
     return evaluate(model_encoder(model), backend, data, 5, 4, 100, seed=5)["accuracy"][1]
+
+
+class NoTestClasses(Omniglot):
+    """A split whose test classes cannot be read: training and its validation must not."""
+    reads: list[str] = []
+
+    @property
+    def test(self):
+        raise AssertionError("training read the test classes")
+
+    @property
+    def val(self):
+        NoTestClasses.reads.append("val")
+        return super().val
+
+
+def test_training_never_reads_a_test_class(monkeypatch, tmp_path):
+    monkeypatch.setattr("raremem.models.omniglot.train.Omniglot", NoTestClasses)
+    NoTestClasses.reads.clear()
+    for split in ("vinyals", "lake"):
+        train(small(tmp_path, steps=2, eval_every=1, eval_episodes=2, split=split, out=str(tmp_path / split)),
+              "local")
+    assert NoTestClasses.reads, "validation read no validation classes"
 
 
 def test_short_run_through_a_server_learns(server, tmp_path):
@@ -83,7 +106,7 @@ def test_config_rejects_unknown_flags_and_bad_values():
 
 def test_pixel_nn_is_a_sane_anchor():
     """The harness on raw pixels, in-process: well above chance, far below a trained model."""
-    data = Omniglot.load(DEFAULT_DATA).test
+    data = Omniglot.load(DEFAULT_DATA).val
     backend = make_backend("local", "px", 28 * 28, 30, choose_k=30, age_noise=0.0)
     r = evaluate(pixel_encoder, backend, data, 5, 6, episodes=60, seed=0)
     assert r["accuracy"][0] == 0.0                    # never seen: never right
