@@ -20,7 +20,7 @@ RUN pip install $PIP_ARGS '.[cpu,models,ui]'
 
 FROM ${BASE}
 ARG COMMIT=unknown
-ENV PYTHONUNBUFFERED=1 PATH=/opt/raremem/bin:$PATH RAREMEM_COMMIT=${COMMIT}
+ENV PYTHONUNBUFFERED=1 PATH=/opt/raremem/bin:$PATH RAREMEM_COMMIT=${COMMIT} RAREMEM_DATA=/shared/data
 COPY --from=build /opt/raremem /opt/raremem
 WORKDIR /src
 COPY --from=build /src /src

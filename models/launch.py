@@ -29,7 +29,7 @@ TRAINERS = ("omniglot", "neural_gpu", "translation")
 
 
 def trainer_command(trainer: str, mode: str, replicas: int, address: str, args: list[str]) -> list[str]:
-    module = f"models.{trainer}.train"
+    module = f"raremem.models.{trainer}.train"
     if mode == "ddp" and replicas > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}",
                 "-m", module, "--memory", address, *args]

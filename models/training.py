@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from raremem.models import runinfo
 from raremem.models.distributed import Replica, from_env, hogwild, share
+from raremem.models.errors import SetupError
 from raremem.models.memory_layer import make_backend
 
 
@@ -35,14 +36,15 @@ class TrainerFlags:
     """The flags every trainer has; a trainer's config adds its own and may change defaults."""
     memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
     token: str = ""                 # bearer token of the server
-    out: str = "runs"               # checkpoints, metrics, run record
+    out: str = ""                   # checkpoints, metrics, run record ("": the trainer's default_out())
     steps: int = 1000
     minutes: float = 0.0            # stop after this wall time too (0 = no limit)
     checkpoint_every: int = 500
     keep_every: int = 0             # also keep a copy checkpoint-<step>.pt every N steps (0 = none)
     seed: int = 0
     threads: int = 0                # torch threads per replica (0 = the cores shared out)
-    resume: bool = False
+    resume: bool = False            # continue the run in --out (its weights, optimiser, RNGs, memory)
+    overwrite: bool = False         # start afresh in an --out that holds another run (deleting it)
     init: str = ""                  # start from this checkpoint's weights (fine-tuning)
     hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
     # The memory (DESIGN §1); a trainer changes the defaults that its task needs.
@@ -55,6 +57,35 @@ class TrainerFlags:
     ivf_nprobe: int = 0             # IVF: lists visited per query (0 = the memory's default)
     ivf_retrain: int = 0            # IVF: refit the quantizer every N slot writes (0 = never)
     ivf_rebalance: float = 0.0      # IVF: refit when the lists grow this much more lopsided (0 = never)
+
+    def __post_init__(self):
+        if not self.out:
+            self.out = self.default_out()
+
+    def default_out(self) -> str:
+        """A run folder that names what the run is (task, architecture, preset, seed), so two
+        different runs never share one by default."""
+        return f"runs/seed{self.seed}"
+
+
+RUN_FILES = ("run.json", "checkpoint.pt")
+
+
+def prepare_run_folder(cfg: TrainerFlags) -> None:
+    """Refuse to start a fresh run in a folder that holds another one (its checkpoints, and the
+    life-long memory a spawned server keeps in ``memory/``), unless ``--resume`` continues it
+    or ``--overwrite`` deletes it first."""
+    out = Path(cfg.out)
+    held = [name for name in (*RUN_FILES, "memory") if (out / name).exists()]
+    if cfg.resume and cfg.overwrite:
+        raise SetupError("--resume continues the run in --out, --overwrite deletes it: give one")
+    if cfg.resume or not held:
+        return
+    if cfg.overwrite:
+        shutil.rmtree(out)
+        return
+    raise SetupError(f"{out} holds another run ({', '.join(held)}): continue it with --resume, "
+                         "start afresh there with --overwrite, or give another --out")
 
 
 def parse_config(cls, argv=None, description: str = ""):
@@ -70,11 +101,21 @@ def parse_config(cls, argv=None, description: str = ""):
 
 
 def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
-    """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT)."""
+    """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT). A
+    fresh run never continues a memory that already holds writes (another run's life-long
+    memory): it refuses, or with ``--overwrite`` clears it."""
     ivf = {k: v for k, v in (("ivf_nlist", cfg.ivf_nlist), ("ivf_nprobe", cfg.ivf_nprobe),
                              ("ivf_retrain", cfg.ivf_retrain), ("ivf_rebalance", cfg.ivf_rebalance)) if v}
-    return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
-                        age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf)
+    backend = make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
+                           age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf)
+    if backend.existing_writes and not cfg.resume:
+        if not cfg.overwrite:
+            backend.close()
+            raise SetupError(f"memory {name!r} on {address} already holds {backend.existing_writes:,} writes "
+                                 "of another run: continue it with --resume, clear it with --overwrite, or "
+                                 "give the run another memory")
+        backend.reset()
+    return backend
 
 
 def parameters_digest(model: torch.nn.Module) -> str:
@@ -311,6 +352,8 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
     if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
         raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
     try:
+        if replica.main:
+            prepare_run_folder(cfg)
         with memory_server(cfg.memory, data_dir, cfg.threads) as address:
             if cfg.hogwild:
                 torch.manual_seed(cfg.seed)
@@ -321,6 +364,9 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
                 from raremem.client.admin import main as admin  # noqa: PLC0415
 
                 admin(["--memory", address, "stats", show_memory])
+    except SetupError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     finally:
         replica.close()
     print(json.dumps(summary), flush=True)

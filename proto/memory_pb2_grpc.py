@@ -154,7 +154,7 @@ class MemoryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reset(self, request, context):
-        """Empty every slot (values -1, ages 0, recent cleared). Admin.
+        """Empty every slot (values -1, ages 0, recent cleared). The memory's owner or an admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,9 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="seconds between timed snapshots of changed memories; 0 = off [300]")
     p.add_argument("--metrics-port", type=int, default=int(env("RAREMEM_METRICS_PORT", "9464")),
                    help="Prometheus /metrics port; -1 = off [9464]")
-    p.add_argument("--token", default=env("RAREMEM_TOKEN"), help="bearer token for every rpc [env RAREMEM_TOKEN]")
+    p.add_argument("--token", default=env("RAREMEM_TOKEN"),
+                   help="user bearer tokens, comma-separated: ordinary rpcs, and Reset of the memories a "
+                        "token created [env RAREMEM_TOKEN]")
     p.add_argument("--admin-token", default=env("RAREMEM_ADMIN_TOKEN"),
-                   help="bearer token for Reset, Restore, DeleteMemory [env RAREMEM_ADMIN_TOKEN]")
+                   help="bearer token for everything: Restore, DeleteMemory, Reset of any memory "
+                        "[env RAREMEM_ADMIN_TOKEN]")
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain (with --tls-key: serve TLS)")
     p.add_argument("--tls-key", type=Path, help="PEM private key")
     p.add_argument("--threads", type=int, default=int(env("RAREMEM_THREADS", "0")),

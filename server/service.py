@@ -22,12 +22,18 @@ from raremem.server import metrics, persistence, wal
 from raremem.server.batching import Batcher
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, MemoryServiceError, NotFound,
-                                   ResourceExhausted)
+                                   PermissionDenied, ResourceExhausted)
 from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats
 from raremem.server.store import LookupSpec, MemoryStore
 
 log = logging.getLogger("raremem.service")
 ANSWERS_KEPT = 1024   # recent update answers kept per memory for retries (a retry comes within seconds)
+
+
+def stored_owner(state: dict[str, np.ndarray]) -> str:
+    """The owner a snapshot records ("" for snapshots from before owners: admin-reset only
+    where tokens are in use)."""
+    return bytes(state["owner"]).decode() if "owner" in state else ""
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Managed:
     writes_at_snapshot: int = 0
     last_snapshot: float = 0.0
     writes_lost_at_restore: int = 0
+    owner: str = ""           # auth.owner_of the creator's token; it may Reset the memory
     log: wal.WriteAheadLog | None = None
     # the answers to recent updates by request id: a retried update is answered, not applied
     answered: OrderedDict = field(default_factory=OrderedDict)
@@ -141,7 +148,8 @@ class MemoryService:
                 state = persistence.load(path)
                 store = MemoryStore.from_state(state)
                 in_snapshot = store.counters.total_writes
-                m = self._install(name, store, *self._replay(name, store, int(state.get("wal_seq", [0])[0])))
+                m = self._install(name, store, *self._replay(name, store, int(state.get("wal_seq", [0])[0])),
+                                  owner=stored_owner(state))
             except Exception:  # noqa: BLE001 - one bad file must not keep the others down
                 log.exception("could not restore %s from %s", name, path)
                 continue
@@ -190,8 +198,9 @@ class MemoryService:
             answered.popitem(last=False)
         return last, answered
 
-    def _install(self, name: str, store: MemoryStore, wal_seq: int = 0, answered: OrderedDict | None = None) -> Managed:
-        m = Managed(name, store, answered=answered or OrderedDict())
+    def _install(self, name: str, store: MemoryStore, wal_seq: int = 0, answered: OrderedDict | None = None,
+                 owner: str = "") -> Managed:
+        m = Managed(name, store, answered=answered or OrderedDict(), owner=owner)
 
         def run(specs):
             results: list[LookupResult | None] = [None] * len(specs)
@@ -247,7 +256,9 @@ class MemoryService:
         metrics.WRITES.labels(m.name, "fresh").inc(after.fresh_writes - before.fresh_writes)
         metrics.EVICTIONS.labels(m.name).inc(after.evictions - before.evictions)
 
-    def create(self, name: str, config: MemoryConfig, exist_ok: bool = False) -> MemoryInfo:
+    def create(self, name: str, config: MemoryConfig, exist_ok: bool = False, owner: str = "") -> MemoryInfo:
+        """A new memory owned by ``owner``; with ``exist_ok`` an existing one of the same config
+        is answered as it is (its owner stays the creator)."""
         persistence.check_name(name)
         config = config.resolved()
         need = MemoryStore.bytes_needed(config)
@@ -261,7 +272,7 @@ class MemoryService:
                 if exist_ok and existing.store.config == config:
                     return existing.info()
                 raise AlreadyExists(f"memory {name!r} exists" + (" with another config" if exist_ok else ""))
-            m = self._install(name, MemoryStore(config))
+            m = self._install(name, MemoryStore(config), owner=owner)
             if m.log:   # a log always follows a snapshot, so a replay knows the memory's config
                 self._snapshot_one(m, None)
         log.info("created %s: %s", name, config)
@@ -318,8 +329,13 @@ class MemoryService:
         with m.lock:
             return {k: np.array(v) for k, v in m.store.read(ids).items()}
 
-    def reset(self, name: str) -> MemoryInfo:
+    def reset(self, name: str, owner: str | None = None) -> MemoryInfo:
+        """Empty the memory. ``owner``: the caller's (auth.owner_of), which must be the memory's;
+        None for an admin, who may reset any."""
         m = self._get(name)
+        if owner is not None and owner != m.owner:
+            raise PermissionDenied(f"memory {name!r} was created with another token: resetting it needs "
+                                   "that token or the admin token")
         with m.lock:
             m.store.reset()
             if m.log:
@@ -352,6 +368,7 @@ class MemoryService:
         own = target == data_dir.resolve() / persistence.default_file(m.name)
         with m.lock:  # copy under the lock, write outside it
             state = {k: np.array(v) for k, v in m.store.state().items()}
+            state["owner"] = np.frombuffer(m.owner.encode(), np.uint8)
             writes = m.store.counters.total_writes
             if m.log:
                 state["wal_seq"] = np.array([m.log.seq], np.int64)
@@ -387,9 +404,10 @@ class MemoryService:
         persistence.check_name(name)
         data_dir = self._need_dir()
         target = persistence.resolve(data_dir, path or persistence.default_file(name))
-        store = MemoryStore.from_state(persistence.load(target))
+        state = persistence.load(target)
+        store = MemoryStore.from_state(state)
         with self._admin_lock:
-            m = self._install(name, store)
+            m = self._install(name, store, owner=stored_owner(state))
             if m.log:   # durable before it is acknowledged: the log restarts from this state
                 self._snapshot_one(m, None)
         m.writes_at_snapshot, m.last_snapshot = store.counters.total_writes, time.time()

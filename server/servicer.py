@@ -1,13 +1,12 @@
 """The gRPC layer: decode, call the service, encode; one table maps domain errors to codes.
 
-No memory logic lives here. ``create_server`` wires health checking, reflection, the auth
-interceptor and the message-size limits, and binds 127.0.0.1 unless told otherwise.
+No memory logic lives here. ``create_server`` wires health checking, reflection, the token
+interceptor (auth.py) and the message-size limits, and binds 127.0.0.1 unless told otherwise.
 """
 
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
 import time
 from concurrent import futures
@@ -22,13 +21,12 @@ from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
 from raremem.proto.types import MAX_MESSAGE_BYTES
 from raremem.server import convert, errors, metrics
+from raremem.server.auth import STREAM_METHODS, Auth, TokenInterceptor
 from raremem.server.service import MemoryService
 
 log = logging.getLogger("raremem.servicer")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Memory"].full_name
-ADMIN_METHODS = frozenset({"Reset", "Restore", "DeleteMemory"})
-STREAM_METHODS = frozenset({"LookupStream"})
 
 _STATUS = (  # first match wins
     (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -73,13 +71,20 @@ def _rpc(method):
 
 
 class MemoryServicer(pb_grpc.MemoryServicer):
-    def __init__(self, service: MemoryService):
-        self.service = service
+    def __init__(self, service: MemoryService, auth: Auth | None = None):
+        self.service, self.auth = service, auth or Auth()
+
+    def _caller(self, context):
+        caller = self.auth.caller(context.invocation_metadata())
+        if caller is None:   # the interceptor lets no such call through; this guards direct use
+            raise errors.PermissionDenied("missing or wrong bearer token")
+        return caller
 
     @_rpc
     def CreateMemory(self, request, context):
         config = convert.config_from_pb(request.config)
-        return convert.info_to_pb(self.service.create(request.name, config, request.exist_ok))
+        return convert.info_to_pb(self.service.create(request.name, config, request.exist_ok,
+                                                      owner=self._caller(context).owner))
 
     @_rpc
     def DeleteMemory(self, request, context):
@@ -136,7 +141,8 @@ class MemoryServicer(pb_grpc.MemoryServicer):
 
     @_rpc
     def Reset(self, request, context):
-        return convert.info_to_pb(self.service.reset(request.name))
+        caller = self._caller(context)
+        return convert.info_to_pb(self.service.reset(request.name, owner=None if caller.admin else caller.owner))
 
     @_rpc
     def Snapshot(self, request, context):
@@ -146,44 +152,6 @@ class MemoryServicer(pb_grpc.MemoryServicer):
     @_rpc
     def Restore(self, request, context):
         return convert.info_to_pb(self.service.restore(request.name, request.path))
-
-
-class TokenInterceptor(grpc.ServerInterceptor):
-    """Bearer tokens: ``token`` opens ordinary rpcs, ``admin_token`` also the admin rpcs
-    (Reset, Restore, DeleteMemory). With only ``token`` set it opens everything; with only
-    ``admin_token`` set, ordinary rpcs are open. Health checks and reflection stay open."""
-
-    def __init__(self, token: str | None, admin_token: str | None):
-        self.token, self.admin_token = token, admin_token
-
-    @staticmethod
-    def _deny(code, message, streaming: bool):
-        def abort(request, context):
-            context.abort(code, message)
-        if streaming:
-            return grpc.stream_stream_rpc_method_handler(abort)
-        return grpc.unary_unary_rpc_method_handler(abort)
-
-    def intercept_service(self, continuation, details):
-        service, _, method = details.method.lstrip("/").rpartition("/")
-        if service != SERVICE_NAME:
-            return continuation(details)
-        given = dict(details.invocation_metadata).get("authorization", "")
-        given = given[7:] if given.startswith("Bearer ") else None
-
-        def matches(token):
-            return token is not None and given is not None and hmac.compare_digest(given, token)
-
-        streaming = method in STREAM_METHODS
-        if method in ADMIN_METHODS and (self.admin_token or self.token):
-            if matches(self.admin_token or self.token):
-                return continuation(details)
-            if matches(self.token):
-                return self._deny(grpc.StatusCode.PERMISSION_DENIED, f"{method} needs the admin token", streaming)
-            return self._deny(grpc.StatusCode.UNAUTHENTICATED, f"{method} needs the admin token", streaming)
-        if self.token and not (matches(self.token) or matches(self.admin_token)):
-            return self._deny(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token", streaming)
-        return continuation(details)
 
 
 class _Malformed:
@@ -226,19 +194,22 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
                                                    response_serializer=handler.response_serializer)
 
 
-def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token: str | None = None,
+def create_server(service: MemoryService, address: str = "127.0.0.1:0", *, token: str | list[str] | None = None,
                   admin_token: str | None = None, max_message_bytes: int = MAX_MESSAGE_BYTES,
                   workers: int = 32, tls: tuple[bytes, bytes] | None = None, unix: str | None = None):
     """Build (not start) a server; returns (server, port, health servicer). Port 0 picks one.
     ``unix``: also listen on this Unix-domain socket path (clients dial ``unix://PATH``;
     local trainers skip the TCP stack). It is never served with TLS: the file's permissions
-    guard it."""
+    guard it. ``token``: the user tokens (a list, or one string, comma-separated); auth.py
+    says what each token opens."""
+    auth = Auth(token, admin_token)
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", max_message_bytes),
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rpc"),
-                         interceptors=[TokenInterceptor(token, admin_token), MalformedRequestInterceptor()], options=options)
-    pb_grpc.add_MemoryServicer_to_server(MemoryServicer(service), server)
+                         interceptors=[TokenInterceptor(auth, SERVICE_NAME), MalformedRequestInterceptor()],
+                         options=options)
+    pb_grpc.add_MemoryServicer_to_server(MemoryServicer(service, auth), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -35,7 +35,6 @@ from raremem.models.training import Run, initial_weights, memory_backend, parse_
 
 @dataclass
 class TrainConfig(SequenceFlags):
-    out: str = "runs/synthetic"
     steps: int = 2000
     arch: str = "ngpu"              # "ngpu" (Extended Neural GPU) | "seq2seq" (2-layer LSTM + attention)
     memory_name: str = ""           # default synthetic/<arch>
@@ -105,6 +104,10 @@ class TrainConfig(SequenceFlags):
                            dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
                            query_grad=self.query_grad, query_from=self.query_from,
                            query_uniformity=self.query_uniformity)
+
+    def default_out(self) -> str:
+        return (f"runs/synthetic/{self.preset}-{self.arch}-{'memory' if self.memory_layer else 'plain'}"
+                f"-seed{self.seed}")
 
     @property
     def row(self) -> str:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
+import tempfile
 import urllib.request
 import zipfile
 from functools import cached_property
@@ -34,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from raremem.models.errors import SetupError
 
 SIZE = 28
 DRAWINGS = 20
@@ -61,7 +65,7 @@ LAKE_VAL_ALPHABETS = ("Armenian", "Bengali", "Early_Aramaic", "Hebrew", "Mkhedru
 ROTATIONS = ("rot000", "rot090", "rot180", "rot270")  # counter-clockwise, np.rot90's k = index
 
 
-class OmniglotError(RuntimeError):
+class OmniglotError(SetupError):
     """A missing, corrupt or unexpected Omniglot file."""
 
 
@@ -76,9 +80,11 @@ def _digest(path: Path, algorithm: str) -> str:
 def _fetch(url: str, target: Path, algorithm: str, digest: str) -> Path:
     """``url`` into ``target`` when its ``algorithm`` digest is ``digest``; nothing is kept if not."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
+    # a temporary file of its own: trainers that start together may fetch the same file at once
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(name)
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+        with urllib.request.urlopen(url, timeout=60) as resp, os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(resp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -117,7 +123,8 @@ def read_split(zip_path: Path, split: str) -> tuple[list[str], np.ndarray]:
     (characters, 20, 28, 28) float32 ink in [0, 1], in the same order."""
     expected_chars = SPLITS[split][0]
     if not zip_path.is_file():
-        raise OmniglotError(f"{zip_path} not found (give --data DIR with {split}.zip, or --download)")
+        raise OmniglotError(f"{zip_path} not found: set RAREMEM_DATA to the folder holding omniglot/{split}.zip "
+                            f"(or give --data DIR with {split}.zip), or --download")
     try:
         with zipfile.ZipFile(zip_path) as z:
             by_char: dict[str, list[str]] = {}

@@ -43,7 +43,6 @@ from raremem.models.training import Run, TrainerFlags, initial_weights, memory_b
 
 @dataclass
 class TrainConfig(TrainerFlags):
-    out: str = "runs/omniglot"      # checkpoint, metrics.jsonl, plots
     steps: int = 300                # episode batches to train (each is width * shots updates)
     checkpoint_every: int = 100
     data: str = str(DEFAULT_DATA)   # folder with images_background.zip, images_evaluation.zip
@@ -81,6 +80,9 @@ class TrainConfig(TrainerFlags):
         if self.split not in SPLITS_KNOWN:
             raise ValueError(f"--split is one of {SPLITS_KNOWN}")
         return self
+
+    def default_out(self) -> str:
+        return f"runs/omniglot/{self.split}-{self.width}way-{self.head}-seed{self.seed}"
 
     def model_config(self) -> OmniglotModelConfig:
         return OmniglotModelConfig(rep_dim=self.rep_dim, head=self.head, dropout=self.dropout,

@@ -34,7 +34,6 @@ from raremem.models.translation.kshot import held_out_words, lines_with
 
 @dataclass
 class TrainConfig(SequenceFlags):
-    out: str = "runs/translation/memory"
     steps: int = 20_000
     memory_name: str = "translation/gnmt"
     data_dir: str = str(data.DEFAULT_DATA)
@@ -65,6 +64,9 @@ class TrainConfig(SequenceFlags):
         if self.memory_layer and self.memory_size < self.batch * self.max_tokens:
             raise ValueError("memory_size must hold one batch of writes (batch x max_tokens)")
         return self
+
+    def default_out(self) -> str:
+        return f"runs/translation/gnmt-{'memory' if self.memory_layer else 'plain'}-seed{self.seed}"
 
     @property
     def row(self) -> str:

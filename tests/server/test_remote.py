@@ -174,7 +174,7 @@ def test_tokens(tmp_path):
                 with pytest.raises(grpc.RpcError) as exc:
                     c.list_memories()
                 assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            user.create_memory("t", 4, 8)
+            admin.create_memory("t", 4, 8)
             user.lookup("t", np.eye(4, dtype=np.float32), np.arange(4), update=True)
             before = admin.stats("t", with_hash=True).state_hash
             for call in (lambda c: c.reset("t"), lambda c: c.delete_memory("t"), lambda c: c.restore("t")):
@@ -186,6 +186,38 @@ def test_tokens(tmp_path):
                 assert exc.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert admin.stats("t", with_hash=True).state_hash == before
             assert admin.reset("t").filled == 0
+
+
+def test_an_owner_clears_its_memory_and_nobody_elses(tmp_path):
+    """Trainers hold user tokens: each may clear the memory it created between episodes, and
+    cannot clear, delete or restore another's; the admin token can do all of it. Ownership
+    survives a restart (it travels in the snapshot)."""
+    keys = np.eye(4, dtype=np.float32)
+    for restart in (False, True):
+        data = tmp_path / "data"
+        with running_server(data, token="trainer-a,trainer-b", admin_token="admin-t") as (address, service), \
+                MemoryClient(address, token="trainer-a") as a, MemoryClient(address, token="trainer-b") as b, \
+                MemoryClient(address, token="admin-t") as admin:
+            if not restart:
+                a.create_memory("a/replica-0", 4, 8)
+                b.create_memory("b/replica-0", 4, 8)
+                a.create_memory("b/replica-0", 4, 8, exist_ok=True)   # exist_ok does not take it over
+                admin.snapshot()
+            for c, own in ((a, "a/replica-0"), (b, "b/replica-0")):
+                c.lookup(own, keys, np.arange(4), update=True)
+                assert c.reset(own).filled == 0
+            a.lookup("b/replica-0", keys, np.arange(4), update=True)   # ordinary rpcs stay open to both
+            before = admin.stats("b/replica-0", with_hash=True).state_hash
+            for call in (lambda c: c.reset("b/replica-0"), lambda c: c.delete_memory("b/replica-0"),
+                         lambda c: c.restore("b/replica-0"), lambda c: c.delete_memory("a/replica-0"),
+                         lambda c: c.restore("a/replica-0")):
+                with pytest.raises(grpc.RpcError) as exc:
+                    call(a)
+                assert exc.value.code() == grpc.StatusCode.PERMISSION_DENIED, exc.value.details()
+            assert admin.stats("b/replica-0", with_hash=True).state_hash == before
+            assert admin.reset("b/replica-0").filled == 0
+            admin.snapshot()
+            service.close(snapshot=False)
 
 
 def test_snapshot_paths_stay_in_the_data_dir(tmp_path):
