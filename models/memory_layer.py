@@ -30,16 +30,12 @@ class LocalBackend:
         self.store = MemoryStore(MemoryConfig(key_dim=key_dim, size=size, **config))
         self.alpha = self.store.config.alpha
         self.inverse_temperature = self.store.config.inverse_temperature
-        self.existing_writes = 0     # a store in this process always starts empty
 
     def lookup(self, queries, labels=None, **kwargs):
         return self.store.lookup(self.spec(queries, labels, **kwargs))
 
     def reset(self) -> None:
         self.store.reset()
-
-    def close(self) -> None:
-        pass
 
 
 class RemoteBackend:
@@ -52,9 +48,8 @@ class RemoteBackend:
 
         self.client = MemoryClient(address, token=token)
         self.name = name
-        info = self.client.create_memory(name, key_dim, size, exist_ok=True, **config)
-        self.alpha, self.inverse_temperature = info.config["alpha"], info.config["inverse_temperature"]
-        self.existing_writes = info.total_writes   # > 0: the memory was there, with another run's writes
+        cfg = self.client.create_memory(name, key_dim, size, exist_ok=True, **config).config
+        self.alpha, self.inverse_temperature = cfg["alpha"], cfg["inverse_temperature"]
         self.calls = self.client.stream() if stream else self.client
 
     def lookup(self, queries, labels=None, **kwargs):

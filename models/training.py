@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from raremem.client import MemoryClient
 from raremem.models import runinfo
 from raremem.models.distributed import Replica, from_env, hogwild, share
 from raremem.models.errors import SetupError
@@ -101,21 +102,27 @@ def parse_config(cls, argv=None, description: str = ""):
 
 
 def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
-    """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT). A
-    fresh run never continues a memory that already holds writes (another run's life-long
-    memory): it refuses, or with ``--overwrite`` clears it."""
+    """The memory ``name`` as ``cfg`` configures it, at ``address`` ("local" or HOST:PORT)."""
     ivf = {k: v for k, v in (("ivf_nlist", cfg.ivf_nlist), ("ivf_nprobe", cfg.ivf_nprobe),
                              ("ivf_retrain", cfg.ivf_retrain), ("ivf_rebalance", cfg.ivf_rebalance)) if v}
-    backend = make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
-                           age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf)
-    if backend.existing_writes and not cfg.resume:
+    return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
+                        age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf)
+
+
+def claim_memory(cfg: TrainerFlags, address: str, name: str) -> None:
+    """Before a fresh run writes the life-long memory ``name``: if the server already holds it
+    filled (another run's), refuse, or with ``--overwrite`` clear it. Called once per run,
+    before any replica writes (so replicas joining the run's memory are never refused)."""
+    if address == "local" or cfg.resume:
+        return
+    with MemoryClient(address, token=cfg.token or None) as client:
+        held = next((m for m in client.list_memories() if m.name == name), None)
+        if held is None or not held.filled:
+            return
         if not cfg.overwrite:
-            backend.close()
-            raise SetupError(f"memory {name!r} on {address} already holds {backend.existing_writes:,} writes "
-                                 "of another run: continue it with --resume, clear it with --overwrite, or "
-                                 "give the run another memory")
-        backend.reset()
-    return backend
+            raise SetupError(f"memory {name!r} on {address} already holds {held.filled:,} filled slots of another "
+                             "run: continue it with --resume, clear it with --overwrite, or give the run another memory")
+        client.reset(name)
 
 
 def parameters_digest(model: torch.nn.Module) -> str:
@@ -342,12 +349,14 @@ def memory_server(memory: str, data_dir: Path | None = None, threads: int = 0):
         proc.wait(timeout=60)
 
 
-def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir: Path | None = None) -> int:
+def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir: Path | None = None,
+                lifelong: str = "") -> int:
     """A trainer's ``main``: one replica (plain or under torchrun) or ``cfg.hogwild`` of them,
     against ``cfg.memory`` (a server started for the run when "spawn"). ``parameters_only()``
     builds the model without a memory backend (Hogwild's shared parameters). ``show_memory``:
     a memory whose ``raremem-admin stats`` a spawned server prints before it stops; ``data_dir``:
-    where a spawned server keeps its memories (see ``memory_server``)."""
+    where a spawned server keeps its memories (see ``memory_server``); ``lifelong``: the
+    life-long memory the run writes, claimed before training (``claim_memory``)."""
     replica = from_env()
     if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
         raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
@@ -355,6 +364,8 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
         if replica.main:
             prepare_run_folder(cfg)
         with memory_server(cfg.memory, data_dir, cfg.threads) as address:
+            if lifelong and replica.main:
+                claim_memory(cfg, address, lifelong)
             if cfg.hogwild:
                 torch.manual_seed(cfg.seed)
                 summary = train_hogwild(train_fn, cfg, address, parameters_only())

@@ -233,8 +233,9 @@ def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> di
 
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
-    return run_trainer(cfg, train, lambda: make_model(cfg, None), memory_name(cfg) if cfg.memory_layer else "",
-                       data_dir=Path(cfg.out) / "memory")
+    lifelong = memory_name(cfg) if cfg.memory_layer else ""
+    return run_trainer(cfg, train, lambda: make_model(cfg, None), lifelong, data_dir=Path(cfg.out) / "memory",
+                       lifelong=lifelong)
 
 
 if __name__ == "__main__":

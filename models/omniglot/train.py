@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
     # a spawned server shows the first replica's memory (its last episode batch) before stopping
-    return run_trainer(cfg, train, lambda: OmniglotModel(cfg.model_config(), backend=None), memory_name(cfg, 0))
+    return run_trainer(cfg, train, lambda: OmniglotModel(cfg.model_config(), backend=None), memory_name(cfg, 0),
+                       lifelong=memory_name(cfg, 0) if cfg.shared_memory else "")
 
 
 if __name__ == "__main__":

@@ -51,21 +51,25 @@ def test_a_folder_with_another_run_is_refused_unless_resumed_or_overwritten(tmp_
 
 
 @needs_data
-def test_a_fresh_run_never_continues_a_memory_with_writes(server, tmp_path, capsys):
+def test_a_fresh_run_never_continues_a_lifelong_memory_with_writes(server, tmp_path, capsys):
     address, _ = server
-    args = [*TINY, "--memory", address]
+    args = [*TINY, "--memory", address, "--shared-memory"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     with MemoryClient(address) as c:
-        writes = c.stats("omniglot/replica-0").info.total_writes
-    assert writes > 0
+        writes, filled = c.stats("omniglot/shared").info.total_writes, c.stats("omniglot/shared").info.filled
+    assert writes > 0 and filled > 0
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "b")]) == 2         # another folder, the same memory
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "already holds" in err[0] and "omniglot/replica-0" in err[0]
+    assert len(err) == 1 and "already holds" in err[0] and "omniglot/shared" in err[0]
     with MemoryClient(address) as c:
-        assert c.stats("omniglot/replica-0").info.total_writes == writes
-    assert main([*args, "--out", str(tmp_path / "b"), "--overwrite"]) == 0
-    assert main([*args, "--out", str(tmp_path / "a"), "--resume", "--steps", "3"]) == 0
+        assert c.stats("omniglot/shared").info.total_writes == writes
+    assert main([*args, "--out", str(tmp_path / "a"), "--resume", "--steps", "3"]) == 0   # its own run goes on
+    assert main([*args, "--out", str(tmp_path / "b"), "--overwrite", "--steps", "0"]) == 0
+    with MemoryClient(address) as c:   # cleared before the new run (of no steps) began
+        assert c.stats("omniglot/shared").info.filled == 0
+    # replicas that join a run's memory are not refused: two Hogwild replicas write one memory
+    assert main([*args, "--out", str(tmp_path / "c"), "--overwrite", "--hogwild", "2"]) == 0
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
