@@ -19,17 +19,27 @@ mixes its nearest neighbours into the model.
 
 from __future__ import annotations
 
+import torch  # noqa: I001 - torch before faiss (docs/design.md)
+
+import argparse
 import contextlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from raremem.client import MemoryClient
+from raremem.models import runinfo
 from raremem.models.seq2seq import DecoderOutput
-from raremem.models.translation.evaluate import _batches, pad_batch
+from raremem.models.training import memory_server
+from raremem.models.translation import data
+from raremem.models.translation.evaluate import _batches, bleu, context_pass, pad_batch, translate
+from raremem.models.translation.holdout import held_out_lines
+from raremem.models.translation.protocol import chosen_weights, load_run, trained_memory
+from raremem.models.translation.significance import paired_bootstrap
 from raremem.models.translation.subwords import EOS, PAD, Subwords
+from raremem.models.translation.train import TrainConfig
 
 
 @torch.no_grad()
@@ -137,7 +147,6 @@ def trained_model(run: Path, best: bool = True):
     """A trained run's model to decode with: a baseline's weights, or a memory model over a copy of
     its trained memory on a server of its own (``protocol.trained_memory``; decoding only reads
     it). Yields (model, subwords, summary, weights file)."""
-    from raremem.models.translation.protocol import chosen_weights, load_run, trained_memory  # noqa: PLC0415
 
     weights = chosen_weights(run, best)
     if json.loads((run / "run.json").read_text())["config"]["memory_layer"]:
@@ -156,15 +165,11 @@ def training_datastore(run: Path, size: int = 1 << 19, nlist: int = 0, nprobe: i
     where it kept them. A run trained with ``--hold-out`` gets a datastore without its held-out
     pairs (what it trained on). ``threads``: the server's FAISS threads (beside a training, one)."""
 
-    from raremem.client import MemoryClient  # noqa: PLC0415
-    from raremem.models.training import memory_server  # noqa: PLC0415
-    from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.train import TrainConfig, held_out_lines  # noqa: PLC0415
 
     run = Path(run)
     train = data.load("train")
     cfg = TrainConfig(**json.loads((run / "run.json").read_text())["config"])
-    out = held_out_lines(cfg, train.target)
+    out = held_out_lines(train.target, cfg.hold_out, cfg.hold_out_seed)
     keep = [i for i in range(len(train.target[:train_limit or None])) if i not in out]
     with trained_model(run, best) as (model, sw, summary, weights), \
             memory_server("spawn", threads=threads) as address, MemoryClient(address, timeout=600) as client:
@@ -222,7 +227,6 @@ def mixed_memory(model, subwords: Subwords, tuned_file: Path, passes: int = 3):
     lambda tuned in ``tuned_file`` (a knn-<split>.json of ``memory_experiment``): (decoder, learn,
     record) for the one-shot protocols, where ``learn(sources, targets)`` is the model's own
     context pass (into the memory the decoder reads) and ``record`` says what was used."""
-    from raremem.models.translation.evaluate import context_pass  # noqa: PLC0415
 
     tuned = json.loads(Path(tuned_file).read_text())
     if "memory_run" not in tuned:
@@ -240,7 +244,6 @@ def tune(decoder, model, subwords, sources: list[str], references: list[str], gr
     """Greedy BLEU on (sources, references) for ``model`` alone (k = 0) and for every setting
     of ``grid`` (k, temperature, lambda) of ``decoder(k, temperature, lam)``, in that order."""
 
-    from raremem.models.translation.evaluate import bleu, translate  # noqa: PLC0415
 
     rows = [{"k": 0, "temperature": 0.0, "lam": 0.0,
              "val_bleu": bleu(translate(model, subwords, sources, 1), references)["bleu"]}]
@@ -259,8 +262,6 @@ def tuned_test(decoder, model, subwords, val: tuple[list[str], list[str]], test:
     """(k, temperature, lambda) picked by greedy BLEU on ``val``, then beam decoding of ``test``
     by ``model`` and by the tuned ``decoder`` (rows ``names``) with paired-bootstrap intervals."""
 
-    from raremem.models.translation.evaluate import translate  # noqa: PLC0415
-    from raremem.models.translation.significance import paired_bootstrap  # noqa: PLC0415
 
     t0 = time.perf_counter()
     tuning = tune(decoder, model, subwords, *val, grid)
@@ -276,7 +277,6 @@ def tuned_test(decoder, model, subwords, val: tuple[list[str], list[str]], test:
 
 
 def _lines(split: str, limit: int) -> tuple[list[str], list[str]]:
-    from raremem.models.translation import data  # noqa: PLC0415
 
     part = data.load(split)
     return part.source[:limit or None], part.target[:limit or None]
@@ -291,7 +291,6 @@ def run_experiment(run, out, size: int = 1 << 19, val_lines: int = 500, test_spl
     decoding of the test split beside the model alone with paired-bootstrap intervals. Writes
     ``out`` (JSON) and returns it."""
 
-    from raremem.models import runinfo  # noqa: PLC0415
 
     with training_datastore(run, size, nlist, nprobe, max(grid[0]), train_limit) as (model, sw, _, c, info):
         def decoder(k, temperature, lam):
@@ -313,8 +312,6 @@ def memory_experiment(run, out, best: bool = True, val_lines: int = 500, test_sp
     memory model's own read-out. Writes ``out`` (JSON; what ``--mix`` of the one-shot protocols
     reads) and returns it."""
 
-    from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.translation.protocol import chosen_weights, trained_memory  # noqa: PLC0415
 
     weights = chosen_weights(Path(run), best)
     with trained_memory(Path(run), *weights) as (model, sw, summary, _):
@@ -331,7 +328,6 @@ def memory_experiment(run, out, best: bool = True, val_lines: int = 500, test_sp
 
 
 def main(argv=None) -> int:
-    import argparse  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="kNN-MT rows: datastore, tuning on val, test with intervals")
     p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"),

@@ -12,31 +12,23 @@ a context line of one word never holds another word's evaluation line, so they d
 
 from __future__ import annotations
 
+import torch  # noqa: I001 - torch before faiss (docs/design.md)
+
+import argparse
+import json
+from pathlib import Path
+
 import numpy as np
 
-from raremem.models.translation.evaluate import WORD, word_counts
+from raremem.models import runinfo
+from raremem.models.translation import data
+from raremem.models.translation.evaluate import WORD, context_pass, translate
+from raremem.models.translation.holdout import held_out_words, lines_with
+from raremem.models.translation.knn import mixed_memory, tuned_with_context
+from raremem.models.translation.protocol import chosen_weights, trained_memory
+from raremem.models.translation.significance import mcnemar
 
 SHOTS = (0, 1, 3, 5)
-
-
-def held_out_words(targets: list[str], n: int, seed: int = 0, low: int = 8, high: int = 30) -> list[str]:
-    """``n`` words, each seen ``low``..``high`` times in ``targets``: alphabetic, 4+ letters,
-    lower-case-initial or not (German nouns are capitalised); seeded, sorted."""
-    counts = word_counts(targets)
-    pool = sorted(w for w, c in counts.items() if low <= c <= high and w.isalpha() and len(w) >= 4)
-    if n > len(pool):
-        raise ValueError(f"only {len(pool)} words are seen {low}-{high} times; asked for {n}")
-    return sorted(np.random.default_rng([seed, 0x5407]).choice(pool, size=n, replace=False).tolist())
-
-
-def lines_with(targets: list[str], words: list[str]) -> dict[str, list[int]]:
-    """Each word's lines (indices into ``targets``) that hold it."""
-    wanted = set(words)
-    out: dict[str, list[int]] = {w: [] for w in words}
-    for i, line in enumerate(targets):
-        for w in wanted.intersection(WORD.findall(line)):
-            out[w].append(i)
-    return out
 
 
 def episodes(targets: list[str], words: list[str], evaluations: int = 2, max_shots: int = 5,
@@ -66,7 +58,6 @@ def kshot_curve(model, subwords, sources: list[str], targets: list[str], eps: li
     """Hit rate of each episode's word in its evaluation lines after ``shots`` context lines.
     ``fresh()`` restores the trained memory (a copy) before each shot count; ``learn`` as in
     ``oneshot.paired_hits``."""
-    from raremem.models.translation.evaluate import context_pass, translate  # noqa: PLC0415
 
     learn = learn or (lambda s, t: context_pass(model, subwords, s, t, passes))
     rows = {}
@@ -85,7 +76,6 @@ def kshot_curve(model, subwords, sources: list[str], targets: list[str], eps: li
 
 def rise(curve: dict) -> dict:
     """McNemar's exact test of the most context against none, on the same evaluation lines."""
-    from raremem.models.translation.oneshot import mcnemar  # noqa: PLC0415
 
     shots = sorted(curve, key=int)
     return {"from": int(shots[0]), "to": int(shots[-1]),
@@ -94,16 +84,8 @@ def rise(curve: dict) -> dict:
 
 def main(argv=None) -> int:
     """Score a run trained with --hold-out: its k-shot curve, written beside the run."""
-    import argparse  # noqa: PLC0415
-    import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
-    import torch  # noqa: PLC0415
 
-    from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.translation import data  # noqa: PLC0415
-    from raremem.models.translation.protocol import chosen_weights, trained_memory  # noqa: PLC0415
-    from raremem.models.translation.knn import mixed_memory, tuned_with_context  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="k-shot curve of held-out words for a translation run")
     p.add_argument("--run", type=Path, default=Path("runs/translation/kshot"))

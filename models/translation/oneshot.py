@@ -11,12 +11,23 @@ McNemar's exact test says whether the context raised the hit rate.
 
 from __future__ import annotations
 
-import math
+import torch  # noqa: I001 - torch before faiss (docs/design.md)
+
+import argparse
+import json
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from raremem.models import runinfo
 from raremem.models.translation import data
-from raremem.models.translation.evaluate import WORD
+from raremem.models.translation.evaluate import WORD, context_pass, pad_batch, translate
+from raremem.models.translation.knn import mixed_memory, tuned_with_context
+from raremem.models.translation.protocol import chosen_weights, trained_memory, training_counts
+from raremem.models.translation.significance import mcnemar
+from raremem.models.translation.subwords import EOS
 
 POOL = ("val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
 
@@ -52,19 +63,6 @@ def hit(word: str, hypothesis: str) -> bool:
     return word in WORD.findall(hypothesis)
 
 
-def mcnemar(without: list[bool], with_context: list[bool]) -> dict:
-    """McNemar's exact test on paired outcomes: b = pairs the context turned into a hit, c =
-    pairs it turned into a miss; one-sided p of b >= observed under Binomial(b + c, 1/2)."""
-    if len(without) != len(with_context):
-        raise ValueError("paired outcomes need equal lengths")
-    b = sum(1 for x, y in zip(without, with_context) if y and not x)
-    c = sum(1 for x, y in zip(without, with_context) if x and not y)
-    n = b + c
-    p = sum(math.comb(n, i) for i in range(b, n + 1)) / 2 ** n if n else 1.0
-    return {"pairs": len(without), "hits_without": sum(without), "hits_with": sum(with_context),
-            "gained": b, "lost": c, "p_one_sided": p}
-
-
 def groups(pairs: list[RarePair], targets: list[str], size: int = 64) -> list[list[RarePair]]:
     """Pairs in groups that can share one memory: within a group no context line holds another
     pair's word (it would be that pair's context too) and no line is both a context and an
@@ -91,7 +89,6 @@ def paired_hits(model, subwords, pool: data.Parallel, pairs: list[RarePair], fre
     paired hits. Context lines of a group go in together (``groups``). ``learn(sources,
     targets)``: how the context gets in (default the memory model's ``passes`` context passes;
     kNN-MT's ``ContextStore.learn`` writes it to a datastore)."""
-    from raremem.models.translation.evaluate import context_pass, translate  # noqa: PLC0415
 
     learn = learn or (lambda s, t: context_pass(model, subwords, s, t, passes))
     fresh()
@@ -130,11 +127,7 @@ def lookup_ranks(model, subwords, pool: data.Parallel, pairs: list[RarePair], fr
     nearest slots of the first one holding that piece, None if none does), without and with the
     context line passed through memory ``passes`` times (as ``paired_hits`` does). Rank 0: the
     memory's top value, what the read-out gets, is the right piece at every position of the word."""
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
-    from raremem.models.translation.evaluate import context_pass, pad_batch  # noqa: PLC0415
-    from raremem.models.translation.subwords import EOS  # noqa: PLC0415
 
     backend = model.memory.backend
 
@@ -175,15 +168,8 @@ def main(argv=None) -> int:
     """The paired-rare-word protocol on a trained memory run (oneshot.json beside it), or with
     ``--knn``: kNN-MT over the model and the settings tuned in a knn-<split>.json, the context
     lines added to the training datastore (oneshot-knn.json beside the model's run)."""
-    import argparse  # noqa: PLC0415
-    import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
-    import torch  # noqa: PLC0415
 
-    from raremem.models import runinfo  # noqa: PLC0415
-    from raremem.models.translation.protocol import chosen_weights, trained_memory, training_counts  # noqa: PLC0415
-    from raremem.models.translation.knn import mixed_memory  # noqa: PLC0415
 
     p = argparse.ArgumentParser(description="paired rare words: hit rates with and without context, McNemar")
     p.add_argument("--run", type=Path, default=Path("runs/translation/memory"))
@@ -203,7 +189,6 @@ def main(argv=None) -> int:
     pool = pooled()
     pairs = rare_pairs(pool.target, training_counts())[:a.limit or None]
     if a.knn:
-        from raremem.models.translation.knn import tuned_with_context  # noqa: PLC0415
 
         with tuned_with_context(a.knn) as (decoder, sw, summary, store, record):
             result = paired_hits(decoder, sw, pool, pairs, store.fresh, a.width, learn=store.learn) | record

@@ -1,5 +1,7 @@
-"""Paired bootstrap for corpus BLEU (Koehn 2004): 95% intervals for every system's score and
-for every system's difference from a baseline, on the same resampled sentence sets.
+"""The statistics of the translation results: paired bootstrap for corpus BLEU (Koehn 2004):
+95% intervals for every system's score and for every system's difference from a baseline, on
+the same resampled sentence sets; McNemar's exact test for paired hits (a rare word translated
+with and without its context line).
 
 sacrebleu computes each sentence's sufficient statistics once (n-gram matches and totals,
 lengths); a resample's corpus BLEU is then the score of the summed statistics, exactly what
@@ -7,6 +9,8 @@ lengths); a resample's corpus BLEU is then the score of the summed statistics, e
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sacrebleu.metrics import BLEU
@@ -39,3 +43,16 @@ def paired_bootstrap(references: list[str], systems: dict[str, list[str]], basel
                           "p_not_better": float((diff <= 0).mean())}
     return {"samples": samples, "seed": seed, "baseline": baseline, "signature": str(bleu.get_signature()),
             "systems": out}
+
+
+def mcnemar(without: list[bool], with_context: list[bool]) -> dict:
+    """McNemar's exact test on paired outcomes: b = pairs the context turned into a hit, c =
+    pairs it turned into a miss; one-sided p of b >= observed under Binomial(b + c, 1/2)."""
+    if len(without) != len(with_context):
+        raise ValueError("paired outcomes need equal lengths")
+    b = sum(1 for x, y in zip(without, with_context) if y and not x)
+    c = sum(1 for x, y in zip(without, with_context) if x and not y)
+    n = b + c
+    p = sum(math.comb(n, i) for i in range(b, n + 1)) / 2 ** n if n else 1.0
+    return {"pairs": len(without), "hits_without": sum(without), "hits_with": sum(with_context),
+            "gained": b, "lost": c, "p_one_sided": p}

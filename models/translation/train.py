@@ -29,7 +29,7 @@ from raremem.models.sequence_training import LengthBuckets, SequenceFlags, seque
 from raremem.models.training import Run, initial_weights, memory_backend, parse_config, run_trainer
 from raremem.models.translation import data, subwords
 from raremem.models.translation.evaluate import bleu, pad_batch, translate
-from raremem.models.translation.kshot import held_out_words, lines_with
+from raremem.models.translation.holdout import held_out_lines
 
 
 @dataclass
@@ -94,14 +94,6 @@ def make_model(cfg: TrainConfig, address: str | None, vocab: int) -> AttentionSe
     return AttentionSeq2Seq(mc, backend)
 
 
-def held_out_lines(cfg: TrainConfig, targets: list[str]) -> frozenset[int]:
-    """The training lines the k-shot protocol keeps out of training (none unless --hold-out)."""
-    if not cfg.hold_out:
-        return frozenset()
-    words = held_out_words(targets, cfg.hold_out, cfg.hold_out_seed)
-    return frozenset(i for where in lines_with(targets, words).values() for i in where)
-
-
 class Corpus:
     """Encoded training pairs (each side + EOS) in buckets of similar target length."""
 
@@ -126,7 +118,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     run = Run(cfg, replica, cfg.row, show=("loss", "memory_accuracy", "val_bleu"))
     sw = load_subwords(cfg)
     pairs = data.load("train", Path(cfg.data_dir))
-    corpus = Corpus(sw, pairs, cfg.max_tokens, cfg.batch, held_out_lines(cfg, pairs.target))
+    corpus = Corpus(sw, pairs, cfg.max_tokens, cfg.batch, held_out_lines(pairs.target, cfg.hold_out, cfg.hold_out_seed))
     val = data.load("val", Path(cfg.data_dir))
     val_src, val_ref = val.source[:cfg.val_sentences], val.target[:cfg.val_sentences]
 
@@ -157,8 +149,9 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
 
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, __doc__.splitlines()[0])
-    return run_trainer(cfg, train, lambda: make_model(cfg, None, cfg.vocab), cfg.memory_name if cfg.memory_layer else "",
-                       data_dir=Path(cfg.out) / "memory")
+    lifelong = cfg.memory_name if cfg.memory_layer else ""
+    return run_trainer(cfg, train, lambda: make_model(cfg, None, cfg.vocab), lifelong, data_dir=Path(cfg.out) / "memory",
+                       lifelong=lifelong)
 
 
 if __name__ == "__main__":

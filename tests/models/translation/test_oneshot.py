@@ -11,7 +11,8 @@ import pytest
 from raremem.models.translation import data
 from raremem.models.translation.data import DEFAULT_DATA
 from raremem.models.translation.evaluate import word_counts
-from raremem.models.translation.oneshot import RarePair, hit, mcnemar, pooled, rare_pairs
+from raremem.models.translation.oneshot import RarePair, hit, pooled, rare_pairs
+from raremem.models.translation.significance import mcnemar
 
 needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason="no ../shared/data/translation")
 
@@ -51,7 +52,8 @@ def test_the_held_out_pool_has_many_repeated_rare_words():
 def test_held_out_words_and_their_episodes():
     from raremem.models.translation.data import load
     from raremem.models.translation.evaluate import WORD, word_counts
-    from raremem.models.translation.kshot import episodes, held_out_words, lines_with
+    from raremem.models.translation.holdout import held_out_words, lines_with
+    from raremem.models.translation.kshot import episodes
 
     targets = load("train").target
     words = held_out_words(targets, 200, seed=0)
@@ -75,20 +77,18 @@ def test_training_with_held_out_words_never_sees_them(tmp_path):
     from raremem.models.translation import subwords
     from raremem.models.translation.data import load
     from raremem.models.translation.evaluate import WORD
-    from raremem.models.translation.train import Corpus, TrainConfig, held_out_lines
+    from raremem.models.translation.holdout import held_out_lines, held_out_words
+    from raremem.models.translation.train import Corpus
 
     pairs = load("train")
-    cfg = TrainConfig(hold_out=50, hold_out_seed=3)
-    out = held_out_lines(cfg, pairs.target)
-    from raremem.models.translation.kshot import held_out_words
-
+    out = held_out_lines(pairs.target, 50, 3)
     words = set(held_out_words(pairs.target, 50, 3))
     assert out and all(words & set(WORD.findall(pairs.target[i])) for i in out)
     sw = subwords.train(pairs.source[:2000] + pairs.target[:2000], tmp_path / "sp.model", vocab_size=800)
     small = type(pairs)(pairs.source[:3000], pairs.target[:3000])
     corpus = Corpus(sw, small, 64, 8, frozenset(i for i in out if i < 3000))
     assert not any(words & set(WORD.findall(pairs.target[i])) for i in corpus.index)
-    assert held_out_lines(TrainConfig(), pairs.target) == frozenset()
+    assert held_out_lines(pairs.target, 0) == frozenset()
 
 
 @needs_data
