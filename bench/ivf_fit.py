@@ -10,7 +10,7 @@ global Lloyd k-means from it, points assigned through an HNSW graph of the centr
 
 from __future__ import annotations
 
-import torch  # noqa: F401,I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: F401,I001 - torch before faiss (design.md §5)
 
 import argparse
 import time

@@ -1,7 +1,7 @@
 """Lookup benchmark: remote service vs in-process store vs raw FAISS vs torch vs the sgemm ceiling.
 
 One run, side by side, interleaved call by call so that the shared machine's noise hits every
-method alike. Exact index, k=256, d=128. Claims are ratios (DESIGN §6). Writes
+method alike. Exact index, k=256, d=128. Claims are ratios (design.md §6). Writes
 results/bench_lookup.json and results/bench_lookup.md.
 
     python -m bench.lookup [--quick]     # from the repository root
@@ -9,7 +9,7 @@ results/bench_lookup.json and results/bench_lookup.md.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss: their OpenMP runtimes clash the other way (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss: their OpenMP runtimes clash the other way (design.md §5)
 
 import argparse
 import json

@@ -11,7 +11,7 @@ Writes results/omniglot_throughput.{json,md}.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import json

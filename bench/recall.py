@@ -1,7 +1,7 @@
 """Recall of the approximate index kinds against exact search, on clustered unit keys.
 
 Learned embeddings cluster by class; uniform random keys are the worst case for IVF and LSH
-and say little about a trained memory (DESIGN §5). Writes results/index_recall.{json,md}.
+and say little about a trained memory (design.md §5). Writes results/index_recall.{json,md}.
 
     python bench/recall.py
 """

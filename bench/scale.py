@@ -19,7 +19,7 @@ Writes results/bench_scale.{json,md} and bench_scale_latency.png, bench_scale_re
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import json

@@ -6,7 +6,7 @@ the floor under that: a bare grpc.aio server in a process of its own, holding th
 answering each LookupStream message with a search in its event-loop thread (no validation,
 batcher, metrics or log), against the raremem server; each over a Unix socket, from the
 project's sync stream client and from a grpc.aio client driven from the calling thread. All
-take turns with the in-process store in one run (blocks of 16 calls, DESIGN §6), ``--repeats``
+take turns with the in-process store in one run (blocks of 16 calls, design.md §6), ``--repeats``
 times. Writes results/bench_transport_floor.{json,md,png}.
 
     python -m bench.transport_floor [--repeats 3]
@@ -14,7 +14,7 @@ times. Writes results/bench_transport_floor.{json,md,png}.
 
 from __future__ import annotations
 
-import torch  # noqa: F401, I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: F401, I001 - torch before faiss (design.md §5)
 
 import argparse
 import asyncio

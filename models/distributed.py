@@ -1,4 +1,4 @@
-"""Replicated training for every trainer (DESIGN §3, Trainers).
+"""Replicated training for every trainer (design.md §3, Trainers).
 
 Two engines synchronise parameters; the memory is always the remote service:
 

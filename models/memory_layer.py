@@ -4,7 +4,7 @@ and the memory loss with exact gradients w.r.t. the input.
 
 The backend is either the in-process store (``"local"``) or a remote server (``"HOST:PORT"``);
 both answer ``lookup`` with the same fields, so the layer never knows which one it has. Keys
-are constants for autograd: only the query carries gradient (DESIGN §1 step 3).
+are constants for autograd: only the query carries gradient (design.md §1 step 3).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 
 
 class LocalBackend:
-    """A ``server.store.MemoryStore`` in this process (imports torch first: DESIGN §5)."""
+    """A ``server.store.MemoryStore`` in this process (imports torch first: design.md §5)."""
 
     def __init__(self, key_dim: int, size: int, **config):
         from raremem.server.config import MemoryConfig  # noqa: PLC0415 - faiss after torch
@@ -92,13 +92,13 @@ class MemoryLayer(nn.Module):
     def __init__(self, key_dim: int, backend):
         super().__init__()
         self.backend = backend
-        # DESIGN §3: d x d query projection, no bias, N(0, 0.01) (the paper's code: truncated normal)
+        # design.md §3: d x d query projection, no bias, N(0, 0.01) (the paper's code: truncated normal)
         self.query_proj = nn.Linear(key_dim, key_dim, bias=False)
         nn.init.trunc_normal_(self.query_proj.weight, std=0.01, a=-0.02, b=0.02)
         self.seconds = 0.0   # wall time spent in the backend's lookups (trainers log its share of a step)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, d) activations in any float dtype -> (B, d) unit float32 queries (DESIGN §5: the
+        """(B, d) activations in any float dtype -> (B, d) unit float32 queries (design.md §3: the
         memory query stays in float32 whatever the embedder runs in)."""
         with torch.autocast(x.device.type, enabled=False):  # also under an autocast region
             return F.normalize(self.query_proj(x.float()), dim=-1)

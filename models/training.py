@@ -48,12 +48,12 @@ class TrainerFlags:
     overwrite: bool = False         # start afresh in an --out that holds another run (deleting it)
     init: str = ""                  # start from this checkpoint's weights (fine-tuning)
     hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
-    # The memory (DESIGN §1); a trainer changes the defaults that its task needs.
+    # The memory (design.md §1); a trainer changes the defaults that its task needs.
     memory_size: int = 8192         # slots
     choose_k: int = 256             # neighbours per lookup (capped at memory_size)
     age_noise: float = 8.0          # eviction noise: U(-a, a) added to the ages
     alpha: float = 0.1              # margin of the memory loss
-    memory_index: str = "exact"     # "exact" | "ivf" | "lsh" (DESIGN §1)
+    memory_index: str = "exact"     # "exact" | "ivf" | "lsh" (design.md §1)
     ivf_nlist: int = 0              # IVF: inverted lists (0 = sqrt(size))
     ivf_nprobe: int = 0             # IVF: lists visited per query (0 = the memory's default)
     ivf_retrain: int = 0            # IVF: refit the quantizer every N slot writes (0 = never)

@@ -1,6 +1,6 @@
 """Micro-batching: concurrent lookups on one memory become one search.
 
-FAISS searches from several threads at once collapse (DESIGN §5), so each memory has one
+FAISS searches from several threads at once collapse (design.md §5), so each memory has one
 worker thread. Request threads enqueue a validated ``LookupSpec`` and wait; the worker takes
 everything queued (up to the row limits), runs it as one ``lookup_many`` and hands each
 request its own result. Under load batches grow on their own; alone, a request waits only for

@@ -1,4 +1,4 @@
-"""A memory's fixed parameters (DESIGN §1), with the paper's defaults and validation."""
+"""A memory's fixed parameters (design.md §1), with the paper's defaults and validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nearest-neighbour backends over the store's key array (DESIGN §1, "Index kinds").
+"""Nearest-neighbour backends over the store's key array (design.md §1, "Index kinds").
 
 Every index sees the store's ``keys`` array (size, d) and the number ``n`` of filled slots.
 Filled slots are always the prefix ``[0, n)``: empty slots are filled in index order and
@@ -21,7 +21,7 @@ import numpy as np
 
 from raremem.server.config import MemoryConfig
 
-# DESIGN §5: faiss-cpu only takes its BLAS path from 1000 queries on; forcing it made exact
+# design.md §5: faiss-cpu only takes its BLAS path from 1000 queries on; forcing it made exact
 # k=256 search 1.5-4x faster at b = 16..256 with identical results.
 faiss.cvar.distance_compute_blas_threshold = 1
 

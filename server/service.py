@@ -1,4 +1,4 @@
-"""Named memories: creation, batching, statistics and persistence (DESIGN §2).
+"""Named memories: creation, batching, statistics and persistence (design.md §2).
 
 Raises the domain errors of ``server.errors``; knows nothing of gRPC. Each memory has a lock
 (serialising every access to its store) and a batcher (merging concurrent lookups).

@@ -1,4 +1,4 @@
-"""The memory M = (K, V, A) of DESIGN §1: lookup, loss terms and the update rule.
+"""The memory M = (K, V, A) of design.md §1: lookup, loss terms and the update rule.
 
 Pure numpy + an index backend; no gRPC, no threads (the service serialises access). One call,
 ``lookup_many``, serves a list of requests merged into one search: every request sees the
@@ -243,7 +243,7 @@ class MemoryStore:
         return res, plan
 
     def _loss_terms(self, spec, q, sims, ids, values, res):
-        """Positive/negative, loss and correctness (DESIGN §1 step 3) for a labelled request."""
+        """Positive/negative, loss and correctness (design.md §1 step 3) for a labelled request."""
         cfg, labels, b = self.config, spec.labels, len(q)
         # correct: the label is among the top correct_in_top neighbours (never the extra recent)
         res.correct = (values[:, :cfg.correct_in_top] == labels[:, None]).any(axis=1)
@@ -274,7 +274,7 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ update
     def _update(self, specs, queries, positives, results) -> None:
-        """DESIGN §1 step 4 over every updating request, in order."""
+        """design.md §1 step 4 over every updating request, in order."""
         cfg = self.config
         upd = [i for i, s in enumerate(specs) if s.update]
         # Each request ages the memory by one; a slot written by request j is then as old as

@@ -1,13 +1,13 @@
-"""An independent reference memory, written from DESIGN §1 alone: the tests' oracle.
+"""An independent reference memory, written from design.md §1 alone: the tests' oracle.
 
 Deliberately plain: one query at a time, full sorts, Python loops. It imports nothing from
-``server``. Conventions it shares with the store because DESIGN §1 leaves them open (stated in
+``server``. Conventions it shares with the store because design.md §1 leaves them open (stated in
 proto/memory.proto and README): eviction noise is drawn only when a batch must evict, as
 ``rng.uniform(-a, a, filled)`` from ``np.random.default_rng(seed)``; a slot rewritten with
 another value stops being ``recent`` for its old value; slots that correct queries of a call
 average into are never chosen as fresh slots in that call; sources hold the last writer.
 
-Two options beyond the paper (DESIGN §1): leave-one-out lookups skip every slot whose source
+Two options beyond the paper (design.md §1): leave-one-out lookups skip every slot whose source
 is the query's own (the recent candidate too); an append-only memory writes every labelled
 query of an update into a fresh slot (no averaging), so nothing is evicted while slots are empty.
 """

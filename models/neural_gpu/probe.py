@@ -18,7 +18,7 @@ memory update) and reports per digit position j:
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import json

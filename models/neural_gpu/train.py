@@ -15,7 +15,7 @@ trained memory are recorded. Checkpoints resume exactly (see models/training.py)
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import json
 import sys

@@ -1,4 +1,4 @@
-"""The Omniglot ConvNet with memory (Kaiser et al. 2017, §4.1; DESIGN §3.1).
+"""The Omniglot ConvNet with memory (Kaiser et al. 2017, §4.1; design.md §3).
 
 Embedder: conv3x3(64)-ReLU-conv3x3(64)-ReLU-maxpool, conv3x3(128)-ReLU-conv3x3(128)-ReLU-maxpool,
 then one of two heads:
@@ -29,7 +29,7 @@ class OmniglotModelConfig:
     rep_dim: int = 256      # embedding size = memory key dimension
     head: str = "paper"     # "paper" | "authors" (module docstring); chosen by the ablation in results/omniglot.md
     dropout: float = 0.3    # drop probability (the authors' keep_prob 0.3 would be 0.7)
-    channels_last: bool = True  # DESIGN §5: 1.6x faster convolutions on this CPU
+    channels_last: bool = True  # design.md §5: 1.6x faster convolutions on this CPU
 
 
 class Embedder(nn.Module):

@@ -24,7 +24,7 @@ optimiser, step and RNG states, so ``--resume`` continues exactly.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import dataclasses
 import sys

@@ -19,7 +19,7 @@ mixes its nearest neighbours into the model.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (docs/design.md)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import contextlib

@@ -12,7 +12,7 @@ a context line of one word never holds another word's evaluation line, so they d
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (docs/design.md)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import json

@@ -11,7 +11,7 @@ McNemar's exact test says whether the context raised the hit rate.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (docs/design.md)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import json

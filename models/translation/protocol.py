@@ -13,7 +13,7 @@ under another name on a server of its own); the trained one is never written.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import contextlib

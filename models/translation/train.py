@@ -14,7 +14,7 @@ the evaluation). Validation BLEU (greedy, sacrebleu) every ``val_every`` steps.
 
 from __future__ import annotations
 
-import torch  # noqa: I001 - torch before faiss (DESIGN §5)
+import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import os
 import sys

@@ -1,4 +1,4 @@
-"""The in-process store against the independent reference memory (DESIGN §1, §6)."""
+"""The in-process store against the independent reference memory (design.md §1, §6)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,28 @@
+"""Citations of the design document point at sections it has, and no file cites a design
+document that is not in the repository."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("proto", "server", "client", "models", "bench", "reports", "tests", "docker")
+
+
+def sources():
+    for folder in FOLDERS:
+        yield from (p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".proto", ".sh", ".yml", ".md"))
+    yield ROOT / "README.md"
+
+
+def test_design_citations_name_existing_sections():
+    sections = set(re.findall(r"^## (\d+)\.", (ROOT / "docs" / "design.md").read_text(), re.M))
+    cited = {(p.relative_to(ROOT).as_posix(), n) for p in sources()
+             for n in re.findall(r"design\.md §(\d+)", p.read_text())}
+    assert cited, "nothing cites the design document"
+    assert {c for c in cited if c[1] not in sections} == set()
+
+
+def test_no_citation_of_a_design_outside_the_repository():
+    assert [p.relative_to(ROOT).as_posix() for p in sources() if p != Path(__file__) and "DESIGN §" in p.read_text()] == []
