@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raremem.client.memory_client import MemoryClient
-from raremem.proto.types import INDEX_KINDS
+from raremem.proto.types import INDEX_KINDS, STATS_AGE_BINS, STATS_TOP_VALUES
 
 
 def _load_queries(path: Path) -> np.ndarray:
@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exist-ok", action="store_true")
     sp = add("stats", cmd_stats, "fill, age histogram, value counts, index, bytes")
     sp.add_argument("name")
-    sp.add_argument("--age-bins", type=int, default=10)
-    sp.add_argument("--top", type=int, default=10)
+    sp.add_argument("--age-bins", type=int, default=STATS_AGE_BINS)
+    sp.add_argument("--top", type=int, default=STATS_TOP_VALUES)
     sp.add_argument("--hash", action="store_true", help="also compute the state hash")
     sp = add("show", cmd_show, "show slots")
     sp.add_argument("name")

@@ -22,7 +22,8 @@ import numpy as np
 from raremem.proto import memory_pb2 as pb
 from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import from_tensor, to_tensor
-from raremem.proto.types import INDEX_KINDS, MAX_MESSAGE_BYTES, LookupResult, MemoryInfo, MemoryStats, Neighbors
+from raremem.proto.types import (INDEX_KINDS, MAX_MESSAGE_BYTES, STATS_AGE_BINS, STATS_TOP_VALUES, LookupResult,
+                                 MemoryInfo, MemoryStats, Neighbors)
 
 _INDEX_TO_PB = {kind: pb.IndexKind.Value(kind.upper()) for kind in INDEX_KINDS}
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -228,7 +229,8 @@ class MemoryClient:
         resp = self._call("ListMemories", pb.ListMemoriesRequest())
         return [_info(m) for m in resp.memories]
 
-    def stats(self, name: str, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> MemoryStats:
+    def stats(self, name: str, age_bins: int = STATS_AGE_BINS, top_values: int = STATS_TOP_VALUES,
+              with_hash: bool = False) -> MemoryStats:
         req = pb.GetStatsRequest(name=name, age_bins=age_bins, top_values=top_values, with_hash=with_hash)
         resp = self._call("GetStats", req)
         scalars = {f.name: getattr(resp, f.name) for f in fields(MemoryStats)

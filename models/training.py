@@ -30,6 +30,7 @@ from raremem.models import runinfo
 from raremem.models.distributed import Replica, from_env, hogwild, share
 from raremem.models.errors import SetupError
 from raremem.models.memory_layer import make_backend
+from raremem.server.config import MemoryConfig
 
 
 @dataclasses.dataclass
@@ -48,12 +49,13 @@ class TrainerFlags:
     overwrite: bool = False         # start afresh in an --out that holds another run (deleting it)
     init: str = ""                  # start from this checkpoint's weights (fine-tuning)
     hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
-    # The memory (design.md §1); a trainer changes the defaults that its task needs.
+    # The memory (design.md §1): the defaults are the memory's own (server/config.py); a trainer
+    # changes the ones its task needs.
     memory_size: int = 8192         # slots
-    choose_k: int = 256             # neighbours per lookup (capped at memory_size)
-    age_noise: float = 8.0          # eviction noise: U(-a, a) added to the ages
-    alpha: float = 0.1              # margin of the memory loss
-    memory_index: str = "exact"     # "exact" | "ivf" | "lsh" (design.md §1)
+    choose_k: int = 0               # neighbours per lookup (0 = the memory's: min(256, memory_size))
+    age_noise: float = MemoryConfig.age_noise    # eviction noise: U(-a, a) added to the ages
+    alpha: float = MemoryConfig.alpha            # margin of the memory loss
+    memory_index: str = MemoryConfig.index       # "exact" | "ivf" | "lsh" (design.md §1)
     ivf_nlist: int = 0              # IVF: inverted lists (0 = sqrt(size))
     ivf_nprobe: int = 0             # IVF: lists visited per query (0 = the memory's default)
     ivf_retrain: int = 0            # IVF: refit the quantizer every N slot writes (0 = never)

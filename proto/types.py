@@ -15,6 +15,9 @@ INDEX_KINDS = ("exact", "ivf", "lsh")
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024   # gRPC send/receive limit on both sides (a translation
                                         # batch is thousands of queries; b=2048, k=256 ids = 4 MB)
 EMPTY = -1  # value of an empty slot; also "no slot" in id arrays
+# GetStats when a request leaves age_bins / top_values at 0: histogram bins, most common values
+STATS_AGE_BINS = 10
+STATS_TOP_VALUES = 10
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 from raremem.proto.types import MAX_MESSAGE_BYTES
 from raremem.server import metrics
 from raremem.server.indexes import set_threads
-from raremem.server.service import MemoryService
+from raremem.server.service import MAX_BATCH, WAL_INTERVAL, MemoryService
 from raremem.server.servicer import create_server
 
 log = logging.getLogger("raremem.server")
@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    default=env("RAREMEM_WAL_FSYNC", "interval"),
                    help="write-ahead log: fsync before each answer (always), every --wal-interval seconds "
                         "(interval), never (none), or no log (off) [interval]")
-    p.add_argument("--wal-interval", type=float, default=0.2, help="seconds between log fsyncs [0.2]")
+    p.add_argument("--wal-interval", type=float, default=WAL_INTERVAL,
+                   help=f"seconds between log fsyncs [{WAL_INTERVAL}]")
     p.add_argument("--snapshot-interval", type=float, default=float(env("RAREMEM_SNAPSHOT_INTERVAL", "300")),
                    help="seconds between timed snapshots of changed memories; 0 = off [300]")
     p.add_argument("--metrics-port", type=int, default=int(env("RAREMEM_METRICS_PORT", "9464")),
@@ -64,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=int(env("RAREMEM_THREADS", "0")),
                    help="OpenMP threads for FAISS searches; 0 = one per core. Give 1 when trainers share "
                         "the cores: spinning OpenMP teams on an oversubscribed machine cost more than they win [0]")
-    p.add_argument("--max-batch", type=int, default=16384, help="queries per request and per merged search")
+    p.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                   help=f"queries per request and per merged search [{MAX_BATCH}]")
     p.add_argument("--max-memory-gb", type=float, default=0.0,
                    help="the largest memory a create may ask for [half the machine's RAM]")
     p.add_argument("--max-message-mb", type=int, default=MAX_MESSAGE_BYTES >> 20, help="gRPC message limit")

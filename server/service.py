@@ -27,6 +27,8 @@ from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats
 from raremem.server.store import LookupSpec, MemoryStore
 
 log = logging.getLogger("raremem.service")
+MAX_BATCH = 16384     # queries per request and per merged search
+WAL_INTERVAL = 0.2    # seconds between write-ahead log fsyncs (policy "interval")
 ANSWERS_KEPT = 1024   # recent update answers kept per memory for retries (a retry comes within seconds)
 
 
@@ -63,9 +65,9 @@ class Managed:
 
 
 class MemoryService:
-    def __init__(self, data_dir: Path | None = None, max_batch: int = 16384,
+    def __init__(self, data_dir: Path | None = None, max_batch: int = MAX_BATCH,
                  snapshot_interval: float = 0.0, restore: bool = True, wal_fsync: str = "interval",
-                 wal_interval: float = 0.2, max_bytes: int = 0):
+                 wal_interval: float = WAL_INTERVAL, max_bytes: int = 0):
         """``wal_fsync``: the write-ahead log's policy (``always``, ``interval``, ``none``; ``off``
         keeps no log: a crash then loses the writes since the last snapshot)."""
         if wal_fsync not in (*wal.POLICIES, "off"):

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from raremem.proto import memory_pb2 as pb
 from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
-from raremem.proto.types import MAX_MESSAGE_BYTES
+from raremem.proto.types import MAX_MESSAGE_BYTES, STATS_AGE_BINS, STATS_TOP_VALUES
 from raremem.server import convert, errors, metrics
 from raremem.server.auth import STREAM_METHODS, Auth, TokenInterceptor
 from raremem.server.service import MemoryService
@@ -96,7 +96,7 @@ class MemoryServicer(pb_grpc.MemoryServicer):
 
     @_rpc
     def GetStats(self, request, context):
-        stats = self.service.stats(request.name, request.age_bins or 10, request.top_values or 10,
+        stats = self.service.stats(request.name, request.age_bins or STATS_AGE_BINS, request.top_values or STATS_TOP_VALUES,
                                    request.with_hash)
         return convert.stats_to_pb(stats)
 

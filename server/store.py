@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raremem.proto.types import EMPTY, Counters, LookupResult, Neighbors
+from raremem.proto.types import EMPTY, STATS_AGE_BINS, STATS_TOP_VALUES, Counters, LookupResult, Neighbors
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import InvalidArgument
 from raremem.server.indexes import make_index
@@ -381,12 +381,13 @@ class MemoryStore:
         self.filled = n
         self.index.on_write(np.arange(n, dtype=np.int64), n)
 
-    def statistics(self, age_bins: int = 10, top_values: int = 10, with_hash: bool = False) -> dict:
+    def statistics(self, age_bins: int = STATS_AGE_BINS, top_values: int = STATS_TOP_VALUES,
+                   with_hash: bool = False) -> dict:
         """Contents and traffic: an age histogram of the filled slots, the most frequent
         values, the counters and (if asked) the state hash — the store's part of ``MemoryStats``."""
         ages = self.ages[: self.filled]
         values, counts = np.unique(self.values[: self.filled], return_counts=True)
-        bins = age_bins or 10
+        bins = age_bins or STATS_AGE_BINS
         hist, edges = np.histogram(ages, bins=bins) if len(ages) else (np.zeros(bins, np.int64), np.zeros(bins + 1))
         order = np.lexsort((values, -counts))[:top_values]
         return {"age_bin_edges": edges.astype(np.float32), "age_counts": hist.astype(np.int64),

@@ -139,7 +139,8 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     val_backend = None
     if replica.main and cfg.eval_every:  # validation episodes in a memory of their own
         episode = cfg.width * cfg.shots
-        val_backend = memory_backend(dataclasses.replace(cfg, memory_size=episode, choose_k=min(cfg.choose_k, episode)),
+        val_cfg = dataclasses.replace(cfg, memory_size=episode, choose_k=min(cfg.choose_k, episode) if cfg.choose_k else 0)
+        val_backend = memory_backend(val_cfg,
                                      address, memory_name(dataclasses.replace(cfg, shared_memory=False), replica.rank)
                                      + "-val", cfg.rep_dim)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)

@@ -82,3 +82,26 @@ def test_arbitrary_tensor_messages_decode_or_raise_tensor_error(data, shape, dty
     except TensorError:
         return
     assert out.nbytes == len(data)
+
+
+def test_the_contract_states_the_memory_defaults_the_server_applies():
+    """memory.proto's bracketed defaults are the ones server/config.py defines (defined there
+    once; the contract only states them), and the trainers start from the same ones."""
+    import re
+    from pathlib import Path
+
+    from raremem.models.training import TrainerFlags
+    from raremem.server.config import MemoryConfig
+
+    text = (Path(__file__).resolve().parents[2] / "proto" / "memory.proto").read_text()
+    block = text[text.index("message MemoryConfig {"):text.index("// What a server says about one memory.")]
+    stated = dict(re.findall(r"optional \w+ (\w+) = \d+;\s+//[^\[\n]*\[([-\d.]+)\]", block))
+    assert {"alpha", "inverse_temperature", "age_noise", "correct_in_top", "ivf_nprobe", "lsh_tables",
+            "lsh_bucket_size", "seed"} <= set(stated)
+    for name, value in stated.items():
+        assert float(value) == float(getattr(MemoryConfig, name)), name
+    assert MemoryConfig(key_dim=4, size=1000).resolved().choose_k == 256 and "min(256, size)" in block
+    flags = TrainerFlags()
+    assert (flags.alpha, flags.age_noise, flags.memory_index) == (MemoryConfig.alpha, MemoryConfig.age_noise,
+                                                                  MemoryConfig.index)
+    assert flags.choose_k == 0   # 0: the memory's own default
