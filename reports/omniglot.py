@@ -1,11 +1,15 @@
-"""results/omniglot.{md,json} and plots: Table 1 from a 5-way and a 20-way model, the head
-ablation, the trajectory beside the authors' README, and training throughput.
+"""results/omniglot.{md,json} and plots: Table 1 on the Vinyals split (the paper's text), the
+Lake-split table beside it, and the choices behind the models, each made on validation classes:
+the precision (fp32 against bf16 autocast) and the embedder head, both at equal steps.
 
-    python -m reports.omniglot --five runs/omniglot/5way-paper --twenty runs/omniglot/20way-paper \\
-        --ablation runs/omniglot/5way-authors runs/omniglot/5way-paper --pixel-eval runs/omniglot/pixel.json
+    python -m reports.omniglot --five runs/omniglot/vinyals-5way --twenty runs/omniglot/vinyals-20way \\
+        --pixel runs/omniglot/pixel-vinyals.json --pixel-lake runs/omniglot/pixel-lake.json \\
+        --precision runs/omniglot/vinyals-5way-fp32 runs/omniglot/vinyals-5way \\
+        --heads runs/omniglot/vinyals-5way runs/omniglot/vinyals-5way-authors
 
-Each run directory holds the trainer's files and ``eval.json`` from
-``python -m raremem.models.omniglot.evaluate --checkpoint RUN/checkpoint.pt --out RUN/eval.json``.
+Each model's run folder holds the trainer's files and ``eval.json`` from ``python -m
+raremem.models.omniglot.evaluate --checkpoint RUN/best.pt --out RUN/eval.json`` (the test
+classes, read once). A model whose eval.json is missing is reported by its validation curve.
 """
 
 from __future__ import annotations
@@ -15,189 +19,179 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from raremem.models.paths import results_dir
 from reports.plots import finish, plt
 
 PAPER = {"5-way": {1: 98.4, 5: 99.6}, "20-way": {1: 95.0, 5: 98.6}}
 PAPER_PIXEL = {"5-way": {1: 41.7, 5: 63.2}, "20-way": {1: 26.7, 5: 42.6}}
-# The authors' README (tensorflow/models research/learning_to_remember_rare_events): 5-way
-# validation 1-shot at episode batches 0 (the first validation), 500 and 4,000; each of their
-# readings is 250 queries (about +-2.4 points).
-AUTHORS_README = {0: 40.4, 500: 83.6, 4000: 96.0}
+CELLS = [("5-way", 1), ("5-way", 5), ("20-way", 1), ("20-way", 5)]
+LAKE = results_dir() / "omniglot_lake.json"   # the earlier Lake-split models, as measured then
 
 
 def load_run(run: Path) -> dict:
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     record = json.loads((run / "run.json").read_text())
-    summary = json.loads((run / "replica-0.json").read_text()) if (run / "replica-0.json").is_file() else {}
-    ev = json.loads((run / "eval.json").read_text()) if (run / "eval.json").is_file() else None
-    return {"dir": str(run), "rows": rows, "record": record, "summary": summary, "eval": ev,
-            "val": [r for r in rows if "val_1shot" in r]}
+
+    def optional(name):
+        return json.loads((run / name).read_text()) if (run / name).is_file() else None
+    return {"dir": str(run), "record": record, "eval": optional("eval.json"), "best": optional("best.json"),
+            "val": [r for r in rows if "val_1shot" in r], "last": rows[-1]}
 
 
-def cell(res: dict, key: str, s: int) -> str:
-    return f"{100 * res[key]['accuracy'][s]:.1f} ± {100 * res[key]['ci95'][s]:.1f}"
+def cell(res: dict | None, width: str, shots: int) -> str:
+    if not res:
+        return "—"
+    return f"{100 * res[width]['accuracy'][shots]:.1f} ± {100 * res[width]['ci95'][shots]:.1f}"
 
 
-def compute(run: dict) -> str:
-    """What a run cost: episode batches, optimiser updates, minutes, legs, machine, commit."""
-    last, cfg, legs = run["rows"][-1], run["record"]["config"], run["record"].get("legs", [run["record"]])
-    m = legs[-1]["machine"]
+def budget(run: dict) -> str:
+    cfg, legs, last = run["record"]["config"], run["record"]["legs"], run["last"]
+    machines = sorted({f"{leg['machine']['cpu']}, {leg['machine']['cores']} cores" for leg in legs})
     return (f"{last['step']:,} episode batches of {cfg['batch']} x {cfg['width']}-way x {cfg['shots']} draws "
-            f"({last.get('updates', last['step']):,} optimiser updates) in {last['wall'] / 60:.0f} min of training, "
-            f"{len(legs)} leg{'s' if len(legs) > 1 else ''}; {m['cpu']}, {m['cores']} cores, torch "
-            f"{m.get('torch', '?')}, commits " + ", ".join(f"`{leg['machine']['commit']}`" for leg in legs))
+            f"({last['updates']:,} optimiser updates) in {last['wall'] / 60:.0f} min over {len(legs)} leg(s), "
+            f"{'bf16 autocast' if cfg.get('bf16') else 'fp32'}; {'; '.join(machines)}; commits "
+            + ", ".join(f"`{leg['machine']['commit']}`" for leg in legs) + "; "
+            + "; ".join(f"leg {i + 1}: `{leg['command']}`" for i, leg in enumerate(legs)))
 
 
-def commands(run: dict) -> str:
-    legs = run["record"].get("legs", [run["record"]])
-    return "; ".join(f"leg {i + 1}: `{leg['command']}`" for i, leg in enumerate(legs))
+def paired(a: dict, b: dict, key: str = "val_1shot") -> dict:
+    """Readings of two runs at the same steps (the same validation episodes: the seed of each
+    reading is its step): b - a, with a 95% interval over the readings."""
+    va, vb = {r["step"]: r[key] for r in a["val"]}, {r["step"]: r[key] for r in b["val"]}
+    steps = sorted(set(va) & set(vb))
+    diff = np.array([vb[s] - va[s] for s in steps]) * 100
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return {"steps": steps, "a": [100 * va[s] for s in steps], "b": [100 * vb[s] for s in steps],
+            "mean_difference": float(diff.mean()) if len(diff) else float("nan"), "ci95": float(half)}
+
+
+def rate(run: dict, step: int) -> float:
+    """Episode batches per minute up to ``step`` (a step both compared runs reached side by side)."""
+    r = next(r for r in run["val"] if r["step"] == step)
+    return step / (r["wall"] / 60)
+
+
+def comparison(title: str, note: str, names: tuple[str, str], a: dict, b: dict) -> tuple[list[str], dict]:
+    p = paired(a, b)
+    lines = [f"## {title}", "", note, "",
+             f"| episode batch | {names[0]} | {names[1]} |", "|---:|---:|---:|"]
+    lines += [f"| {s:,} | {x:.1f} | {y:.1f} |" for s, x, y in zip(p["steps"], p["a"], p["b"])]
+    last = p["steps"][-1]
+    ra, rb = rate(a, last), rate(b, last)
+    lines += ["", f"{names[1]} - {names[0]}, mean over {len(p['steps'])} paired readings: "
+              f"**{p['mean_difference']:+.2f} points** (95% interval ± {p['ci95']:.2f}). Episode batches per "
+              f"minute side by side, up to batch {last:,}: {ra:.1f} and {rb:.1f} ({rb / ra:.2f}x)."]
+    return lines, {**p, "names": names, "runs": [a["dir"], b["dir"]], "rates": [ra, rb]}
 
 
 def plot_curves(runs: dict[str, dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (name, run), color in zip(runs.items(), ("C0", "C2")):
-        ax.plot([r["step"] for r in run["val"]], [100 * r["val_1shot"] for r in run["val"]], ".-", color=color,
-                label=f"{name} model, validation 1-shot")
-    ax.plot(list(AUTHORS_README), list(AUTHORS_README.values()), "s", color="C3", label="authors' README, 5-way")
-    ax.set(xlabel="episode batch (each is width x shots optimiser updates)", ylabel="accuracy (%)",
-           title="validation on held-out classes", xscale="symlog", ylim=(30, 100))
+    for name, run in runs.items():
+        ax.plot([r["step"] for r in run["val"]], [100 * r["val_1shot"] for r in run["val"]], ".-", label=name)
+    ax.set(xlabel="episode batch", ylabel="validation 1-shot accuracy (%)", ylim=(60, 100),
+           title="Omniglot, Vinyals split: validation classes during training")
     finish(fig, path, ax, dpi=110, fontsize=8)
 
 
-def plot_kshot(models: dict[str, dict], pixel: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, style in (("5-way", "-"), ("20-way", "--")):
-        for name, res, color in (("memory model", models[key], "C0"), ("pixel NN", pixel, "C1")):
-            acc = [100 * a for a in res[key]["accuracy"]]
-            ax.plot(range(len(acc)), acc, style, color=color, marker="o", label=f"{name}, {key}")
-    ax.set(xlabel="times the class was seen before (k-shot)", ylabel="accuracy (%)",
-           title="k-shot accuracy on held-out classes")
-    finish(fig, path, ax, dpi=110, fontsize=8)
-
-
-def nearest(val: list[dict], step: int) -> dict | None:
-    best = min(val, key=lambda r: abs(r["step"] - step), default=None)
-    return best if best and abs(best["step"] - step) <= max(50, step // 10) else None
-
-
-def ablation_table(runs: list[dict]) -> tuple[list[str], list[dict]]:
-    lines = ["| head | dropout (drop prob.) | minutes | episode batches | validation 1-shot, 500 episodes | "
-             "5-shot | last in-training readings (100 episodes) |", "|---|---:|---:|---:|---:|---:|---|"]
-    out = []
-    for run in runs:
-        ab = json.loads((Path(run["dir"]) / "ablation_eval.json").read_text())
-        cfg = run["record"]["config"]
-        upto = [r for r in run["val"] if r["wall"] <= ab["minutes"] * 60 + 30]
-        lines.append(f"| {cfg['head']} | {cfg['dropout']} | {ab['minutes']:.0f} | {ab['step']:,} | "
-                     f"{100 * ab['accuracy'][1]:.1f} ± {100 * ab['ci95'][1]:.1f} | "
-                     f"{100 * ab['accuracy'][5]:.1f} ± {100 * ab['ci95'][5]:.1f} | "
-                     + ", ".join(f"{100 * r['val_1shot']:.1f}" for r in upto[-3:]) + " |")
-        out.append({"head": cfg["head"], "dropout": cfg["dropout"], **ab})
-    return lines, out
+def table(title: str, rows: list[tuple[str, dict | None]], paper_rows: list[tuple[str, dict]]) -> list[str]:
+    lines = [title, "", "| model | 5-way 1-shot | 5-way 5-shot | 20-way 1-shot | 20-way 5-shot |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {name} | " + " | ".join(cell(res, w, s) if not isinstance(res, list) else res[i]
+                                           for i, (w, s) in enumerate(CELLS)) + " |" for name, res in rows]
+    lines += [f"| {name} | " + " | ".join(str(p[w][s]) for w, s in CELLS) + " |" for name, p in paper_rows]
+    return lines
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--five", type=Path, required=True, help="the 5-way model's run directory")
-    p.add_argument("--twenty", type=Path, required=True, help="the 20-way model's run directory")
-    p.add_argument("--ablation", type=Path, nargs="*", default=[], help="runs with ablation_eval.json")
-    p.add_argument("--pixel-eval", type=Path, required=True)
+    p.add_argument("--five", type=Path, required=True, help="the 5-way model's run (Vinyals split)")
+    p.add_argument("--twenty", type=Path, required=True, help="the 20-way model's run (Vinyals split)")
+    p.add_argument("--pixel", type=Path, required=True, help="evaluate --pixel-nn on the Vinyals test classes")
+    p.add_argument("--pixel-lake", type=Path, required=True, help="evaluate --pixel-nn --split lake")
+    p.add_argument("--precision", type=Path, nargs=2, required=True, help="the fp32 run and the bf16 run")
+    p.add_argument("--heads", type=Path, nargs=2, required=True, help="the paper-head run and the authors'-head run")
     p.add_argument("--throughput", type=Path, default=results_dir() / "omniglot_throughput.json")
-    p.add_argument("--notes", type=Path, help="markdown appended as written")
+    p.add_argument("--notes", type=Path, help="markdown kept in the results file and appended as written")
     p.add_argument("--out", type=Path, default=results_dir())
-    args = p.parse_args(argv)
-    five, twenty = load_run(args.five), load_run(args.twenty)
-    pixel = json.loads(args.pixel_eval.read_text())
+    a = p.parse_args(argv)
+    five, twenty = load_run(a.five), load_run(a.twenty)
+    pixel, pixel_lake = json.loads(a.pixel.read_text()), json.loads(a.pixel_lake.read_text())
+    lake = json.loads(LAKE.read_text())
+    a.out.mkdir(parents=True, exist_ok=True)
+    plot_curves({"5-way model, 5-way": five, "20-way model, 20-way": twenty}, a.out / "omniglot_curve.png")
+
     models = {"5-way": five["eval"], "20-way": twenty["eval"]}
-    throughput = json.loads(args.throughput.read_text()) if args.throughput.is_file() else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot_curves({"5-way": five, "20-way": twenty}, args.out / "omniglot_curve.png")
-    plot_kshot(models, pixel, args.out / "omniglot_kshot.png")
-
-    ours = {f"{key} {s}-shot": 100 * models[key][key]["accuracy"][s] for key in PAPER for s in (1, 5)}
+    ours = {f"{w} {s}-shot": 100 * models[w][w]["accuracy"][s] for w, s in CELLS if models[w]}
     gaps = {k: PAPER[k.split()[0]][int(k.split()[1][0])] - v for k, v in ours.items()}
-    met = all(g <= 1.0 for g in gaps.values())
-    lines = [
-        "# Omniglot (paper Table 1)", "",
-        "Each column comes from the model trained at that width, as the paper reports them: the 5-way columns "
-        "from a 5-way model, the 20-way columns from a 20-way model (width 20, episodes of 120 draws, rep_dim "
-        "256). One optimiser update per episode time step, as the authors' `episode_step` does. Memory on a "
-        "raremem server spawned by each trainer (one LookupStream per replica).", "",
-        f"- 5-way model: {compute(five)}. {commands(five)}",
-        f"- 20-way model: {compute(twenty)}. {commands(twenty)}", "",
-        f"Evaluation: 1,000 episodes per setting on the 659 held-out classes (images_evaluation), one episode at a "
-        "time in an emptied memory, no weight changes; accuracy ± 95% interval over episodes. "
-        f"`{five['eval']['command']}` (checkpoint step {five['eval']['checkpoint']['step']:,}) and "
-        f"`{twenty['eval']['command']}` (step {twenty['eval']['checkpoint']['step']:,}).", "",
-        "| model | 5-way 1-shot | 5-way 5-shot | 20-way 1-shot | 20-way 5-shot |", "|---|---:|---:|---:|---:|",
-        f"| memory model (ours, CPU budget) | {cell(models['5-way'], '5-way', 1)} | {cell(models['5-way'], '5-way', 5)} | "
-        f"{cell(models['20-way'], '20-way', 1)} | {cell(models['20-way'], '20-way', 5)} |",
-        f"| paper | {PAPER['5-way'][1]} | {PAPER['5-way'][5]} | {PAPER['20-way'][1]} | {PAPER['20-way'][5]} |",
-        f"| 5-way model on both widths | {cell(five['eval'], '5-way', 1)} | {cell(five['eval'], '5-way', 5)} | "
-        f"{cell(five['eval'], '20-way', 1)} | {cell(five['eval'], '20-way', 5)} |",
-        f"| pixel NN (ours) | {cell(pixel, '5-way', 1)} | {cell(pixel, '5-way', 5)} | "
-        f"{cell(pixel, '20-way', 1)} | {cell(pixel, '20-way', 5)} |",
-        f"| pixel NN (paper) | {PAPER_PIXEL['5-way'][1]} | {PAPER_PIXEL['5-way'][5]} | "
-        f"{PAPER_PIXEL['20-way'][1]} | {PAPER_PIXEL['20-way'][5]} |", "",
-        "Gap to the paper (points, positive = below it): " + ", ".join(f"{k} {v:+.1f}" for k, v in gaps.items())
-        + (". **The bar (within 1 point on each) is met.**" if met else
-           ". **The bar (within 1 point on each) is not met on this budget.**"), "",
-        "Full k-shot curves (accuracy %):", "",
-        "| | " + " | ".join(f"{s}-shot" for s in range(6)) + " |", "|---|" + "---:|" * 6]
-    for key in ("5-way", "20-way"):
-        lines.append(f"| {key} model, {key} | " + " | ".join(f"{100 * a:.1f}" for a in models[key][key]["accuracy"]) + " |")
-
-    lines += ["", "## Trajectory beside the authors' README (5-way, validation 1-shot %)", "",
-              "Equal episode batches (each 16 episodes x 30 draws = 30 optimiser updates, theirs and ours). "
-              "Ours: 100 validation episodes per reading (about ±3 points); theirs: 250 queries (about ±2.4).", "",
-              "| episode batch | authors' README | ours | our minutes |", "|---:|---:|---:|---:|"]
-    trajectory = []
-    for step, theirs in AUTHORS_README.items():
-        r = nearest(five["val"], step) if step else None
-        lines.append(f"| {step:,} | {theirs} | " + (f"{100 * r['val_1shot']:.1f} (batch {r['step']:,}) | "
-                                                     f"{r['wall'] / 60:.0f} |" if r else "— | — |"))
-        trajectory.append({"step": step, "authors": theirs, "ours": r and r["val_1shot"], "our_step": r and r["step"]})
-    lines += ["", "Validation during training at the model's own width (1-shot / 5-shot %, every few readings; "
-              f"{five['record']['config']['eval_episodes']} episodes per 5-way reading, "
-              f"{twenty['record']['config']['eval_episodes']} per 20-way reading):", "",
+    met = len(gaps) == 4 and all(g <= 1.0 for g in gaps.values())
+    ours_row = [cell(models[w], w, s) for w, s in CELLS]
+    lines = ["# Omniglot (paper Table 1)", "",
+             "The paper's setup: Vinyals et al.'s class split (1,028 training, 172 validation and 423 test "
+             "characters, each in 4 rotations; 1,692 test classes). Every choice below was made on the validation "
+             "classes; the test classes were read once per reported number: 1,000 episodes per cell, one at a time "
+             "in an emptied memory, no weight changes, accuracy ± 95% interval over episodes. The 5-way columns "
+             "come from a 5-way model, the 20-way columns from a 20-way model, each at its best validation "
+             "reading (`best.pt`). One optimiser update per episode time step, as the authors' `episode_step`; "
+             "memory on a raremem server spawned by each trainer.", ""]
+    lines += table("### Vinyals split (the paper's)", [("memory model (ours, CPU budget)", ours_row),
+                                                        ("5-way model on both widths", five["eval"]),
+                                                        ("pixel NN (ours)", pixel)],
+                   [("paper", PAPER), ("pixel NN (paper)", PAPER_PIXEL)])
+    lines += ["", "Gap to the paper (points, positive = below it): "
+              + (", ".join(f"{k} {v:+.1f}" for k, v in gaps.items()) or "not yet evaluated")
+              + (". **The bar (every cell within 1 point) is met.**" if met else
+                 ". **The bar (every cell within 1 point) is not met on this budget.**"), ""]
+    for name, run in (("5-way model", five), ("20-way model", twenty)):
+        ev = run["eval"]
+        lines.append(f"- {name}: {budget(run)}. Evaluated: "
+                     + (f"`{ev['command']}` (checkpoint step {ev['checkpoint']['step']:,})" if ev else "not yet")
+                     + (f"; best validation 1-shot {100 * run['best']['score']:.1f} at step {run['best']['step']:,}"
+                        if run["best"] else "") + ".")
+    lines += ["", "### Lake split (the authors' code) beside it", "",
+              "Background characters in 4 rotations for training, the 659 evaluation characters unrotated for "
+              "test. The memory-model row is the earlier models' (measured before the split's validation carve-out "
+              "existed: their in-training validation and the head choice read these test classes, so treat it as "
+              "optimistic); the pixel NN is measured now.", ""]
+    lines += table("", [("memory model (earlier, selected on test)", {w: lake["five" if w == "5-way" else "twenty"]
+                                                                       ["eval"][w] for w in PAPER}),
+                        ("pixel NN (ours)", pixel_lake)], [])[2:]
+    precision, prec = comparison(
+        "Precision: fp32 against bf16 autocast (5-way, validation)",
+        "The same 5-way recipe and seed twice, side by side, one thread each: the embedder in fp32, and under "
+        "bfloat16 autocast (the memory query stays fp32). Validation 1-shot % on the same 200 validation-class "
+        "episodes per reading.", ("fp32", "bf16"), load_run(a.precision[0]), load_run(a.precision[1]))
+    heads, head = comparison(
+        "Embedder head: the paper's text against the authors' code (5-way, validation)",
+        "Paper: FC(256)-ReLU-dropout 0.3-FC(256). Authors' code: one FC to rep_dim, dropout right before the query "
+        "projection at their keep_prob 0.3 (drop 0.7). Both bf16, the same seed; validation 1-shot % on the same "
+        "episodes per reading.", ("paper head", "authors' head"), load_run(a.heads[0]), load_run(a.heads[1]))
+    lines += [""] + precision + [""] + heads
+    lines += ["", "## Validation during training", "",
               "| model | episode batch | minutes | 1-shot | 5-shot |", "|---|---:|---:|---:|---:|"]
     for name, run in (("5-way", five), ("20-way", twenty)):
         v = run["val"]
-        picked = v[:: max(1, len(v) // 10)]
-        for r in picked + ([v[-1]] if v and v[-1] is not picked[-1] else []):
+        for r in v[:: max(1, len(v) // 12)] + v[-1:]:
             lines.append(f"| {name} | {r['step']:,} | {r['wall'] / 60:.0f} | {100 * r['val_1shot']:.1f} | "
                          f"{100 * r['val_5shot']:.1f} |")
-
-    ablation = []
-    if args.ablation:
-        table, ablation = ablation_table([load_run(r) for r in args.ablation])
-        lines += ["", "## Embedder head: the paper's text against the authors' code", "",
-                  "Both 5-way, trained side by side for the same wall time (one thread each, the same seed), then "
-                  "validated on the same 500 held-out episodes. Paper: FC(256)-ReLU-dropout-FC(256). Authors' "
-                  "code: one FC to rep_dim, dropout right before the query projection, TensorFlow keep_prob 0.3 "
-                  "= PyTorch drop probability 0.7. The winner is the trainer's default; its run went on as the "
-                  "5-way model above.", ""] + table
+    throughput = json.loads(a.throughput.read_text()) if a.throughput.is_file() else None
     if throughput:
         t = throughput["steps_per_second"]
         lines += ["", "## Training throughput", "",
                   f"`{throughput['command']}` at `{throughput['machine']['commit']}` ({throughput['machine']['cpu']}, "
-                  f"{throughput['threads']} torch threads, nothing else running): episode batches per second with "
-                  "per-step updates, taking turns in blocks.", "",
+                  f"{throughput['threads']} torch threads, nothing else running): episode batches per second.", "",
                   "| memory | episode batches/s | / in-process |", "|---|---:|---:|"]
-        for name, value in t.items():
-            lines.append(f"| {name} | {value:.3f} | {value / t['in-process']:.3f} |")
-        lines.append("")
-        lines.append(f"Remote (stream) / in-process: **{throughput['remote/local']:.3f}** (target >= 0.9).")
-    if args.notes and args.notes.is_file():
-        lines += ["", args.notes.read_text().rstrip()]
-    lines += ["", "![validation curves](omniglot_curve.png)", "", "![k-shot accuracy](omniglot_kshot.png)", ""]
-    (args.out / "omniglot.md").write_text("\n".join(lines))
-    strip = lambda run: {k: v for k, v in run.items() if k != "rows"}  # noqa: E731
-    (args.out / "omniglot.json").write_text(json.dumps(
-        {"five": strip(five), "twenty": strip(twenty), "pixel_nn": pixel, "paper": PAPER,
-         "paper_pixel_nn": PAPER_PIXEL, "gaps": gaps, "bar_met": met, "trajectory": trajectory,
-         "ablation": ablation, "throughput": throughput}, indent=2))
+        lines += [f"| {name} | {value:.3f} | {value / t['in-process']:.3f} |" for name, value in t.items()]
+    notes = a.notes.read_text().rstrip() if a.notes and a.notes.is_file() else ""
+    if notes:
+        lines += ["", notes]
+    lines += ["", "![validation curves](omniglot_curve.png)", ""]
+    (a.out / "omniglot.md").write_text("\n".join(lines))
+    (a.out / "omniglot.json").write_text(json.dumps(
+        {"split": "vinyals", "five": five, "twenty": twenty, "pixel_nn": pixel, "pixel_nn_lake": pixel_lake,
+         "paper": PAPER, "paper_pixel_nn": PAPER_PIXEL, "gaps": gaps, "bar_met": met, "precision": prec,
+         "heads": head, "throughput": throughput, "notes": notes}, indent=2))
     print("\n".join(lines))
     return 0
 
