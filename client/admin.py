@@ -157,7 +157,7 @@ def cmd_restore(c: MemoryClient, a):
 def cmd_health(c: MemoryClient, a):
     status = c.health()
     if status != "SERVING":
-        raise ValueError(f"server at {a.memory} is {status}")
+        raise ValueError(f"server at {a.server} is {status}")
     return {"status": status}, status
 
 
@@ -181,7 +181,7 @@ def cmd_ui(c: MemoryClient, a):
     renderers = Renderers(parse_options(a.render))
     server = PageServer(create_app(c, renderers, admin_token=a.admin_token or ""), a.host, a.port)
     url = f"http://{a.host}:{server.port}/"
-    print(f"raremem page for {a.memory} on {url} (renderers: {', '.join(renderers.names) or 'none'}); "
+    print(f"raremem page for {a.server} on {url} (renderers: {', '.join(renderers.names) or 'none'}); "
           "Ctrl-C stops it", flush=True)
     try:
         threading.Event().wait()
@@ -194,8 +194,8 @@ def cmd_ui(c: MemoryClient, a):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raremem-admin", description=__doc__.splitlines()[0])
-    p.add_argument("--memory", default=os.environ.get("RAREMEM_ADDRESS", "127.0.0.1:50051"),
-                   help="server HOST:PORT [env RAREMEM_ADDRESS or 127.0.0.1:50051]")
+    p.add_argument("--server", "--memory", dest="server", default=os.environ.get("RAREMEM_ADDRESS", "127.0.0.1:50051"),
+                   help="server HOST:PORT [env RAREMEM_ADDRESS or 127.0.0.1:50051] (--memory: its old name)")
     p.add_argument("--token", default=os.environ.get("RAREMEM_ADMIN_TOKEN") or os.environ.get("RAREMEM_TOKEN"),
                    help="bearer token [env RAREMEM_ADMIN_TOKEN, then RAREMEM_TOKEN]")
     p.add_argument("--timeout", type=float, default=10.0)
@@ -260,13 +260,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     console, err = Console(), Console(stderr=True, soft_wrap=True)  # errors stay one line
     try:
-        with MemoryClient(args.memory, token=args.token, timeout=args.timeout, retry_seconds=1) as client:
+        with MemoryClient(args.server, token=args.token, timeout=args.timeout, retry_seconds=1) as client:
             data, view = args.func(client, args)
     except grpc.RpcError as exc:
         code = exc.code()
         detail = exc.details() or ""
         if code == grpc.StatusCode.UNAVAILABLE:
-            detail = f"cannot reach a raremem server at {args.memory} ({detail})"
+            detail = f"cannot reach a raremem server at {args.server} ({detail})"
         err.print(f"error: {code.name}: {detail}", markup=False, highlight=False)
         return 1
     except (OSError, ValueError) as exc:

@@ -21,7 +21,7 @@ if [ "$trainer" = omniglot ] && [ ! -f "$RAREMEM_DATA/omniglot/images_background
   set -- --download "$@"
 fi
 [ -f "/runs/$id/run.json" ] && set -- --resume "$@"
-set -- --memory "${RAREMEM_ADDRESS:-server:50051}" --out "/runs/$id" --replica-id "$id" "$@"
+set -- --server "${RAREMEM_ADDRESS:-server:50051}" --out "/runs/$id" --replica-id "$id" "$@"
 token="${RAREMEM_TOKEN%%,*}"
 [ -n "$token" ] && set -- --token "$token" "$@"
 [ "${TRAINER_REPLICAS:-1}" -gt 1 ] && set -- --hogwild "$TRAINER_REPLICAS" "$@"

@@ -32,9 +32,9 @@ def trainer_command(trainer: str, mode: str, replicas: int, address: str, args: 
     module = f"raremem.models.{trainer}.train"
     if mode == "ddp" and replicas > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={replicas}",
-                "-m", module, "--memory", address, *args]
+                "-m", module, "--server", address, *args]
     hogwild = ["--hogwild", str(replicas)] if mode == "hogwild" and replicas > 1 else []
-    return [sys.executable, "-m", module, "--memory", address, *hogwild, *args]
+    return [sys.executable, "-m", module, "--server", address, *hogwild, *args]
 
 
 def memory_table(client: MemoryClient, elapsed: float) -> Table:

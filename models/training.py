@@ -36,7 +36,8 @@ from raremem.server.config import MemoryConfig
 @dataclasses.dataclass
 class TrainerFlags:
     """The flags every trainer has; a trainer's config adds its own and may change defaults."""
-    memory: str = "spawn"           # "spawn" (start a server), "local" or HOST:PORT
+    server: str = "spawn"           # the memory server: "spawn" (start one for the run), "local"
+                                    # (the store in this process) or HOST:PORT / unix:///PATH
     token: str = ""                 # bearer token of the server
     out: str = ""                   # checkpoints, metrics, run record ("": the trainer's default_out())
     steps: int = 1000
@@ -329,14 +330,14 @@ def train_hogwild(train_fn, cfg, address: str, model: torch.nn.Module) -> dict:
 
 
 @contextlib.contextmanager
-def memory_server(memory: str, data_dir: Path | None = None, threads: int = 0):
-    """Yield the address to train against: ``memory`` itself, or a server started for the run
+def memory_server(server: str, data_dir: Path | None = None, threads: int = 0):
+    """Yield the address to train against: ``server`` itself, or a server started for the run
     when it is "spawn", stopped with SIGTERM afterwards. With ``data_dir`` that server restores
     the memories snapshotted there and snapshots them again when it stops (life-long memories
     survive ``--resume``); without, it keeps nothing. ``threads``: the spawned server's FAISS
     threads (the trainer's own count: trainer and server take turns on the same cores)."""
-    if memory != "spawn":
-        yield memory
+    if server != "spawn":
+        yield server
         return
     from raremem.server.spawn import spawn_server  # noqa: PLC0415
 
@@ -354,18 +355,18 @@ def memory_server(memory: str, data_dir: Path | None = None, threads: int = 0):
 def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir: Path | None = None,
                 lifelong: str = "") -> int:
     """A trainer's ``main``: one replica (plain or under torchrun) or ``cfg.hogwild`` of them,
-    against ``cfg.memory`` (a server started for the run when "spawn"). ``parameters_only()``
+    against ``cfg.server`` (a server started for the run when "spawn"). ``parameters_only()``
     builds the model without a memory backend (Hogwild's shared parameters). ``show_memory``:
     a memory whose ``raremem-admin stats`` a spawned server prints before it stops; ``data_dir``:
     where a spawned server keeps its memories (see ``memory_server``); ``lifelong``: the
     life-long memory the run writes, claimed before training (``claim_memory``)."""
     replica = from_env()
-    if replica.mode == "ddp" and (cfg.hogwild or cfg.memory == "spawn"):
-        raise SystemExit("under torchrun: give --memory HOST:PORT (raremem-launch starts one) and no --hogwild")
+    if replica.mode == "ddp" and (cfg.hogwild or cfg.server == "spawn"):
+        raise SystemExit("under torchrun: give --server HOST:PORT (raremem-launch starts one) and no --hogwild")
     try:
         if replica.main:
             prepare_run_folder(cfg)
-        with memory_server(cfg.memory, data_dir, cfg.threads) as address:
+        with memory_server(cfg.server, data_dir, cfg.threads) as address:
             if lifelong and replica.main:
                 claim_memory(cfg, address, lifelong)
             if cfg.hogwild:
@@ -373,10 +374,10 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
                 summary = train_hogwild(train_fn, cfg, address, parameters_only())
             else:
                 summary = train_fn(cfg, address, replica)
-            if cfg.memory == "spawn" and show_memory:
+            if cfg.server == "spawn" and show_memory:
                 from raremem.client.admin import main as admin  # noqa: PLC0415
 
-                admin(["--memory", address, "stats", show_memory])
+                admin(["--server", address, "stats", show_memory])
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

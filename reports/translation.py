@@ -41,7 +41,7 @@ PAPER = {"GNMT": (23.25, 23.17), "GNMT + memory": (23.29, 23.16),
 SHORT = {"GNMT + memory, 1,500 steps": "memory-1500", "GNMT + memory, 1,500 steps, seed 1": "memory-1500-s1",
          "GNMT + memory, loss weight 0.1": "memory-w0.1", "GNMT + memory, k = 32": "memory-k32"}
 # the memory model's recipe trained again (folder memory-2), scored as it is and decoded like
-# kNN-MT from its own memory (knn --memory; oneshot and kshot --mix)
+# kNN-MT from its own memory (knn --memory-run; oneshot and kshot --mix)
 SECOND, MIXED = "GNMT + memory, second run", "GNMT + memory, kNN read"
 # and as kNN-MT: a datastore of its attention vectors beside its memory (knn --baseline memory-2)
 MEMORY_KNN = "GNMT + memory, kNN-MT"
@@ -441,14 +441,15 @@ def ablation_section(found: dict, train: dict, evaluations: list[dict]) -> list[
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"))
-    p.add_argument("--memory", type=Path, default=Path("runs/translation/memory"))
+    p.add_argument("--memory-run", "--memory", dest="memory_run", type=Path, default=Path("runs/translation/memory"),
+                   help="the memory model's run folder (--memory: its old name)")
     p.add_argument("--splits", nargs="+", default=["test_2016_flickr", "newstest2014"])
     p.add_argument("--notes", default="", help="markdown appended to the tables (conditions, reading); "
                    "without it, the notes the last results file kept")
     a = p.parse_args(argv)
     last = results_dir() / "translation.json"
     last = json.loads(last.read_text()) if last.is_file() else {}
-    folder = a.memory.parent
+    folder = a.memory_run.parent
     notes = Path(a.notes).read_text() if a.notes else last.get("notes", "")
     parts = []
     for split in a.splits:   # the evaluation with the best-validation weights (--best) where it exists
@@ -459,7 +460,7 @@ def main(argv=None) -> int:
         part = json.loads(path.read_text())
         part["examples"], part["intervals"] = worked_examples(part), intervals(part)
         parts.append(part)
-    train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory,
+    train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory_run,
                                      **{name: folder / d for name, d in ABLATIONS.items()}}, last.get("training", {}))
     extra = protocol_results(folder, a.splits, last)
     ablations = ablation_results(folder, last)

@@ -67,7 +67,7 @@ def train_omniglot(address: str, out: Path, steps: int) -> Path:
     """A short real Omniglot run against ``address``; returns its checkpoint."""
     from raremem.models.omniglot.train import main  # noqa: PLC0415
 
-    main(["--memory", address, "--out", str(out), "--steps", str(steps), "--eval-every", "0", "--threads", "1",
+    main(["--server", address, "--out", str(out), "--steps", str(steps), "--eval-every", "0", "--threads", "1",
           "--checkpoint-every", str(steps)])
     return out / "checkpoint.pt"
 
@@ -75,7 +75,7 @@ def train_omniglot(address: str, out: Path, steps: int) -> Path:
 def train_translation(address: str, out: Path, steps: int, spm: Path) -> None:
     from raremem.models.translation.train import main  # noqa: PLC0415
 
-    main(["--memory", address, "--out", str(out), "--steps", str(steps), "--val-every", "0", "--threads", "1",
+    main(["--server", address, "--out", str(out), "--steps", str(steps), "--val-every", "0", "--threads", "1",
           "--spm", str(spm), "--checkpoint-every", str(steps)])
 
 

@@ -114,7 +114,7 @@ def test_installed_package_works_outside_the_checkout(installed, tmp_path):
                   f"    assert list(r.written_slot) == [0, 1]\n"
                   f"    assert list(c.lookup('m', q).result) == [7, 8]\n")
         run(bin_dir / "python", "-c", lookup, cwd=outside, env=env)
-        listed = json.loads(run(bin_dir / "raremem-admin", "--memory", address, "--json", "list", cwd=outside, env=env))
+        listed = json.loads(run(bin_dir / "raremem-admin", "--server", address, "--json", "list", cwd=outside, env=env))
         assert [(m["name"], m["filled"]) for m in listed] == [("m", 2)]
     finally:
         server.terminate()

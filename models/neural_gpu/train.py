@@ -3,8 +3,8 @@
     python -m raremem.models.neural_gpu.train --arch ngpu                         # Neural GPU + memory
     python -m raremem.models.neural_gpu.train --arch ngpu --no-memory-layer       # Neural GPU
     python -m raremem.models.neural_gpu.train --arch seq2seq [--no-memory-layer]  # LSTM + attention
-    python -m raremem.models.neural_gpu.train --memory HOST:PORT --hogwild 2 ...  # replicas, one memory
-    torchrun --nproc-per-node 2 -m raremem.models.neural_gpu.train --memory HOST:PORT ...
+    python -m raremem.models.neural_gpu.train --server HOST:PORT --hogwild 2 ...  # replicas, one memory
+    torchrun --nproc-per-node 2 -m raremem.models.neural_gpu.train --server HOST:PORT ...
 
 The memory is life-long: never cleared, one memory for all replicas (``synthetic/<arch>``); a
 spawned server keeps it in ``<out>/memory``, so ``--resume`` continues it.

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=SPLITS_KNOWN, help="class split (default: the checkpoint's; vinyals)")
     p.add_argument("--classes", choices=PARTS[1:], default="test",
                    help="the split's classes to read: test (final numbers) or val (choices)")
-    p.add_argument("--memory", default="local", help="'local' or HOST:PORT of a raremem server")
+    p.add_argument("--server", default="local", help="'local' (the store in this process) or HOST:PORT")
     p.add_argument("--token")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--widths", type=int, nargs="+", default=[5, 20], help="classes per episode [5 20]")
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         step, split = ckpt["step"], args.split or ckpt["config"].get("split", "lake")  # before splits: lake
     data = Omniglot.load(args.data, split).part(args.classes)
-    result = evaluate_all(encode, args.memory, key_dim, data, args.episodes, name, args.token, args.seed,
+    result = evaluate_all(encode, args.server, key_dim, data, args.episodes, name, args.token, args.seed,
                           tuple(args.widths))
     result |= {"split": split, "classes": args.classes, "command": runinfo.command(), "machine": runinfo.machine()}
     if args.checkpoint:

@@ -1,12 +1,12 @@
 """Train the Omniglot ConvNet with memory through a raremem server (paper §4.1).
 
     python -m raremem.models.omniglot.train                      # spawns a server, short run
-    python -m raremem.models.omniglot.train --memory HOST:PORT   # a running server
-    python -m raremem.models.omniglot.train --memory local       # the store in this process
+    python -m raremem.models.omniglot.train --server HOST:PORT   # a running server
+    python -m raremem.models.omniglot.train --server local       # the store in this process
     python -m raremem.models.omniglot.train --width 20 --out runs/omniglot-20way   # the 20-way model
     python -m raremem.models.omniglot.train --split lake   # the authors' class split (data.py)
-    torchrun --nproc-per-node 4 -m raremem.models.omniglot.train --memory HOST:PORT   # DDP replicas
-    python -m raremem.models.omniglot.train --hogwild 4 --memory HOST:PORT           # Hogwild replicas
+    torchrun --nproc-per-node 4 -m raremem.models.omniglot.train --server HOST:PORT   # DDP replicas
+    python -m raremem.models.omniglot.train --hogwild 4 --server HOST:PORT           # Hogwild replicas
 
 Episodes are drawn from the split's training classes; in-training validation reads its
 validation classes, never the test classes (those are for ``evaluate`` and the final numbers).

@@ -332,9 +332,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="kNN-MT rows: datastore, tuning on val, test with intervals")
     p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"),
                    help="the run whose states fill the datastore: a baseline, or a memory run (read beside its memory)")
-    p.add_argument("--memory", type=Path, default=None,
+    p.add_argument("--memory-run", "--memory", dest="memory_run", type=Path, default=None,
                    help="a memory run instead: read its own trained memory like kNN-MT (its best weights)")
-    p.add_argument("--out", default=None, help="default knn-<split>.json beside the runs (in --memory's folder; "
+    p.add_argument("--out", default=None, help="default knn-<split>.json beside the runs (in --memory-run's folder; "
                    "knn-mt-<split>.json in the folder of a memory run given as --baseline)")
     p.add_argument("--split", default="test_2016_flickr")
     p.add_argument("--size", type=int, default=1 << 19, help="datastore slots (>= the training target tokens)")
@@ -345,8 +345,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    if a.memory:
-        r = memory_experiment(a.memory, a.out or a.memory / f"knn-{a.split}.json", True, a.val_lines, a.split,
+    if a.memory_run:
+        r = memory_experiment(a.memory_run, a.out or a.memory_run / f"knn-{a.split}.json", True, a.val_lines, a.split,
                               a.width)
     else:
         memory_run = json.loads((a.baseline / "run.json").read_text())["config"]["memory_layer"]

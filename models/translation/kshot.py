@@ -96,7 +96,7 @@ def main(argv=None) -> int:
                         "kNN-MT with the k, temperature and lambda tuned there, the context lines added to its "
                         "training datastore")
     p.add_argument("--mix", type=Path, default=None,
-                   help="a knn-<split>.json of `knn --memory`: decode --run read like kNN-MT from its own memory, "
+                   help="a knn-<split>.json of `knn --memory-run`: decode --run read like kNN-MT from its own memory, "
                         "with the k, temperature and lambda tuned there")
     p.add_argument("--best", action="store_true", help="the best validation's weights and memory, where kept")
     p.add_argument("--threads", type=int, default=0)

@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--knn", type=Path, default=None,
                    help="a knn-<split>.json: score kNN-MT over its run's model with its tuned k, temperature, lambda")
     p.add_argument("--mix", type=Path, default=None,
-                   help="a knn-<split>.json of `knn --memory`: decode --run read like kNN-MT from its own memory")
+                   help="a knn-<split>.json of `knn --memory-run`: decode --run read like kNN-MT from its own memory")
     p.add_argument("--ranks", action="store_true",
                    help="also the memory's rank of each word's pieces in its evaluation line (lookup_ranks)")
     p.add_argument("--best", action="store_true", help="the best validation's weights and memory, where kept")

@@ -5,7 +5,7 @@ under another name on a server of its own); the trained one is never written.
 
     python -m raremem.models.translation.protocol --split test_2016_flickr    # -> runs/translation/eval-<split>.json
     python -m raremem.models.translation.protocol --split newstest2014 --models baseline   # one model now, the other later
-    python -m raremem.models.translation.protocol --split test_2016_flickr --models memory --memory runs/translation/memory-k32 \
+    python -m raremem.models.translation.protocol --split test_2016_flickr --models memory --memory-run runs/translation/memory-k32 \
         --best --no-context --out runs/translation/memory-k32/eval-test_2016_flickr-best.json        # an ablation's score
 
 ``python -m reports.translation`` turns the eval files into results/translation.{md,json}.
@@ -161,7 +161,8 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--baseline", type=Path, default=Path("runs/translation/baseline"))
-    p.add_argument("--memory", type=Path, default=Path("runs/translation/memory"))
+    p.add_argument("--memory-run", "--memory", dest="memory_run", type=Path, default=Path("runs/translation/memory"),
+                   help="the memory model's run folder (--memory: its old name)")
     p.add_argument("--split", required=True, help="the test set to decode (test_2016_flickr, newstest2014, ...)")
     p.add_argument("--limit", type=int, default=0, help="first lines only (0 = all)")
     p.add_argument("--width", type=int, default=4)
@@ -177,9 +178,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    path = a.out or a.memory.parent / f"eval-{a.split}{'-best' if a.best else ''}.json"
+    path = a.out or a.memory_run.parent / f"eval-{a.split}{'-best' if a.best else ''}.json"
     earlier = json.loads(path.read_text()) if path.is_file() else None
-    result = evaluate_split(a.baseline, a.memory, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier,
+    result = evaluate_split(a.baseline, a.memory_run, a.split, a.width, a.limit, a.passes, tuple(a.models), earlier,
                             best=a.best, contexts=not a.no_context)
     path.write_text(json.dumps(result, indent=1))
     return 0

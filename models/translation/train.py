@@ -2,12 +2,12 @@
 
     python -m raremem.models.translation.train --out runs/translation/memory                    # + memory
     python -m raremem.models.translation.train --out runs/translation/baseline --no-memory-layer
-    python -m raremem.models.translation.train --memory HOST:PORT --hogwild 2 ...               # replicas
-    torchrun --nproc-per-node 2 -m raremem.models.translation.train --memory HOST:PORT ...
+    python -m raremem.models.translation.train --server HOST:PORT --hogwild 2 ...               # replicas
+    torchrun --nproc-per-node 2 -m raremem.models.translation.train --server HOST:PORT ...
 
 Loss = label-smoothed cross-entropy + memory_loss_weight x memory loss; under teacher forcing
 every target position of a batch is one memory call with updates (values = target subword ids).
-The memory is life-long (``translation/gnmt`` unless named). With ``--memory spawn`` the server
+The memory is life-long (``translation/gnmt`` unless named). With ``--server spawn`` the server
 keeps its memories in ``<out>/memory`` (snapshot at the end, restored by ``--resume`` and by
 the evaluation). Validation BLEU (greedy, sacrebleu) every ``val_every`` steps.
 """

@@ -12,7 +12,7 @@ from tests.workloads import clustered_batches
 
 
 def run(capsys, address, *argv):
-    code = main(["--memory", address, *argv])
+    code = main(["--server", address, *argv])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_
 def test_omniglot_trainer_finishes_across_a_server_restart(tmp_path, caplog):
     port = free_port()
     server = {"proc": start(port, tmp_path / "memories", "--wal-fsync", "always")}
-    cfg = TrainConfig(memory=f"127.0.0.1:{port}", out=str(tmp_path / "run"), steps=40, batch=4, width=5, shots=3,
+    cfg = TrainConfig(server=f"127.0.0.1:{port}", out=str(tmp_path / "run"), steps=40, batch=4, width=5, shots=3,
                       memory_size=256, choose_k=16, eval_every=0, rep_dim=32, dropout=0.0, threads=1).validate()
     metrics = tmp_path / "run" / "metrics.jsonl"
     at_kill = {}
@@ -37,7 +37,7 @@ def test_omniglot_trainer_finishes_across_a_server_restart(tmp_path, caplog):
     killer = threading.Thread(target=crash_and_restart)
     try:
         killer.start()
-        summary = train(cfg, cfg.memory)           # the main thread: the trainer handles SIGTERM
+        summary = train(cfg, cfg.server)           # the main thread: the trainer handles SIGTERM
         killer.join()
         assert summary["steps"] == 40 and not summary["interrupted"]
         assert at_kill["steps"] < 40               # it was still training when the server died

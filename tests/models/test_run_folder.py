@@ -35,7 +35,7 @@ def test_default_run_folders_name_the_run():
 @needs_data
 def test_a_folder_with_another_run_is_refused_unless_resumed_or_overwritten(tmp_path, capsys):
     out = tmp_path / "run"
-    args = [*TINY, "--memory", "local", "--out", str(out)]
+    args = [*TINY, "--server", "local", "--out", str(out)]
     assert main(args) == 0
     assert steps_logged(out) == [1, 2]
     capsys.readouterr()
@@ -53,7 +53,7 @@ def test_a_folder_with_another_run_is_refused_unless_resumed_or_overwritten(tmp_
 @needs_data
 def test_a_fresh_run_never_continues_a_lifelong_memory_with_writes(server, tmp_path, capsys):
     address, _ = server
-    args = [*TINY, "--memory", address, "--shared-memory"]
+    args = [*TINY, "--server", address, "--shared-memory"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     with MemoryClient(address) as c:
         writes, filled = c.stats("omniglot/shared").info.total_writes, c.stats("omniglot/shared").info.filled
@@ -73,6 +73,6 @@ def test_a_fresh_run_never_continues_a_lifelong_memory_with_writes(server, tmp_p
 
 
 def test_missing_data_is_one_line(tmp_path, capsys):
-    assert main([*TINY, "--memory", "local", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert main([*TINY, "--server", "local", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "RAREMEM_DATA" in err[0] and "images_background.zip" in err[0]

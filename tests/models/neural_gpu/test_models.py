@@ -46,7 +46,7 @@ def test_shapes_and_finite_gradients(arch, memory):
 
 @pytest.mark.parametrize("arch", ["seq2seq", "ngpu"])
 def test_short_run_through_a_server_lowers_the_loss(server, tmp_path, arch):
-    cfg = TrainConfig(arch=arch, memory=server[0], out=str(tmp_path / arch), steps=30 if arch == "seq2seq" else 12,
+    cfg = TrainConfig(arch=arch, server=server[0], out=str(tmp_path / arch), steps=30 if arch == "seq2seq" else 12,
                       batch=16, channels=8, units=32, memory_size=4096, choose_k=16, eval_every=0,
                       checkpoint_every=1000, threads=2, lr=3e-3, gold_decay_steps=0, final_examples=200)
     summary = train(cfg, server[0])

@@ -112,7 +112,7 @@ def trained_runs(tmp_path_factory):
     summaries = {}
     with running_server(tmp / "server") as (address, _):
         for name, memory in (("baseline", False), ("memory", True)):
-            cfg = TrainConfig(memory_layer=memory, memory=address, out=str(tmp / name), **common)
+            cfg = TrainConfig(memory_layer=memory, server=address, out=str(tmp / name), **common)
             summaries[name] = train(cfg, address)
         with MemoryClient(address) as c:
             stats = c.stats(cfg.memory_name)
@@ -163,7 +163,7 @@ def test_evaluation_writes_a_copy_never_the_trained_memory(trained_runs):
 def test_resume_continues_exactly(trained_runs):
     tmp, _, _ = trained_runs
     common = dict(spm=str(tmp / "sp.model"), vocab=1000, batch=8, units=16, dropout=0.1, val_every=0,
-                  checkpoint_every=1000, threads=1, memory_layer=False, memory="local")
+                  checkpoint_every=1000, threads=1, memory_layer=False, server="local")
     straight = train(TrainConfig(out=str(tmp / "straight"), steps=6, **common), "local")
     train(TrainConfig(out=str(tmp / "halves"), steps=3, **common), "local")
     resumed = train(TrainConfig(out=str(tmp / "halves"), steps=6, resume=True, **common), "local")
@@ -186,7 +186,7 @@ def test_a_spawned_server_keeps_the_runs_memory_in_its_data_dir(tmp_path):
 def test_hogwild_replicas_share_one_life_long_memory(trained_runs, server):
     tmp, _, _ = trained_runs
     out = tmp / "hogwild"
-    assert main(["--memory", server[0], "--hogwild", "2", "--out", str(out), "--spm", str(tmp / "sp.model"),
+    assert main(["--server", server[0], "--hogwild", "2", "--out", str(out), "--spm", str(tmp / "sp.model"),
                  "--vocab", "1000", "--steps", "3", "--batch", "8", "--units", "16", "--memory-size", "1024",
                  "--choose-k", "16", "--val-every", "0"]) == 0
     rows = [json.loads(line) for name in ("metrics.jsonl", "metrics-rank1.jsonl") for line in open(out / name)]
@@ -255,7 +255,7 @@ def test_the_report_from_the_short_runs(trained_runs, tmp_path, monkeypatch):
     part = protocol.evaluate_split(tmp / "baseline", tmp / "memory", "test_2016_flickr", 2, 12, 3)
     (tmp / "eval-test_2016_flickr.json").write_text(json.dumps(part))
     monkeypatch.setenv("RAREMEM_RESULTS", str(tmp_path))
-    assert report.main(["--baseline", str(tmp / "baseline"), "--memory", str(tmp / "memory"),
+    assert report.main(["--baseline", str(tmp / "baseline"), "--memory-run", str(tmp / "memory"),
                         "--splits", "test_2016_flickr"]) == 0
     md = (tmp_path / "translation.md").read_text()
     assert "## Intervals" in md and "| test_2016_flickr | odd | GNMT + memory, even-line context |" in md
