@@ -136,6 +136,27 @@ def test_ties_go_to_the_lower_slot():
     assert res.neighbors.ids[0].tolist() == [1, 2, 0]  # slots 1 and 2 tie; 1 first
 
 
+@pytest.mark.parametrize("correct_in_top", [1, 2])
+def test_tied_positives_and_negatives_go_to_the_lower_slot(correct_in_top):
+    """Slots 0-3 hold one key: values 7, 5, 5, 7. The positive of label 5 is slot 1 (not 2), the
+    negative slot 0 (not 3), as the reference has them; with label 5 counted correct among the
+    top two, the query averages into slot 1."""
+    store = MemoryStore(MemoryConfig(key_dim=2, size=6, choose_k=4, age_noise=0, correct_in_top=correct_in_top))
+    ref = ReferenceMemory(6, 2, choose_k=4, age_noise=0, correct_in_top=correct_in_top)
+    key = np.tile(np.array([[0.6, 0.8]], np.float32), (4, 1))
+    values = np.array([7, 5, 5, 7])
+    store.load(key, values)
+    ref.K[:4], ref.V[:4] = key, values
+    query = np.array([[0.8, 0.6]], np.float32)
+    res = store.lookup(LookupSpec(query, np.array([5]), update=True))
+    assert (res.positive_slot[0], res.negative_slot[0]) == (1, 0)
+    out = ref.call([{"queries": query, "labels": np.array([5]), "update": correct_in_top > 1}])[0][0]
+    assert (out["pos"], out["neg"]) == (1, 0)
+    if correct_in_top > 1:   # label 5 is among the top 2 (slots 0, 1): correct, averaged into slot 1
+        np.testing.assert_allclose(store.keys[:4], ref.K[:4], atol=1e-6)
+        assert not np.allclose(store.keys[1], key[0]) and np.allclose(store.keys[2], key[0])
+
+
 def test_recent_is_dropped_when_its_slot_changes_value():
     store = MemoryStore(MemoryConfig(key_dim=2, size=1, choose_k=1, age_noise=0))
     e = np.eye(2, dtype=np.float32)
