@@ -26,3 +26,20 @@ def test_design_citations_name_existing_sections():
 
 def test_no_citation_of_a_design_outside_the_repository():
     assert [p.relative_to(ROOT).as_posix() for p in sources() if p != Path(__file__) and "DESIGN §" in p.read_text()] == []
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```python\n", text.index("## A memory in your own PyTorch model")) + len("```python\n")
+    return text[start:text.index("```", start)]
+
+
+def test_the_readme_example_runs_as_written_and_its_memory_answers():
+    code = readme_example()
+    assert len(code.strip().splitlines()) <= 14
+    torch = __import__("pytest").importorskip("torch")
+    torch.manual_seed(0)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 - the README's own example
+    assert scope["out"].correct.float().mean() >= 0.9   # one example of each kind in memory answers it
+    assert scope["memory"].backend.store.filled > 10
