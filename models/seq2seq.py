@@ -47,7 +47,7 @@ class Seq2SeqConfig:
     layers: int = 2
     bidirectional_first: bool = False  # GNMT: the first encoder layer reads both ways
     dropout: float = 0.1
-    memory: bool = True
+    memory_layer: bool = True
     pad: int = 0
     go: int = -1               # the decoder's first input; -1 = an extra embedding row
     eos: int = -1              # greedy decoding stops once every row produced it; -1 = never
@@ -82,15 +82,15 @@ class AttentionSeq2Seq(nn.Module):
         self.combine = nn.Linear(2 * u, u)
         self.out = nn.Linear(u, cfg.tgt_vocab)
         # Created after everything the baseline has, so both draw the same initial weights.
-        self.memory = MemoryLayer(u, backend) if cfg.memory else None
-        self.out_mem = nn.Linear(u, cfg.tgt_vocab, bias=False) if cfg.memory else None
+        self.memory = MemoryLayer(u, backend) if cfg.memory_layer else None
+        self.out_mem = nn.Linear(u, cfg.tgt_vocab, bias=False) if cfg.memory_layer else None
         if self.out_mem is not None:
             nn.init.zeros_(self.out_mem.weight)
-        self.copy_gate = nn.Linear(u, 1) if cfg.memory and cfg.copy else None
+        self.copy_gate = nn.Linear(u, 1) if cfg.memory_layer and cfg.copy else None
         if self.copy_gate is not None:   # zero: the copy term starts switched off
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
-        if cfg.query_from not in ("state", "tower") or (cfg.query_from == "tower" and not cfg.memory):
+        if cfg.query_from not in ("state", "tower") or (cfg.query_from == "tower" and not cfg.memory_layer):
             raise ValueError("query_from is 'state' or 'tower' (with the memory layer)")
         if cfg.query_from == "tower":   # u/2 each way, like the GNMT encoder's first layer
             self.tower_embed = nn.Embedding(cfg.src_vocab, u)

@@ -50,7 +50,7 @@ class Managed:
     last_snapshot: float = 0.0
     writes_lost_at_restore: int = 0
     owner: str = ""           # auth.owner_of the creator's token; it may Reset the memory
-    log: wal.WriteAheadLog | None = None
+    wal: wal.WriteAheadLog | None = None
     # the answers to recent updates by request id: a retried update is answered, not applied
     answered: OrderedDict = field(default_factory=OrderedDict)
 
@@ -109,8 +109,8 @@ class MemoryService:
     def _sync_loop(self, period: float) -> None:
         while not self._stop.wait(period):
             for m in self._all():
-                if m.log:
-                    m.log.sync()
+                if m.wal:
+                    m.wal.sync()
 
     def _snapshot_loop(self, period: float) -> None:
         while not self._stop.wait(period):
@@ -139,8 +139,8 @@ class MemoryService:
             persistence.write_counts(self.data_dir, {m.name: m.store.counters.total_writes for m in self._all()})
         for m in self._all():
             m.batcher.close()
-            if m.log:
-                m.log.close()
+            if m.wal:
+                m.wal.close()
         return saved
 
     def _restore_all(self) -> None:
@@ -224,8 +224,8 @@ class MemoryService:
                 for i, result in zip(todo, done):
                     results[i] = result
                 updates = [specs[i] for i in todo if specs[i].update]
-                if updates and m.log:      # logged before any of them is answered
-                    m.log.append(*wal.batch_record(updates))
+                if updates and m.wal:      # logged before any of them is answered
+                    m.wal.append(*wal.batch_record(updates))
                 for i in todo:
                     if specs[i].update and specs[i].request_id:
                         m.remember(specs[i].request_id, results[i])
@@ -242,11 +242,11 @@ class MemoryService:
                 self._memories[name] = m
             if old:    # the old memory finishes what it queued, and its log, first
                 old.batcher.close()
-                if old.log:
-                    old.log.close()
-                    wal_seq = max(wal_seq, old.log.seq)
+                if old.wal:
+                    old.wal.close()
+                    wal_seq = max(wal_seq, old.wal.seq)
             if self.wal_fsync != "off":
-                m.log = wal.WriteAheadLog(self._wal_path(name), self.wal_fsync, wal_seq)
+                m.wal = wal.WriteAheadLog(self._wal_path(name), self.wal_fsync, wal_seq)
         return m
 
     @staticmethod
@@ -275,7 +275,7 @@ class MemoryService:
                     return existing.info()
                 raise AlreadyExists(f"memory {name!r} exists" + (" with another config" if exist_ok else ""))
             m = self._install(name, MemoryStore(config), owner=owner)
-            if m.log:   # a log always follows a snapshot, so a replay knows the memory's config
+            if m.wal:   # a log always follows a snapshot, so a replay knows the memory's config
                 self._snapshot_one(m, None)
         log.info("created %s: %s", name, config)
         return m.info()
@@ -289,8 +289,8 @@ class MemoryService:
         metrics.forget_memory(name)
         if self.data_dir:
             (self.data_dir / persistence.default_file(name)).unlink(missing_ok=True)
-        if m.log:
-            m.log.remove()
+        if m.wal:
+            m.wal.remove()
         log.info("deleted %s", name)
         return True
 
@@ -340,8 +340,8 @@ class MemoryService:
                                    "that token or the admin token")
         with m.lock:
             m.store.reset()
-            if m.log:
-                m.log.append({"kind": "reset"}, [])
+            if m.wal:
+                m.wal.append({"kind": "reset"}, [])
         metrics.FILL.labels(name).set(0)
         return m.info()
 
@@ -355,7 +355,7 @@ class MemoryService:
             info = m.info()
         return MemoryStats(info=info, **store, writes_since_snapshot=info.total_writes - m.writes_at_snapshot,
                            last_snapshot_unix=m.last_snapshot, writes_lost_at_restore=m.writes_lost_at_restore,
-                           wal_unsynced=m.log.unsynced if m.log else 0)
+                           wal_unsynced=m.wal.unsynced if m.wal else 0)
 
     # ------------------------------------------------------------------ persistence
     def _need_dir(self) -> Path:
@@ -372,10 +372,10 @@ class MemoryService:
             state = {k: np.array(v) for k, v in m.store.state().items()}
             state["owner"] = np.frombuffer(m.owner.encode(), np.uint8)
             writes = m.store.counters.total_writes
-            if m.log:
-                state["wal_seq"] = np.array([m.log.seq], np.int64)
+            if m.wal:
+                state["wal_seq"] = np.array([m.wal.seq], np.int64)
                 if own:   # the log starts afresh: what it held is in this snapshot
-                    m.log.rotate()
+                    m.wal.rotate()
         try:
             nbytes = persistence.save(target, state)
         except OSError as exc:
@@ -386,8 +386,8 @@ class MemoryService:
             raise kind(f"snapshot of {m.name} to {rel} failed: {exc.strerror or exc}; the previous snapshot "
                        f"and the write-ahead log still hold every acknowledged update") from exc
         if own:
-            if m.log:
-                m.log.drop_old()
+            if m.wal:
+                m.wal.drop_old()
             m.writes_at_snapshot, m.last_snapshot = writes, time.time()
         log.info("snapshot of %s: %s (%d bytes)", m.name, rel, nbytes)
         return rel, nbytes
@@ -410,7 +410,7 @@ class MemoryService:
         store = MemoryStore.from_state(state)
         with self._admin_lock:
             m = self._install(name, store, owner=stored_owner(state))
-            if m.log:   # durable before it is acknowledged: the log restarts from this state
+            if m.wal:   # durable before it is acknowledged: the log restarts from this state
                 self._snapshot_one(m, None)
         m.writes_at_snapshot, m.last_snapshot = store.counters.total_writes, time.time()
         log.info("restored %s from %s", name, path or "its default snapshot")

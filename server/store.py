@@ -273,6 +273,26 @@ class MemoryStore:
         return pos
 
     # ------------------------------------------------------------------ update
+    def _fresh_slots(self, n: int, averaged: np.ndarray) -> tuple[np.ndarray, int]:
+        """``n`` distinct slots for a call's fresh writes, and how many of them are empty: empty
+        slots in index order, then the oldest by noisy age, never one of the ``averaged`` slots
+        that a correct query of the call averages into."""
+        n_before, cfg = self.filled, self.config
+        n_empty = min(n, cfg.size - n_before)
+        fresh = np.arange(n_before, n_before + n_empty, dtype=np.int64)
+        n_evict = n - n_empty
+        if not n_evict:
+            return fresh, n_empty
+        noisy = self.ages[:n_before].astype(np.float64)
+        if cfg.age_noise > 0:
+            noisy = noisy + self.rng.uniform(-cfg.age_noise, cfg.age_noise, n_before)
+        noisy[averaged] = -np.inf
+        # the n_evict largest, ties to the lower slot id, without sorting all N
+        thr = np.partition(noisy, n_before - n_evict)[n_before - n_evict]
+        above = np.flatnonzero(noisy > thr)
+        cand = np.concatenate([above, np.flatnonzero(noisy == thr)[:n_evict - len(above)]])
+        return np.concatenate([fresh, cand[np.lexsort((cand, -noisy[cand]))]]), n_empty
+
     def _update(self, specs, queries, positives, results) -> None:
         """design.md §1 step 4 over every updating request, in order."""
         cfg = self.config
@@ -284,24 +304,9 @@ class MemoryStore:
         rows = [(j, results[j].correct & (not cfg.append_only)) for j in upd]
         correct_slots = np.concatenate([positives[j][c] for j, c in rows])
         n_fresh = sum(int((~c).sum()) for _, c in rows)
-
-        # Fresh slots: empty ones in index order, then the oldest by noisy age, never a slot
-        # that a correct query of this call averages into; distinct across the call.
         n_before = self.filled
-        n_empty = min(n_fresh, cfg.size - n_before)
-        fresh = np.arange(n_before, n_before + n_empty, dtype=np.int64)
+        fresh, n_empty = self._fresh_slots(n_fresh, correct_slots)
         n_evict = n_fresh - n_empty
-        if n_evict:
-            noisy = self.ages[:n_before].astype(np.float64)
-            if cfg.age_noise > 0:
-                noisy = noisy + self.rng.uniform(-cfg.age_noise, cfg.age_noise, n_before)
-            noisy[correct_slots] = -np.inf
-            # the n_evict largest, ties to the lower slot id, without sorting all N
-            thr = np.partition(noisy, n_before - n_evict)[n_before - n_evict]
-            above = np.flatnonzero(noisy > thr)
-            cand = np.concatenate([above, np.flatnonzero(noisy == thr)[:n_evict - len(above)]])
-            cand = cand[np.lexsort((cand, -noisy[cand]))]
-            fresh = np.concatenate([fresh, cand])
 
         self.ages += len(upd)
         written_all = []

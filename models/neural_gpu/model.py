@@ -35,7 +35,7 @@ from raremem.models.neural_gpu.task import DIGITS, HIGH, PAD, VOCAB
 @dataclass
 class ModelConfig:
     arch: str = "ngpu"        # "ngpu" | "seq2seq"
-    memory: bool = True       # with the memory layer
+    memory_layer: bool = True  # with the memory layer
     channels: int = 32        # Neural GPU: the paper's small model
     height: int = 4
     nconv: int = 2            # CGRU cells per step
@@ -120,7 +120,7 @@ class ExtendedNeuralGPU(nn.Module):
         self.cfg = cfg
         if cfg.query_from not in QUERY_SOURCES:
             raise ValueError(f"query_from is one of {QUERY_SOURCES}, not {cfg.query_from!r}")
-        if cfg.query_from != "state" and (cfg.fixed_queries or not cfg.memory):
+        if cfg.query_from != "state" and (cfg.fixed_queries or not cfg.memory_layer):
             raise ValueError("query_from other than 'state' needs the memory layer and learned queries")
         self.embed_in = nn.Embedding(VOCAB, c)
         self.embed_out = nn.Embedding(VOCAB, c)
@@ -133,7 +133,7 @@ class ExtendedNeuralGPU(nn.Module):
         self.out = nn.Linear(c, VOCAB)
         nn.init.orthogonal_(self.out.weight, gain=INIT_GAIN)
         nn.init.zeros_(self.out.bias)
-        self.memory = MemoryLayer(c, backend) if cfg.memory else None
+        self.memory = MemoryLayer(c, backend) if cfg.memory_layer else None
         if cfg.fixed_queries:
             if self.memory is None:
                 raise ValueError("fixed_queries needs the memory layer")
@@ -265,6 +265,6 @@ def _put(tape: torch.Tensor, column: int, emb: torch.Tensor) -> torch.Tensor:
 def build_model(cfg: ModelConfig, backend=None) -> nn.Module:
     if cfg.arch == "ngpu":
         return ExtendedNeuralGPU(cfg, backend)
-    return AttentionSeq2Seq(Seq2SeqConfig(VOCAB, VOCAB, cfg.units, 2, dropout=cfg.dropout, memory=cfg.memory,
+    return AttentionSeq2Seq(Seq2SeqConfig(VOCAB, VOCAB, cfg.units, 2, dropout=cfg.dropout, memory_layer=cfg.memory_layer,
                                           pad=PAD, query_uniformity=cfg.query_uniformity,
                                           query_from=cfg.query_from), backend)

@@ -88,9 +88,9 @@ def load_model(checkpoint: str | None, arch: str, seed: int = 0, query_from: str
     if checkpoint:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         known = {f.name for f in fields(ModelConfig)}
-        mc = ModelConfig(**{k: v for k, v in state["config"].items() if k in known} | {"memory": True})
+        mc = ModelConfig(**{k: v for k, v in state["config"].items() if k in known} | {"memory_layer": True})
     else:
-        state, mc = None, ModelConfig(arch=arch, memory=True, query_from=query_from)
+        state, mc = None, ModelConfig(arch=arch, memory_layer=True, query_from=query_from)
     model = build_model(mc, make_backend("local", "probe", mc.key_dim, 64))
     if state is not None:
         model.load_state_dict(state["model"])

@@ -100,7 +100,7 @@ class TrainConfig(SequenceFlags):
         return self
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(arch=self.arch, memory=self.memory_layer, channels=self.channels, units=self.units,
+        return ModelConfig(arch=self.arch, memory_layer=self.memory_layer, channels=self.channels, units=self.units,
                            dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
                            query_grad=self.query_grad, query_from=self.query_from,
                            query_uniformity=self.query_uniformity)

@@ -92,6 +92,13 @@ def _scores(hyps: list[str], refs: list[str], lines: list[int], counts) -> dict:
     return {**bleu(h, r), **rare_recall(h, r, counts)}
 
 
+def weights_step(run: Path, best: bool, summary: dict) -> int:
+    """The step of the weights ``chosen_weights`` decodes (the best validation's with ``best``)."""
+    if chosen_weights(run, best)[0] == Run.BEST:
+        return json.loads((run / "best.json").read_text())["step"]
+    return summary["steps"]
+
+
 def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: int, passes: int,
                    models: tuple[str, ...] = ("baseline", "memory"), earlier: dict | None = None,
                    best: bool = False, contexts: bool = True) -> dict:
@@ -101,13 +108,6 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
     test = data.load(split, Path(TrainConfig().data_dir))
     src, ref = test.source[:limit or None], test.target[:limit or None]
     odd, even = list(range(0, len(src), 2)), list(range(1, len(src), 2))
-
-    def weights(run: Path) -> str:
-        return chosen_weights(run, best)[0]
-
-    def weights_step(run: Path, summary: dict) -> int:
-        """The step of the weights decoded (the best validation's with ``best``)."""
-        return json.loads((run / "best.json").read_text())["step"] if weights(run) == Run.BEST else summary["steps"]
 
     counts = training_counts()
     same = earlier and (earlier["lines"], earlier["beam_width"], earlier["context_passes"]) == (len(src), width, passes)
@@ -124,9 +124,9 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
 
     if "baseline" in models:
         t0 = time.perf_counter()
-        b_model, sw, b_summary = load_run(baseline, None, weights=weights(baseline))
+        b_model, sw, b_summary = load_run(baseline, None, weights=chosen_weights(baseline, best)[0])
         record("GNMT", b_summary, translate(b_model, sw, src, width), range(len(src)), time.perf_counter() - t0,
-               weights_step=weights_step(baseline, b_summary))
+               weights_step=weights_step(baseline, best, b_summary))
     if "memory" in models:
         # best: the memory as it was at the best validation, beside those weights
         with trained_memory(memory, *chosen_weights(memory, best)) as (model, sw, summary, restore):
@@ -153,7 +153,7 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
                 for i, text in zip(decode, translate(model, sw, [src[i] for i in decode], width), strict=True):
                     hyp[i] = text
                 record(name, summary, hyp, everything if decode is everything else None,
-                       time.perf_counter() - t0, weights_step=weights_step(memory, summary), **ctx)
+                       time.perf_counter() - t0, weights_step=weights_step(memory, best, summary), **ctx)
     return {"split": split, "lines": len(src), "beam_width": width, "context_passes": passes, "rows": rows,
             "hypotheses": hyps}
 

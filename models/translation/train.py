@@ -86,7 +86,7 @@ def load_subwords(cfg: TrainConfig) -> subwords.Subwords:
 
 def make_model(cfg: TrainConfig, address: str | None, vocab: int) -> AttentionSeq2Seq:
     mc = Seq2SeqConfig(src_vocab=vocab, tgt_vocab=vocab, units=cfg.units, layers=cfg.layers,
-                       bidirectional_first=True, dropout=cfg.dropout, memory=cfg.memory_layer,
+                       bidirectional_first=True, dropout=cfg.dropout, memory_layer=cfg.memory_layer,
                        pad=subwords.PAD, go=subwords.BOS, eos=subwords.EOS, copy=cfg.memory_copy)
     backend = None
     if cfg.memory_layer and address:

@@ -12,7 +12,7 @@ from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
 @pytest.mark.parametrize("memory", [False, True])
 def test_gnmt_shape_gradients_and_memory(memory):
     torch.manual_seed(0)
-    cfg = Seq2SeqConfig(src_vocab=50, tgt_vocab=60, units=16, layers=3, bidirectional_first=True, memory=memory,
+    cfg = Seq2SeqConfig(src_vocab=50, tgt_vocab=60, units=16, layers=3, bidirectional_first=True, memory_layer=memory,
                         pad=0, go=2, eos=3)
     backend = make_backend("local", "t", 16, 1024, choose_k=8) if memory else None
     model = AttentionSeq2Seq(cfg, backend)
@@ -45,10 +45,10 @@ def test_memory_model_starts_as_its_baseline(options):
     src = torch.randint(1, 20, (3, 7))
     tgt = torch.randint(1, 20, (3, 5))
     torch.manual_seed(4)
-    base = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=False, bidirectional_first=True))
+    base = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, bidirectional_first=True))
     torch.manual_seed(4)
     backend = make_backend("local", "m", 16, 64, choose_k=8)
-    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, bidirectional_first=True, **options), backend)
+    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, bidirectional_first=True, **options), backend)
     base.eval(), mem.eval()
     mem(src, tgt, update=True)                               # fill the memory: its answers are non-trivial
     assert backend.store.filled > 0
@@ -64,7 +64,7 @@ def test_the_copy_gate_raises_only_the_memory_values_logit_by_gate_times_weight(
     torch.manual_seed(0)
     src, tgt = torch.randint(1, 20, (3, 7)), torch.randint(1, 20, (3, 5))
     backend = make_backend("local", "c", 16, 64, choose_k=8)
-    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, copy=True), backend).eval()
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, copy=True), backend).eval()
     model(src, tgt, update=True)
     with torch.no_grad():
         before = model(src, tgt)
@@ -92,7 +92,7 @@ def test_the_uniformity_term_adds_the_weighted_spread_of_the_queries_to_the_memo
     for w in (0.0, 0.5):
         torch.manual_seed(1)
         backend = make_backend("local", f"u{w}", 16, 64, choose_k=8)
-        model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, dropout=0.0, query_uniformity=w),
+        model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, dropout=0.0, query_uniformity=w),
                                  backend).eval()
         with torch.no_grad():
             model(src, tgt, update=True)
@@ -122,7 +122,7 @@ def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
     torch.manual_seed(0)
     src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 9))
     backend = make_backend("local", "k", 16, 256, choose_k=8)
-    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=True, dropout=0.0, query_from="tower"), backend)
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, dropout=0.0, query_from="tower"), backend)
     asked = []
     hook = model.memory.query_proj.register_forward_hook(lambda _m, args, _out: asked.append(args[0].detach()))
     with torch.no_grad():
@@ -147,4 +147,4 @@ def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
     model.freeze_queries(False)
     assert model(src, tgt).memory_loss.requires_grad
     with pytest.raises(ValueError, match="query_from"):
-        AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory=False, query_from="tower"))
+        AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, query_from="tower"))

@@ -162,7 +162,7 @@ def test_with_interval_the_unsynced_tail_is_bounded_and_reported(tmp_path):
     interval, slack = 0.2, 0.4
     service = MemoryService(tmp_path / "live", wal_fsync="interval", wal_interval=interval)
     service.create("m", MemoryConfig(key_dim=8, size=64, choose_k=4, age_noise=0.0))
-    log = service._get("m").log
+    log = service._get("m").wal
     reqs = list(clustered_batches(7, 8, 40, 4, 5000))
     acked, size_at = [], {0: log.path.stat().st_size}   # ack times; log length after record seq
     cut = None

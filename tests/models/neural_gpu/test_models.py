@@ -21,7 +21,7 @@ SMALL = {"ngpu": dict(channels=8, height=2, nconv=1), "seq2seq": dict(units=32)}
 @pytest.mark.parametrize("memory", [False, True])
 def test_shapes_and_finite_gradients(arch, memory):
     torch.manual_seed(0)
-    cfg = ModelConfig(arch=arch, memory=memory, **SMALL[arch])
+    cfg = ModelConfig(arch=arch, memory_layer=memory, **SMALL[arch])
     backend = make_backend("local", "t", cfg.key_dim, 2048, choose_k=16) if memory else None
     model = build_model(cfg, backend)
     train_set, _, _ = make_splits(0, n_train=64, n_test=8)

@@ -15,7 +15,7 @@ from raremem.models.neural_gpu.train import TrainConfig, decay_on_worse, gold_pr
 
 def test_kernels_are_orthogonal_with_the_authors_gain_and_gate_biases_one():
     torch.manual_seed(0)
-    model = ExtendedNeuralGPU(ModelConfig(channels=16, memory=False))
+    model = ExtendedNeuralGPU(ModelConfig(channels=16, memory_layer=False))
     cells = [m for m in model.modules() if isinstance(m, CGRU)]
     assert len(cells) == 4
     for cell in cells:
@@ -36,7 +36,7 @@ def test_trainer_defaults_are_the_authors():
 
 
 def test_state_dropout_scales_with_length():
-    model = ExtendedNeuralGPU(ModelConfig(channels=8, memory=False, dropout=0.1)).train()
+    model = ExtendedNeuralGPU(ModelConfig(channels=8, memory_layer=False, dropout=0.1)).train()
     s = torch.ones(4000, 8, 1, 1)
     for length in (9, 36):   # p = 0.1 * 3 / sqrt(L): 0.1 and 0.05
         assert float((model._drop(s, length) == 0).float().mean()) == pytest.approx(0.3 / length ** 0.5, abs=0.01)
@@ -200,7 +200,7 @@ def test_query_sources_are_checked():
     with pytest.raises(ValueError, match="query_from is one of"):
         ExtendedNeuralGPU(ModelConfig(channels=8, query_from="decoder"))
     with pytest.raises(ValueError, match="learned queries"):
-        ExtendedNeuralGPU(ModelConfig(channels=8, memory=False, query_from="tower"))
+        ExtendedNeuralGPU(ModelConfig(channels=8, memory_layer=False, query_from="tower"))
     with pytest.raises(ValueError, match="--query-from"):
         TrainConfig(arch="seq2seq", query_from="encoder").validate()
     with pytest.raises(ValueError, match="--query-from"):
@@ -219,7 +219,7 @@ def test_held_queries_get_no_gradient_until_released():
     model(inputs, targets, update=False).memory_loss.backward()
     assert _reached(model.tower) and model.memory.query_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="learned memory queries"):
-        ExtendedNeuralGPU(ModelConfig(channels=8, memory=False)).freeze_queries(True)
+        ExtendedNeuralGPU(ModelConfig(channels=8, memory_layer=False)).freeze_queries(True)
 
 
 def test_leave_one_out_skips_the_examples_own_slots():

@@ -31,7 +31,7 @@ needs_data = pytest.mark.skipif(not (DEFAULT_DATA / "multi30k").is_dir(), reason
 def tiny_model(vocab: int = 6, memory_backend=None, seed: int = 0) -> AttentionSeq2Seq:
     torch.manual_seed(seed)
     cfg = Seq2SeqConfig(src_vocab=vocab, tgt_vocab=vocab, units=8, layers=2, bidirectional_first=True, dropout=0.0,
-                        memory=memory_backend is not None, pad=PAD, go=BOS, eos=EOS)
+                        memory_layer=memory_backend is not None, pad=PAD, go=BOS, eos=EOS)
     model = AttentionSeq2Seq(cfg, memory_backend)
     with torch.no_grad():   # sharper outputs, EOS less likely (else "" wins every search), never PAD
         model.out.weight.mul_(3)
