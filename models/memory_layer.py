@@ -12,11 +12,38 @@ from __future__ import annotations
 import time
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from raremem.proto.types import LookupResult, snapshot_file
+
+
+class MemoryBackend(Protocol):
+    """What the memory layer, the trainers and the evaluations use of a memory; the in-process
+    and the remote backend both implement it, and nothing reaches past it."""
+
+    alpha: float                # the memory's margin and softmax temperature (its config)
+    inverse_temperature: float
+
+    def lookup(self, queries: np.ndarray, labels: np.ndarray | None = None, **options) -> LookupResult:
+        """``queries`` (B, d) unit float32; ``options`` as ``server.store.LookupSpec``'s fields."""
+
+    def reset(self) -> None:
+        """Empty every slot."""
+
+    def filled(self) -> int:
+        """Slots that hold a key."""
+
+    def keep(self, folder: str) -> str | None:
+        """Snapshot the memory as ``folder/<name>.npz`` where it lives; the path, or None where
+        nothing can be kept (a memory in this process)."""
+
+    def close(self) -> None:
+        """Release the connection, if any."""
 
 
 class LocalBackend:
@@ -36,6 +63,15 @@ class LocalBackend:
 
     def reset(self) -> None:
         self.store.reset()
+
+    def filled(self) -> int:
+        return self.store.filled
+
+    def keep(self, folder: str) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 class RemoteBackend:
@@ -58,17 +94,27 @@ class RemoteBackend:
     def reset(self) -> None:
         self.client.reset(self.name)
 
+    def filled(self) -> int:
+        return self.client.stats(self.name, age_bins=1, top_values=1).info.filled
+
+    def keep(self, folder: str) -> str:
+        """Raises grpc.RpcError where the server cannot (e.g. it has no data directory)."""
+        path = f"{folder}/{snapshot_file(self.name)}"
+        self.client.snapshot(self.name, path)
+        return path
+
     def close(self) -> None:
         if self.calls is not self.client:
             self.calls.close()
         self.client.close()
 
 
-def make_backend(memory: str, name: str, key_dim: int, size: int, token: str | None = None, **config):
-    """``memory`` is "local", "HOST:PORT" or "unix:///PATH"; ``config`` holds MemoryConfig fields."""
-    if memory == "local":
+def make_backend(server: str, name: str, key_dim: int, size: int, token: str | None = None,
+                 **config) -> MemoryBackend:
+    """``server`` is "local", "HOST:PORT" or "unix:///PATH"; ``config`` holds MemoryConfig fields."""
+    if server == "local":
         return LocalBackend(key_dim, size, **config)
-    return RemoteBackend(memory, name, key_dim, size, token=token, **config)
+    return RemoteBackend(server, name, key_dim, size, token=token, **config)
 
 
 def uniformity(q: torch.Tensor, t: float = 2.0) -> torch.Tensor:

@@ -239,8 +239,8 @@ class Run:
     def keep_best(self, score: float, backend=None) -> bool:
         """After a validation (main replica): when ``score`` (higher is better) beats every
         earlier one of the run, the current weights become ``best.pt`` and ``best.json`` says
-        the step and score; with ``backend`` (a RemoteBackend) its memory is snapshotted on its
-        server as ``best/<memory>.npz``, so the best weights are evaluated with the memory they
+        the step and score; with ``backend`` its memory is kept where it lives (``keep``: on its
+        server as ``best/<memory>.npz``), so the best weights are evaluated with the memory they
         had. Returns whether this was the best so far (resumes know the earlier best)."""
         out = self.files.out
         record = out / "best.json"
@@ -252,13 +252,9 @@ class Run:
                       "wall_seconds": time.perf_counter() - self._start, "replicas": self.replica.world,
                       "mode": self.replica.mode}, out / self.BEST)
         kept = {"step": self.step + 1, "score": score, "memory": None}
-        if backend is not None and hasattr(backend, "client"):
-            from raremem.server.persistence import default_file  # noqa: PLC0415
-
-            path = f"best/{default_file(backend.name)}"
+        if backend is not None:
             try:
-                backend.client.snapshot(backend.name, path)
-                kept["memory"] = path
+                kept["memory"] = backend.keep("best")
             except grpc.RpcError as exc:   # e.g. a server without a data dir: the weights are still kept
                 self.say(f"best weights kept; their memory not ({exc.code().name}: {exc.details()})")
         record.write_text(json.dumps(kept))

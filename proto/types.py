@@ -20,6 +20,12 @@ STATS_AGE_BINS = 10
 STATS_TOP_VALUES = 10
 
 
+def snapshot_file(name: str) -> str:
+    """A memory's own snapshot file, relative to the server's data directory (memory.proto:
+    Snapshot and Restore with no path): ``omniglot/replica-3`` -> ``omniglot/replica-3.npz``."""
+    return name + ".npz"
+
+
 @dataclass
 class Neighbors:
     ids: np.ndarray           # (b, k) int64, -1 past `found`

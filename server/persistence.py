@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from raremem.proto.types import snapshot_file
 from raremem.server.errors import InvalidArgument, NotFound, PermissionDenied
 
 SUFFIX = ".npz"
@@ -46,7 +47,7 @@ def resolve(data_dir: Path, relative: str) -> Path:
 
 
 def default_file(name: str) -> str:
-    return name + SUFFIX
+    return snapshot_file(name)
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch  # noqa: I001 - torch before faiss (design.md §5)
 
 import argparse
 import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -81,12 +82,13 @@ class KNNDecoder:
     def __init__(self, model, client=None, names: str | tuple[str, ...] = TRAIN, k: int = 16,
                  temperature: float = 0.1, lam: float = 0.25, nprobe: int = 0):
         self.own = client is None   # a memory model reading its own memory
-        if self.own:
-            if model.memory is None:
-                raise ValueError("a baseline needs the client of its datastores")
-            client, names = model.memory.backend.calls, model.memory.backend.name   # its one stream
-        self.model, self.client = model, client
-        self.names = (names,) if isinstance(names, str) else tuple(names)
+        if self.own and model.memory is None:
+            raise ValueError("a baseline needs the client of its datastores")
+        self.names = () if self.own else (names,) if isinstance(names, str) else tuple(names)
+        # what p_kNN reads: each datastore on the client, or the model's own memory (its backend)
+        self.stores = (model.memory.backend.lookup,) if self.own else tuple(
+            functools.partial(client.lookup, name) for name in self.names)
+        self.model = model
         self.k, self.temperature, self.lam, self.nprobe = k, temperature, lam, nprobe
         self.cfg, self.go = model.cfg, model.go
 
@@ -101,12 +103,12 @@ class KNNDecoder:
         """att (N, U) -> p_kNN (N, V) from the k nearest neighbours over all datastores."""
         queries = np.ascontiguousarray(att.float().numpy())
         sims, values = [], []
-        for name in self.names:
-            nb = self.client.lookup(name, queries, k=self.k, nprobe=self.nprobe, neighbors=True).neighbors
+        for lookup in self.stores:
+            nb = lookup(queries, k=self.k, nprobe=self.nprobe, neighbors=True).neighbors
             sims.append(torch.from_numpy(nb.similarities.copy()))          # (N, k'), -inf where none
             values.append(torch.from_numpy(nb.values.copy()).clamp(min=0))  # (N, k')
         sims, values = torch.cat(sims, 1), torch.cat(values, 1)
-        if len(self.names) > 1:                                            # the k best of the pooled neighbours
+        if len(self.stores) > 1:                                           # the k best of the pooled neighbours
             sims, top = sims.topk(min(self.k, sims.shape[1]), dim=1)
             values = values.gather(1, top)
         w = torch.softmax(sims / self.temperature, -1)                    # rows with no neighbour: nan

@@ -34,7 +34,7 @@ from raremem.models.translation import data
 from raremem.models.translation.evaluate import bleu, context_pass, rare_recall, translate, word_counts
 from raremem.models.translation.subwords import Subwords
 from raremem.models.translation.train import TrainConfig, make_model
-from raremem.server.persistence import default_file
+from raremem.proto.types import snapshot_file
 
 COPY = "translation/eval-copy"
 
@@ -70,7 +70,7 @@ def trained_memory(run: Path, weights: str = "checkpoint.pt", memory_file: str =
     files are never written): yields (model, subwords, summary, fresh), where ``fresh()`` puts
     the copy back as trained (``memory_file``, relative to the run's memory dir: default its
     last snapshot). On leaving, checks that nothing changed the weights."""
-    trained = memory_file or default_file(json.loads((run / "run.json").read_text())["config"]["memory_name"])
+    trained = memory_file or snapshot_file(json.loads((run / "run.json").read_text())["config"]["memory_name"])
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(run / "memory", Path(tmp) / "memory")
         with memory_server("spawn", Path(tmp) / "memory") as address, MemoryClient(address) as client:
@@ -130,18 +130,18 @@ def evaluate_split(baseline: Path, memory: Path, split: str, width: int, limit: 
     if "memory" in models:
         # best: the memory as it was at the best validation, beside those weights
         with trained_memory(memory, *chosen_weights(memory, best)) as (model, sw, summary, restore):
-            client = model.memory.backend.client
+            backend = model.memory.backend
             digest = parameters_digest(model)
 
             def fresh(context: list[int]) -> dict:
                 """Restore the copy, pass ``context`` lines through memory updates; what it did."""
                 restore()
-                before = client.stats(COPY).info.filled
+                before = backend.filled()
                 writes = context_pass(model, sw, [src[i] for i in context], [ref[i] for i in context],
                                       passes) if context else 0
                 assert parameters_digest(model) == digest, "a context pass changed the weights"
                 return {"context_lines": len(context), "context_writes": writes, "filled_before": before,
-                        "filled_after": client.stats(COPY).info.filled, "parameters_unchanged": True}
+                        "filled_after": backend.filled(), "parameters_unchanged": True}
 
             everything = list(range(len(src)))
             plans = (("GNMT + memory", [], everything), ("GNMT + memory, even-line context", even, odd),
