@@ -36,9 +36,9 @@ def recall(store, queries, k=32, nprobe=0):
     """(top-1 agreement, recall@k, seconds per query batch) against exact search of the same keys."""
     exact = MemoryStore(MemoryConfig(**{**store.config.to_dict(), "index": "exact"}))
     exact.load(store.keys[:store.filled], store.values[:store.filled])
-    want = exact.lookup(LookupSpec(queries, k=k, neighbors=True)).neighbors.ids
+    want = exact.lookup(LookupSpec(queries, k=k, return_neighbors=True)).neighbors.ids
     t0 = time.perf_counter()
-    got = store.lookup(LookupSpec(queries, k=k, nprobe=nprobe, neighbors=True)).neighbors.ids
+    got = store.lookup(LookupSpec(queries, k=k, nprobe=nprobe, return_neighbors=True)).neighbors.ids
     seconds = time.perf_counter() - t0
     top1 = float((got[:, 0] == want[:, 0]).mean())
     rec = float(np.mean([len(set(g[g >= 0]) & set(w)) / k for g, w in zip(got, want)]))

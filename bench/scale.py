@@ -85,7 +85,7 @@ def store_of(keys: np.ndarray, index: str = "exact", values: np.ndarray | None =
 
 
 def neighbours(store: MemoryStore, q: np.ndarray, k: int, nprobe: int = 0) -> np.ndarray:
-    return store.lookup(LookupSpec(q, k=k, nprobe=nprobe, neighbors=True)).neighbors.ids
+    return store.lookup(LookupSpec(q, k=k, nprobe=nprobe, return_neighbors=True)).neighbors.ids
 
 
 SIZES = (8192, 32768, 131072, 524288, 1048576, 2097152, 4194304)

@@ -52,11 +52,11 @@ def client(address: str, seed: int, t0: float, t_end: float, out) -> None:
             t = time.perf_counter()
             try:
                 if kind == "lookup":
-                    c.lookup(mem, q, neighbors=True)
+                    c.lookup(mem, q, return_neighbors=True)
                 elif kind == "stream lookup":
                     stream.lookup(mem, q, y, update=True)
                 elif kind == "update":
-                    c.lookup(mem, q, y, update=True, sources=rng.integers(0, 10**6, B), weight_terms=True)
+                    c.lookup(mem, q, y, update=True, sources=rng.integers(0, 10**6, B), return_weight_terms=True)
                 elif kind == "write":
                     c.write(mem, q, y)
                 elif kind == "read slots":

@@ -79,7 +79,7 @@ def cmd_stats(c: MemoryClient, a):
             ("fill", f"{info.filled} / {cfg['size']} ({info.filled / cfg['size']:.1%})"),
             ("bytes", f"{s.bytes:,}"),
             ("lookups", f"{s.lookups:,}"),
-            ("writes", f"{s.correct_writes:,} averaged, {s.fresh_writes:,} fresh, "
+            ("writes", f"{s.correct_writes:,} correct (averaged into their key), {s.fresh_writes:,} fresh, "
                        f"{s.evictions:,} evictions"),
             ("distinct values", f"{s.distinct_values:,}"),
             ("unsaved writes", f"{s.writes_since_snapshot:,} (log: {s.wal_unsynced:,} records not yet fsynced)")]
@@ -115,7 +115,7 @@ def cmd_show(c: MemoryClient, a):
 
 def cmd_nearest(c: MemoryClient, a):
     q = _load_queries(a.query)
-    r = c.lookup(a.name, q, k=a.k, neighbors=True, nprobe=a.nprobe)
+    r = c.lookup(a.name, q, k=a.k, return_neighbors=True, nprobe=a.nprobe)
     nb = r.neighbors
     t = Table("query", "rank", "slot", "value", "similarity", "weight", "source", title=f"nearest in {a.name}")
     for i in range(len(q)):
@@ -130,7 +130,7 @@ def cmd_nearest(c: MemoryClient, a):
 def cmd_explain(c: MemoryClient, a):
     """Which source examples answered each query: result, its weight, and the sources behind it."""
     q = _load_queries(a.query)
-    r = c.lookup(a.name, q, k=a.k, neighbors=True)
+    r = c.lookup(a.name, q, k=a.k, return_neighbors=True)
     nb = r.neighbors
     t = Table("query", "answer", "weight of answer", "answering sources (similarity)", title=f"explain {a.name}")
     data = []

@@ -82,15 +82,15 @@ def _message_dict(msg) -> dict:
 
 def lookup_request(name: str, queries: np.ndarray, labels: np.ndarray | None = None, *,
                    update: bool = False, use_recent: bool = False, sources: np.ndarray | None = None,
-                   k: int = 0, nprobe: int = 0, weight_terms: bool = False, neighbors: bool = False,
-                   neighbor_keys: bool = False, leave_one_out: bool = False) -> pb.LookupRequest:
+                   k: int = 0, nprobe: int = 0, return_weight_terms: bool = False, return_neighbors: bool = False,
+                   return_neighbor_keys: bool = False, leave_one_out: bool = False) -> pb.LookupRequest:
     """A LookupRequest (memory.proto says what each field does); ``sources`` are the queries'
     provenance for the slots an update writes, and their own sources for ``leave_one_out``.
     An update gets a fresh request id: its retries then apply it once."""
     req = pb.LookupRequest(
         name=name, queries=to_tensor(queries), update=update, use_recent=use_recent, k=k,
-        nprobe=nprobe, return_weight_terms=weight_terms, return_neighbors=neighbors,
-        return_neighbor_keys=neighbor_keys, leave_one_out=leave_one_out,
+        nprobe=nprobe, return_weight_terms=return_weight_terms, return_neighbors=return_neighbors,
+        return_neighbor_keys=return_neighbor_keys, leave_one_out=leave_one_out,
         request_id=uuid.uuid4().hex if update else "")
     if labels is not None:
         req.labels.CopyFrom(to_tensor(labels))

@@ -163,7 +163,7 @@ class MemoryLayer(nn.Module):
             np.ascontiguousarray(q.detach().cpu().numpy()), np_labels,
             update=update, use_recent=use_recent and labels is not None,
             sources=sources.cpu().numpy().astype(np.int64) if (update or leave_one_out) and sources is not None
-            else None, weight_terms=weight_grad, leave_one_out=leave_one_out)
+            else None, return_weight_terms=weight_grad, leave_one_out=leave_one_out)
         self.seconds += time.perf_counter() - t0
 
         def t(a):

@@ -50,7 +50,7 @@ class LookupResult:
     loss: np.ndarray | None = None           # (b,) float32
     correct: np.ndarray | None = None        # (b,) bool
     written_slot: np.ndarray | None = None   # (b,) int64, -1 where nothing was written
-    # with weight_terms: d w_1 / d q = t * w_1 * (top_key - mean_key)
+    # with return_weight_terms: d w_1 / d q = t * w_1 * (top_key - mean_key)
     top_key: np.ndarray | None = None        # (b, d)
     mean_key: np.ndarray | None = None       # (b, d)
     neighbors: Neighbors | None = None

@@ -39,8 +39,9 @@ def lookup_spec_from_pb(req: pb.LookupRequest) -> LookupSpec:
         labels=optional_tensor(req, "labels"),
         update=req.update, use_recent=req.use_recent,
         sources=optional_tensor(req, "sources"),
-        k=req.k, nprobe=req.nprobe, weight_terms=req.return_weight_terms,
-        neighbors=req.return_neighbors, neighbor_keys=req.return_neighbor_keys, leave_one_out=req.leave_one_out,
+        k=req.k, nprobe=req.nprobe, return_weight_terms=req.return_weight_terms,
+        return_neighbors=req.return_neighbors, return_neighbor_keys=req.return_neighbor_keys,
+        leave_one_out=req.leave_one_out,
         request_id=req.request_id)
 
 

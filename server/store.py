@@ -35,9 +35,9 @@ class LookupSpec:
     sources: np.ndarray | None = None
     k: int = 0                      # 0 = config.choose_k
     nprobe: int = 0                 # IVF only; 0 = config.ivf_nprobe
-    weight_terms: bool = False      # fill top_key and mean_key
-    neighbors: bool = False         # fill the neighbour lists
-    neighbor_keys: bool = False     # and the neighbour keys
+    return_weight_terms: bool = False    # fill top_key and mean_key
+    return_neighbors: bool = False       # fill the neighbour lists
+    return_neighbor_keys: bool = False   # and the neighbour keys
     leave_one_out: bool = False     # skip slots whose source is the query's own (``sources``)
     request_id: str = ""            # an update's id: a repeat is answered, not applied (the service)
 
@@ -112,8 +112,8 @@ class MemoryStore:
             raise InvalidArgument(f"k must be in 1..{cfg.size} (0 = default {cfg.choose_k}), got {spec.k}")
         if spec.nprobe < 0:
             raise InvalidArgument(f"nprobe must be >= 0, got {spec.nprobe}")
-        if spec.neighbor_keys and not spec.neighbors:
-            raise InvalidArgument("neighbor_keys needs neighbors")
+        if spec.return_neighbor_keys and not spec.return_neighbors:
+            raise InvalidArgument("return_neighbor_keys needs return_neighbors")
         return (q / norms[:, None]).astype(np.float32)
 
     # ------------------------------------------------------------------ lookup
@@ -222,7 +222,7 @@ class MemoryStore:
         res = LookupResult(
             result=values[:, 0].copy(), found=found.astype(np.int64),
             top_weight=weights[:, 0].copy(), top_similarity=sims[:, 0].copy())
-        if spec.weight_terms:
+        if spec.return_weight_terms:
             res.top_key = np.where(valid[:, :1], self.keys[safe[:, 0]], 0).astype(np.float32)
             # sum_i w_i K[n_i], one query at a time ((k,) @ (k, d)): the gather of the keys is the
             # cost. For a translation batch (1,359 x 256 neighbours, d = 256) this took 156 ms
@@ -231,12 +231,12 @@ class MemoryStore:
             res.mean_key = np.empty((len(q), cfg.key_dim), np.float32)
             for i in range(len(q)):
                 np.dot(weights[i], self.keys[safe[i]], out=res.mean_key[i])
-        if spec.neighbors:
+        if spec.return_neighbors:
             res.neighbors = Neighbors(
                 ids=ids, similarities=sims, weights=weights, values=values,
                 sources=np.where(valid, self.sources[safe], EMPTY),
                 keys=np.where(valid[..., None], self.keys[safe], 0).astype(np.float32)
-                if spec.neighbor_keys else None)
+                if spec.return_neighbor_keys else None)
         plan = None
         if spec.labels is not None:
             plan = self._loss_terms(spec, q, sims, ids, values, res)

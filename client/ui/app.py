@@ -73,7 +73,7 @@ def summary(s: MemoryStats) -> dict:
     size = s.info.config["size"]
     return {"name": s.info.name, "index": s.info.config["index"], "key_dim": s.info.config["key_dim"],
             "size": size, "filled": s.info.filled, "fill": s.info.filled / size if size else 0.0,
-            "lookups": s.lookups, "fresh_writes": s.fresh_writes, "averaged_writes": s.correct_writes,
+            "lookups": s.lookups, "fresh_writes": s.fresh_writes, "correct_writes": s.correct_writes,
             "evictions": s.evictions, "unread_evictions": s.unread_evictions}
 
 
@@ -104,7 +104,7 @@ def create_app(client: MemoryClient, renderers: Renderers | None = None, admin_t
         return [view.renderers.render(name, int(s), int(v)) for s, v in zip(sources, values)]
 
     def nearest(name: str, query: np.ndarray, k: int, about: dict):
-        r = client.lookup(name, query[None].astype(np.float32), k=k, neighbors=True)
+        r = client.lookup(name, query[None].astype(np.float32), k=k, return_neighbors=True)
         nb, found = r.neighbors, int(r.found[0])
         rows = [{"rank": j + 1, "slot": int(nb.ids[0, j]), "value": int(nb.values[0, j]),
                  "similarity": float(nb.similarities[0, j]), "weight": float(nb.weights[0, j]),

@@ -104,7 +104,7 @@ class KNNDecoder:
         queries = np.ascontiguousarray(att.float().numpy())
         sims, values = [], []
         for lookup in self.stores:
-            nb = lookup(queries, k=self.k, nprobe=self.nprobe, neighbors=True).neighbors
+            nb = lookup(queries, k=self.k, nprobe=self.nprobe, return_neighbors=True).neighbors
             sims.append(torch.from_numpy(nb.similarities.copy()))          # (N, k'), -inf where none
             values.append(torch.from_numpy(nb.values.copy()).clamp(min=0))  # (N, k')
         sims, values = torch.cat(sims, 1), torch.cat(values, 1)

@@ -142,7 +142,7 @@ def lookup_ranks(model, subwords, pool: data.Parallel, pairs: list[RarePair], fr
             with torch.no_grad():
                 att = model.states(src, torch.tensor([ids + [EOS]]))[0, where]          # (pieces, U)
                 q = model.memory.query(att).numpy()
-            nb = backend.lookup(np.ascontiguousarray(q), k=k, neighbors=True).neighbors
+            nb = backend.lookup(np.ascontiguousarray(q), k=k, return_neighbors=True).neighbors
             found = [np.flatnonzero(nb.values[i] == ids[j]) for i, j in enumerate(where)]
             out.append(max(int(f[0]) for f in found) if all(len(f) for f in found) else None)
         return out

@@ -120,7 +120,7 @@ def test_nearest_of_a_slot_starts_with_itself(filled):
     assert len(rows) == 5 and int(rows[0][0]) == 7 and float(rows[0][3]) == pytest.approx(1.0, abs=1e-4)
     # independent of the page: the same lookup through the client
     key = c.read_slots(MEM, ids=np.array([7]))["keys"]
-    ref = c.lookup(MEM, key, k=5, neighbors=True).neighbors
+    ref = c.lookup(MEM, key, k=5, return_neighbors=True).neighbors
     assert [int(x[0]) for x in rows] == ref.ids[0].tolist()
     assert f'id="answer">{labels[7]}<' in r.text
 

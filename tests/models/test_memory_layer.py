@@ -61,7 +61,7 @@ def test_weight_gradient_equals_autograd_over_all_neighbour_keys(backend):
 
     x2 = x.detach().clone().requires_grad_(True)
     q = torch.nn.functional.normalize(layer.query_proj(x2), dim=-1)
-    full = backend.lookup(q.detach().numpy(), neighbors=True, neighbor_keys=True)
+    full = backend.lookup(q.detach().numpy(), return_neighbors=True, return_neighbor_keys=True)
     keys = torch.tensor(full.neighbors.keys)                          # (B, k, d)
     w = torch.softmax(backend.inverse_temperature * torch.einsum("bd,bkd->bk", q, keys), dim=1)
     grad_ref, = torch.autograd.grad(w[:, 0].sum(), x2)

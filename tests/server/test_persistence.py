@@ -36,13 +36,13 @@ def test_snapshot_restore_round_trip(tmp_path, index):
         assert paths == ["a/b.npz"] and nbytes > 128 * 16 * 4
         assert client.snapshot("a/b", "copies/b-1.npz")[0] == ["copies/b-1.npz"]
         q = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
-        answer = client.lookup("a/b", q, k=8, neighbors=True).neighbors.ids
+        answer = client.lookup("a/b", q, k=8, return_neighbors=True).neighbors.ids
         fill(client, "a/b", 10, seed=1)  # diverge, then go back
         assert client.stats("a/b", with_hash=True).state_hash != before.state_hash
         info = client.restore("a/b", "copies/b-1.npz")
         assert info.filled == before.info.filled
         assert client.stats("a/b", with_hash=True).state_hash == before.state_hash
-        np.testing.assert_array_equal(client.lookup("a/b", q, k=8, neighbors=True).neighbors.ids, answer)
+        np.testing.assert_array_equal(client.lookup("a/b", q, k=8, return_neighbors=True).neighbors.ids, answer)
         client.restore("copy", "copies/b-1.npz")  # a named copy of the same memory
         assert client.stats("copy", with_hash=True).state_hash == before.state_hash
 

@@ -31,7 +31,7 @@ def check_against_reference(client, calls, size=128, d=32, k=16, b=16, noise=8.0
     ref = ReferenceMemory(size, d, k, age_noise=noise, seed=11)
     for step, req in enumerate(clustered_batches(21, d, 3 * size, b, steps)):
         res = calls.lookup("ref", req["queries"], req["labels"], update=True, use_recent=True,
-                           sources=req["sources"], neighbors=True)
+                           sources=req["sources"], return_neighbors=True)
         assert_same_answers(res, ref.call([dict(req)])[0], k, step)
     # recent is not readable over the wire; every step's positives (use_recent) exercise it
     assert_same_state(*read_state(client, "ref", size), None, ref)
@@ -303,12 +303,12 @@ def test_leave_one_out_and_append_only_over_the_wire(client):
     for step, req in enumerate(clustered_batches(9, 16, 90, 6, 60)):
         req = dict(req, sources=((np.arange(6) + step) % 11).astype(np.int64))
         res = client.lookup("loo", req["queries"], req["labels"], update=True, use_recent=True,
-                            sources=req["sources"], neighbors=True, leave_one_out=True)
+                            sources=req["sources"], return_neighbors=True, leave_one_out=True)
         assert_same_answers(res, ref.call([dict(req, leave_one_out=True)])[0], 8, step)
     ref = ReferenceMemory(16, 8, 4, age_noise=0.0, append_only=True)
     for step, req in enumerate(clustered_batches(4, 8, 3, 4, 10)):
         res = client.lookup("knn", req["queries"], req["labels"], update=True, use_recent=True,
-                            sources=req["sources"], neighbors=True)
+                            sources=req["sources"], return_neighbors=True)
         assert_same_answers(res, ref.call([dict(req)])[0], 4, step)
     assert client.stats("knn").correct_writes == 0
 

@@ -22,7 +22,7 @@ CASES = [
 
 def to_spec(req, **extra):
     return LookupSpec(req["queries"], req["labels"], update=req["update"], use_recent=req["use_recent"],
-                      sources=req["sources"], k=req["k"] or 0, neighbors=True, **extra)
+                      sources=req["sources"], k=req["k"] or 0, return_neighbors=True, **extra)
 
 
 def padded(lists, k, fill):
@@ -58,7 +58,7 @@ def assert_same_answers(res, outs, k, step):
     np.testing.assert_allclose(res.negative_key, [o["neg_key"] for o in outs], atol=1e-6, err_msg=ctx)
     np.testing.assert_array_equal(res.correct, [o["correct"] for o in outs], ctx)
     np.testing.assert_array_equal(res.written_slot, [o["written"] for o in outs], ctx)
-    if res.mean_key is not None:   # asked for with weight_terms
+    if res.mean_key is not None:   # asked for with return_weight_terms
         np.testing.assert_allclose(res.top_key, [o["top_key"] for o in outs], atol=1e-6, err_msg=ctx)
         np.testing.assert_allclose(res.mean_key, [o["mean_key"] for o in outs], atol=1e-5, err_msg=ctx)
 
@@ -78,7 +78,7 @@ def test_store_matches_reference(size, d, k, b, classes, noise, top, repeat):
     store = MemoryStore(cfg)
     ref = ReferenceMemory(size, d, k, age_noise=noise, correct_in_top=top, seed=7)
     for step, req in enumerate(clustered_batches(size + d, d, classes, b, 200, repeat_labels=repeat)):
-        res = store.lookup(to_spec(req, weight_terms=step % 2 == 0))
+        res = store.lookup(to_spec(req, return_weight_terms=step % 2 == 0))
         assert_same_answers(res, ref.call([dict(req)])[0], k, step)
     assert store.counters.evictions > 0 and store.counters.correct_writes > 0
     assert_same_state(store.keys, store.values, store.ages, store.sources, store.recent, ref)
@@ -109,7 +109,7 @@ def test_merged_requests_match_reference():
 def test_empty_memory_and_inference():
     store = MemoryStore(MemoryConfig(key_dim=4, size=8, choose_k=4))
     q = np.eye(4, dtype=np.float32)[:2]
-    res = store.lookup(LookupSpec(q, neighbors=True))
+    res = store.lookup(LookupSpec(q, return_neighbors=True))
     assert (res.result == -1).all() and (res.found == 0).all() and (res.top_weight == 0).all()
     res = store.lookup(LookupSpec(q, np.array([3, 4]), update=False))
     np.testing.assert_allclose(res.loss, [0.1, 0.1], atol=1e-7)  # s_p = s_n = 0: loss = alpha
@@ -132,7 +132,7 @@ def test_ties_go_to_the_lower_slot():
     store = MemoryStore(MemoryConfig(key_dim=3, size=6, choose_k=3, age_noise=0))
     e = np.eye(3, dtype=np.float32)
     store.lookup(LookupSpec(np.stack([e[1], e[0], e[0]]), np.array([1, 2, 3]), update=True))
-    res = store.lookup(LookupSpec(e[:1], neighbors=True))
+    res = store.lookup(LookupSpec(e[:1], return_neighbors=True))
     assert res.neighbors.ids[0].tolist() == [1, 2, 0]  # slots 1 and 2 tie; 1 first
 
 
@@ -216,7 +216,7 @@ def test_merged_requests_share_one_search():
     search = store.index.search
     store.index.search = lambda q, k, n, nprobe: calls.append((len(q), k)) or search(q, k, n, nprobe)
     rng = np.random.default_rng(0)
-    specs = [LookupSpec(rng.standard_normal((b, 8)).astype(np.float32), k=k, neighbors=True)
+    specs = [LookupSpec(rng.standard_normal((b, 8)).astype(np.float32), k=k, return_neighbors=True)
              for b, k in ((3, 2), (5, 8), (1, 4))]
     results = store.lookup_many(specs)
     assert calls == [(9, 8)]
@@ -260,7 +260,7 @@ def test_bulk_load_replaces_the_contents_and_rejects_bad_input():
     store.load(keys, np.arange(5))
     assert store.filled == 5 and (store.values[5:] == -1).all()
     np.testing.assert_allclose(np.linalg.norm(store.keys[:5], axis=1), 1, atol=1e-6)
-    res = store.lookup(LookupSpec(keys[3:4].copy(), k=1, neighbors=True))
+    res = store.lookup(LookupSpec(keys[3:4].copy(), k=1, return_neighbors=True))
     assert res.result[0] == 3                             # each key answers its own query
     before = store.state_hash()
     for bad_keys, bad_values in ((keys[:, :3], np.arange(5)), (np.ones((9, 4), np.float32), np.arange(9)),
