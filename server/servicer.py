@@ -21,7 +21,7 @@ from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import TensorError, from_tensor, optional_tensor, to_tensor
 from raremem.proto.types import MAX_MESSAGE_BYTES, STATS_AGE_BINS, STATS_TOP_VALUES
 from raremem.server import convert, errors, metrics
-from raremem.server.auth import STREAM_METHODS, Auth, TokenInterceptor
+from raremem.server.auth import Auth, TokenInterceptor
 from raremem.server.service import MemoryService
 
 log = logging.getLogger("raremem.servicer")
