@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raremem.client.memory_client import MemoryClient
-from raremem.proto.types import INDEX_KINDS, STATS_AGE_BINS, STATS_TOP_VALUES
+from raremem.proto.types import INDEX_KINDS, STATS_AGE_BINS, STATS_TOP_VALUES, MemoryStats
 
 
 def _load_queries(path: Path) -> np.ndarray:
@@ -72,8 +72,13 @@ def cmd_create(c: MemoryClient, a):
 
 def cmd_stats(c: MemoryClient, a):
     s = c.stats(a.name, age_bins=a.age_bins, top_values=a.top, with_hash=a.hash)
+    return s, stats_view(s)
+
+
+def stats_view(s: MemoryStats) -> Table:
+    """A memory's stats as tables: facts, age histogram, most frequent values."""
     info, cfg = s.info, s.info.config
-    t = Table(show_header=False, title=f"memory {a.name}")
+    t = Table(show_header=False, title=f"memory {info.name}")
     rows = [("index", f"{cfg['index']} (k={cfg['choose_k']}, d={cfg['key_dim']})"
                       + (", append-only" if cfg.get("append_only") else "")),
             ("fill", f"{info.filled} / {cfg['size']} ({info.filled / cfg['size']:.1%})"),
@@ -85,7 +90,7 @@ def cmd_stats(c: MemoryClient, a):
             ("unsaved writes", f"{s.writes_since_snapshot:,} (log: {s.wal_unsynced:,} records not yet fsynced)")]
     if s.writes_lost_at_restore:
         rows.append(("writes lost at restore", f"{s.writes_lost_at_restore:,}"))
-    if a.hash:
+    if s.state_hash:
         rows.append(("state hash", s.state_hash))
     for r in rows:
         t.add_row(*r)
@@ -94,13 +99,13 @@ def cmd_stats(c: MemoryClient, a):
     peak = max(int(counts.max()) if len(counts) else 0, 1)
     for lo, hi, n in zip(edges[:-1], edges[1:], counts):
         hist.add_row(f"{lo:.0f}..{hi:.0f}", str(n), "█" * int(30 * n / peak))
-    vals = Table("value", "slots", title=f"most frequent values (top {a.top})")
+    vals = Table("value", "slots", title=f"most frequent values (top {len(s.top_values)})")
     for v, n in zip(s.top_values, s.top_value_counts):
         vals.add_row(str(v), str(n))
     grid = Table.grid()
     for part in (t, hist, vals):
         grid.add_row(part)
-    return s, grid
+    return grid
 
 
 def cmd_show(c: MemoryClient, a):

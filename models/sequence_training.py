@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raremem.models.training import TrainerFlags
+from raremem.models.flags import TrainerFlags
 
 
 @dataclass

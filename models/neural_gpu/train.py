@@ -10,7 +10,7 @@ The memory is life-long: never cleared, one memory for all replicas (``synthetic
 spawned server keeps it in ``<out>/memory``, so ``--resume`` continues it.
 At the end the test set is decoded greedily (``eval.json``: fully correct sequences, the
 metric of Table 2) and, with memory, the function coverage and ``raremem-admin stats`` of the
-trained memory are recorded. Checkpoints resume exactly (see models/training.py).
+trained memory are recorded. Checkpoints resume exactly (models/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
 from raremem.models.neural_gpu.model import ModelConfig, build_model
 from raremem.models.neural_gpu.task import PAD, PRESETS, coverage, fully_correct, make_splits
 from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
-from raremem.models.training import Run, initial_weights, memory_backend, parse_config, run_trainer
+from raremem.models.checkpoints import initial_weights
+from raremem.models.flags import parse_config
+from raremem.models.run import Run
+from raremem.models.trainer_memory import memory_backend
+from raremem.models.training import run_trainer
 
 
 @dataclass

@@ -38,7 +38,11 @@ from raremem.models.omniglot.data import SPLITS_KNOWN, Omniglot
 from raremem.models.omniglot.episodes import EpisodeBatch, sample_episodes
 from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder
 from raremem.models.omniglot.model import HEADS, OmniglotModel, OmniglotModelConfig
-from raremem.models.training import Run, TrainerFlags, initial_weights, memory_backend, parse_config, run_trainer
+from raremem.models.checkpoints import initial_weights
+from raremem.models.flags import TrainerFlags, parse_config
+from raremem.models.run import Run
+from raremem.models.trainer_memory import memory_backend
+from raremem.models.training import run_trainer
 
 
 @dataclass

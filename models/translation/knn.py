@@ -33,7 +33,7 @@ import numpy as np
 from raremem.client import MemoryClient
 from raremem.models import runinfo
 from raremem.models.seq2seq import DecoderOutput
-from raremem.models.training import memory_server
+from raremem.models.trainer_memory import memory_server
 from raremem.models.translation import data
 from raremem.models.translation.evaluate import _batches, bleu, context_pass, pad_batch, translate
 from raremem.models.translation.holdout import held_out_lines

@@ -29,7 +29,9 @@ from pathlib import Path
 
 from raremem.client import MemoryClient
 from raremem.models import runinfo
-from raremem.models.training import Run, memory_server, parameters_digest
+from raremem.models.checkpoints import parameters_digest
+from raremem.models.run import Run
+from raremem.models.trainer_memory import memory_server
 from raremem.models.translation import data
 from raremem.models.translation.evaluate import bleu, context_pass, rare_recall, translate, word_counts
 from raremem.models.translation.subwords import Subwords

@@ -26,7 +26,11 @@ import numpy as np
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
 from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
-from raremem.models.training import Run, initial_weights, memory_backend, parse_config, run_trainer
+from raremem.models.checkpoints import initial_weights
+from raremem.models.flags import parse_config
+from raremem.models.run import Run
+from raremem.models.trainer_memory import memory_backend
+from raremem.models.training import run_trainer
 from raremem.models.translation import data, subwords
 from raremem.models.translation.evaluate import bleu, pad_batch, translate
 from raremem.models.translation.holdout import held_out_lines

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from raremem.models.memory_layer import make_backend
-from raremem.models.training import Run, TrainerFlags
+from raremem.models.flags import TrainerFlags
+from raremem.models.run import Run
 from tests.conftest import running_server
 
 

@@ -90,7 +90,7 @@ def test_the_contract_states_the_memory_defaults_the_server_applies():
     import re
     from pathlib import Path
 
-    from raremem.models.training import TrainerFlags
+    from raremem.models.flags import TrainerFlags
     from raremem.server.config import MemoryConfig
 
     text = (Path(__file__).resolve().parents[2] / "proto" / "memory.proto").read_text()

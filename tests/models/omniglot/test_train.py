@@ -16,7 +16,7 @@ from raremem.models.omniglot.episodes import sample_episodes
 from raremem.models.omniglot.evaluate import DEFAULT_DATA, evaluate, model_encoder, pixel_encoder
 from raremem.models.omniglot.model import HEADS, OmniglotModel, OmniglotModelConfig, load_model
 from raremem.models.omniglot.train import TrainConfig, train, train_episodes
-from raremem.models.training import parse_config
+from raremem.models.flags import parse_config
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_DATA / "images_background.zip").is_file(),
                                 reason="shared Omniglot zips not found")

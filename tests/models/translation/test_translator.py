@@ -16,7 +16,8 @@ import torch
 from raremem.client import MemoryClient
 from raremem.models.memory_layer import make_backend
 from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
-from raremem.models.training import memory_server, parameters_digest
+from raremem.models.checkpoints import parameters_digest
+from raremem.models.trainer_memory import memory_server
 from raremem.models.translation.beam import beam_search
 from raremem.models.translation.data import DEFAULT_DATA, load
 from raremem.models.translation.evaluate import WORD, context_pass, rare_recall, word_counts
