@@ -56,4 +56,7 @@ def parse_config(cls, argv=None, description: str = ""):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             p.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=f.default)
-    return cls(**vars(p.parse_args(argv))).validate()
+    try:
+        return cls(**vars(p.parse_args(argv))).validate()
+    except ValueError as exc:   # a flag out of range or not for this run: one line, exit status 2
+        p.error(str(exc))

@@ -97,6 +97,11 @@ class TrainConfig(SequenceFlags):
                              "learned queries")
         if self.query_from not in (("state", "encoder", "tower") if self.arch == "ngpu" else ("state", "tower")):
             raise ValueError("--query-from: state, encoder or tower for the Neural GPU; state or tower for seq2seq")
+        other = {"ngpu": ("units",), "seq2seq": ("channels", "weight_grad", "query_grad")}[self.arch]
+        changed = [name for name in other if getattr(self, name) != type(self).__dataclass_fields__[name].default]
+        if changed:   # the other architecture's knobs: refused, not silently ignored
+            flags = [f"--{'no-' if getattr(self, n) is False else ''}{n.replace('_', '-')}" for n in changed]
+            raise ValueError(f"{', '.join(flags)}: not a knob of --arch {self.arch}")
         if self.query_warmup < 0 or self.query_uniformity < 0:
             raise ValueError("--query-warmup and --query-uniformity are >= 0")
         if self.preset not in PRESETS:

@@ -97,11 +97,12 @@ def test_resume_is_exact(server, tmp_path):
     assert len(legs) == 2                                                    # the resumed run has two legs
 
 
-def test_config_rejects_unknown_flags_and_bad_values():
-    with pytest.raises(SystemExit):
-        parse_config(TrainConfig, ["--no-such-flag", "1"])
-    with pytest.raises(ValueError):
-        parse_config(TrainConfig, ["--memory-size", "10"])
+def test_config_rejects_unknown_flags_and_bad_values(capsys):
+    for argv, said in ((["--no-such-flag", "1"], "unrecognized arguments"),
+                       (["--memory-size", "10"], "memory_size must hold a whole episode batch")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_config(TrainConfig, argv)
+        assert exit_.value.code == 2 and said in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_pixel_nn_is_a_sane_anchor():
