@@ -83,7 +83,10 @@ class ExactIndex:
 
 
 class TorchExactIndex(ExactIndex):
-    """Exact search as ``mm + topk`` on a torch device (CUDA), with a mirror of the keys there.
+    """Exact search as ``mm + topk`` on a torch device (CUDA), with a mirror of the keys there:
+    a buffer of its own on every device (on the CPU too, where ``from_numpy(...).to("cpu")``
+    would share the store's array and hide a mirror that is not kept in step), updated in place
+    by every write, reset and restore.
 
     torch is imported only when such a memory is created, so the CPU server needs no torch.
     """
@@ -94,7 +97,7 @@ class TorchExactIndex(ExactIndex):
         super().__init__(config, keys)
         self.torch = torch
         self.device = torch.device(config.device)
-        self.mirror = torch.from_numpy(keys).to(self.device)  # (size, d)
+        self.mirror = torch.from_numpy(keys).to(self.device, copy=True)  # (size, d), never the store's array
 
     def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
         torch = self.torch

@@ -432,26 +432,34 @@ class MemoryStore:
 
     SNAPSHOT_ARRAYS = ("meta", "keys", "values", "ages", "sources", "was_read", "recent_values", "recent_slots")
 
-    @classmethod
-    def from_state(cls, state: dict[str, np.ndarray]) -> "MemoryStore":
-        missing = [name for name in cls.SNAPSHOT_ARRAYS if name not in state]
+    @staticmethod
+    def _meta(state: dict[str, np.ndarray]) -> dict:
+        missing = [name for name in MemoryStore.SNAPSHOT_ARRAYS if name not in state]
         if missing:
             raise InvalidArgument(f"not a memory snapshot: it lacks {', '.join(missing)}")
         try:
-            meta = json.loads(bytes(state["meta"]).decode())
+            return json.loads(bytes(state["meta"]).decode())
         except (UnicodeDecodeError, ValueError) as exc:
             raise InvalidArgument(f"not a memory snapshot: unreadable metadata ({exc})") from exc
-        store = cls(MemoryConfig.from_dict(meta["config"]))
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> "MemoryStore":
+        store = cls(MemoryConfig.from_dict(cls._meta(state)["config"]))
+        store.load_state(state)
+        return store
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from ``state`` (what ``state()`` returned, for a memory of this config)."""
+        meta = self._meta(state)
         for name in ("keys", "values", "ages", "sources", "was_read"):
             src = np.asarray(state[name])
-            dst = getattr(store, name)
+            dst = getattr(self, name)
             if src.shape != dst.shape or src.dtype != dst.dtype:
                 raise InvalidArgument(f"snapshot array {name} has {src.dtype}{src.shape}, "
                                       f"expected {dst.dtype}{dst.shape}")
             dst[...] = src
-        store.recent = dict(zip(state["recent_values"].tolist(), state["recent_slots"].tolist()))
-        store.filled = int(meta["filled"])
-        store.counters = Counters(**meta["counters"])
-        store.rng.bit_generator.state = meta["rng"]
-        store.index.load_state(state)
-        return store
+        self.recent = dict(zip(state["recent_values"].tolist(), state["recent_slots"].tolist()))
+        self.filled = int(meta["filled"])
+        self.counters = Counters(**meta["counters"])
+        self.rng.bit_generator.state = meta["rng"]
+        self.index.load_state(state)

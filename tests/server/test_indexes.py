@@ -38,6 +38,30 @@ def test_torch_exact_matches_reference(device):
     assert store.lookup(LookupSpec(np.ones((1, 32), np.float32))).result[0] == -1
 
 
+def test_the_device_mirror_follows_every_write_reset_and_restore():
+    """On the CPU the mirror is a buffer of its own: the store's keys and it must agree after
+    every update, a reset and a restore (a no-op on_write, reset or load_state fails here)."""
+    cfg = MemoryConfig(key_dim=16, size=64, choose_k=8, age_noise=8.0, seed=1)
+    store = torch_store(cfg, "cpu")
+    mirror = store.index.mirror
+    assert mirror.data_ptr() != torch.from_numpy(store.keys).data_ptr()
+
+    def in_step(s):
+        assert torch.equal(s.index.mirror, torch.from_numpy(s.keys)), "the device mirror fell behind the keys"
+
+    for req in clustered_batches(3, 16, 150, 8, 40):
+        store.lookup(to_spec(req))
+        in_step(store)
+    state = {k: np.array(v) for k, v in store.state().items()}
+    store.reset()
+    in_step(store)
+    restored = torch_store(cfg, "cpu")
+    restored.load_state(state)
+    in_step(restored)
+    q = state["keys"][:5]
+    assert restored.lookup(LookupSpec(q, k=1, return_neighbors=True)).neighbors.ids[:, 0].tolist() == list(range(5))
+
+
 def test_ivf_recall_on_clustered_keys():
     store, queries = clustered_memory("ivf", ivf_nlist=128)
     assert store.index.trained and store.index.present.sum() == store.filled
