@@ -54,6 +54,14 @@ ABLATIONS = {**SEEDS, **SHORT, SECOND: "memory-2", "GNMT, held-out words": "ksho
              "GNMT + memory, copy term, held-out words": "kshot-copy"}
 
 
+ORACLE = "GNMT + memory, whole-test context"
+
+
+def shown(row: str) -> str:
+    """A row's name in the tables; the whole-test row says it is an oracle wherever it appears."""
+    return f"{row} (oracle: the test references are written into memory)" if row == ORACLE else row
+
+
 def worked_examples(part: dict, n: int = 3) -> list[dict]:
     """Lines of an evaluated split where a memory row got a rare reference word (seen <= 2 times
     in training) that the baseline missed: the plain memory model first (every line), then with
@@ -95,7 +103,7 @@ def tables(parts: list[dict]) -> str:
     for name, (pf, po) in PAPER.items():
         cells = [f"{_cell(p['rows'][name]['full'])} | {_cell(p['rows'][name]['odd'])}" if name in p["rows"]
                  else "not run | not run" for p in parts]
-        md.append(f"| {name} | " + " | ".join(cells) + f" | {_paper(pf)} / {_paper(po)} |")
+        md.append(f"| {shown(name)} | " + " | ".join(cells) + f" | {_paper(pf)} / {_paper(po)} |")
     md += ["", "Rare words: recall of reference words seen at most twice in training (clipped counts; "
            "count of such word occurrences in brackets).", "",
            "| row | " + " | ".join(f"{p['split']} full | odd" for p in parts) + " |", "|---|" + "---:|---:|" * len(parts)]
@@ -107,14 +115,14 @@ def tables(parts: list[dict]) -> str:
                 continue
             full, odd = p["rows"][name]["full"], p["rows"][name]["odd"]
             cells.append(f"{_cell(full, 'rare_recall')} | {_cell(odd, 'rare_recall')} ({odd['rare_words']})")
-        md.append(f"| {name} | " + " | ".join(cells) + " |")
+        md.append(f"| {shown(name)} | " + " | ".join(cells) + " |")
     md += ["", "Decoding (each row's own record in the JSON):", ""]
     for p in parts:
         for name, row in p["rows"].items():
             ctx = f", context {row['context_lines']} lines -> {row['context_writes']:,} memory writes" \
                 if row.get("context_lines") else ""
             at = f", weights of step {row['weights_step']:,}" if "weights_step" in row else ""
-            md.append(f"- {p['split']}, {name}: {row['decode_seconds']} s{ctx}{at}; `{row['command']}` at "
+            md.append(f"- {p['split']}, {shown(name)}: {row['decode_seconds']} s{ctx}{at}; `{row['command']}` at "
                       f"`{row['machine'].get('commit', '?')}`, {row['machine'].get('cpu', '?')}")
     first = parts[0]
     md += ["", f"Worked examples ({first['split']}; where a memory row got a rare word the baseline missed):", ""]
@@ -148,7 +156,7 @@ def interval_table(parts: list[dict]) -> list[str]:
                 lo, hi = r["ci95"]
                 diff = (f"{r['diff']:+.2f} [{r['diff_ci95'][0]:+.2f}, {r['diff_ci95'][1]:+.2f}] | {r['p_not_better']:.3f}"
                         if "diff" in r else "— | —")
-                md.append(f"| {p['split']} | {which} | {name} | {r['bleu']:.2f} [{lo:.2f}, {hi:.2f}] | {diff} |")
+                md.append(f"| {p['split']} | {which} | {shown(name)} | {r['bleu']:.2f} [{lo:.2f}, {hi:.2f}] | {diff} |")
     return md
 
 
