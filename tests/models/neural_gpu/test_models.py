@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -54,7 +53,8 @@ def test_short_run_through_a_server_lowers_the_loss(server, tmp_path, arch):
     first, last = np.mean([r["loss"] for r in rows[:3]]), np.mean([r["loss"] for r in rows[-3:]])
     assert summary["steps"] == cfg.steps and last < first
     result = json.loads((tmp_path / arch / "eval.json").read_text())
-    assert result["examples"] == 200 and 0 <= result["fully_correct"] <= 1
+    buckets = [b for b in result["by_times_seen"].values() if b["examples"]]
+    assert result["examples"] == sum(b["examples"] for b in buckets) == 200
+    assert result["fully_correct"] == pytest.approx(sum(b["fully_correct"] * b["examples"] for b in buckets) / 200)
     assert result["memory"]["filled"] > 0 and result["memory"]["lookups"] > 0     # the life-long memory filled
-    assert 0 <= result["function_coverage"] <= 1
-    assert dataclasses.asdict(cfg)["memory_layer"]
+    assert "function_coverage" in result   # its arithmetic: test_scores.py

@@ -204,17 +204,6 @@ def test_query_sources_are_checked():
     with pytest.raises(ValueError, match="--query-from"):
         TrainConfig(arch="seq2seq", query_from="encoder").validate()
 
-
-@pytest.mark.parametrize("arch, flags", [("seq2seq", ["--no-weight-grad"]), ("seq2seq", ["--no-query-grad"]),
-                                         ("seq2seq", ["--channels", "16"]), ("ngpu", ["--units", "64"])])
-def test_flags_of_the_other_architecture_are_refused(arch, flags, capsys):
-    from raremem.models.flags import parse_config
-
-    with pytest.raises(SystemExit) as exit_:
-        parse_config(TrainConfig, ["--arch", arch, *flags])
-    said = capsys.readouterr().err.strip().splitlines()[-1]
-    assert exit_.value.code == 2 and flags[0] in said and f"--arch {arch}" in said
-    parse_config(TrainConfig, ["--arch", "ngpu" if arch == "seq2seq" else "seq2seq", *flags])   # the other takes them
     with pytest.raises(ValueError, match="--query-from"):
         TrainConfig(arch="seq2seq", query_from="tower", memory_layer=False).validate()
 

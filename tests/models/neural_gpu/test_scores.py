@@ -1,0 +1,68 @@
+"""The synthetic task's metrics against hand-counted references: fully correct outputs, digit
+runs, the split by times seen in training, and function coverage (the share of f the memory
+holds), scored through the same ``predict`` a trained model goes through."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from raremem.models.neural_gpu.evaluate import coverage_examples, function_coverage, scores
+from raremem.models.neural_gpu.task import DIGIT0, DIGITS, HIGH, LOW, VOCAB, Examples, random_function
+
+
+def examples(numbers, length=12, start=3) -> Examples:
+    n = len(numbers)
+    inputs = np.full((n, 40), 1, np.int64)
+    targets = inputs.copy()
+    targets[:, start:start + DIGITS] = DIGIT0 + 1
+    return Examples(inputs, targets, np.full(n, length), np.array(numbers, np.int64), np.full(n, start))
+
+
+def test_scores_count_what_they_say():
+    test = examples([10, 11, 12, 13])
+    preds = test.targets.copy()
+    preds[1, 0] = 2                 # 1: wrong outside the run (run still right)
+    preds[2, 4] = DIGIT0           # 2: a digit of the run wrong
+    preds[3, 20] = 2                # 3: wrong after its length: does not count
+    train = examples([10, 11, 11, 13, 13, 13])    # seen 1, 2, 0 and 3 times
+    values = np.full_like(preds, -1)
+    values[:, 3:3 + DIGITS] = test.targets[:, 3:3 + DIGITS]
+    values[0, 3] = DIGIT0 + 2       # the memory alone gets 1, 2, 3 right, not 0
+    out = scores(preds, values, test, train)
+    assert (out["examples"], out["fully_correct"], out["run_correct"]) == (4, 0.5, 0.75)
+    assert out["memory_run_correct"] == 0.75
+    by = out["by_times_seen"]
+    assert [by[k]["fully_correct"] for k in ("0", "1", "2", ">=3")] == [0.0, 1.0, 0.0, 1.0]
+    assert out["fully_correct_seen"] == 2 / 3
+    assert "memory_run_correct" not in scores(preds, np.full_like(preds, -1), test)   # no memory, no column
+
+
+class Oracle:
+    """Answers every example with its target, and puts the target run in the memory's columns
+    for numbers it 'holds', a wrong run for the others: what a memory holding part of f does."""
+
+    def __init__(self, holds):
+        self.holds = holds
+
+    def eval(self):
+        return self
+
+    def __call__(self, inputs, targets, update, numbers, starts):
+        values = targets.clone()
+        for i, (n, s) in enumerate(zip(numbers.tolist(), starts.tolist())):
+            if not self.holds(n):
+                values[i, s] = DIGIT0 + (int(values[i, s]) - DIGIT0 + 1) % 4
+        logits = torch.nn.functional.one_hot(targets, VOCAB).float()
+        return SimpleNamespace(logits=logits, memory_values=values)
+
+
+def test_function_coverage_is_the_share_of_numbers_the_memory_maps_right():
+    f = random_function(0)
+    assert function_coverage(Oracle(lambda n: True), f, limit=300) == 1.0
+    assert function_coverage(Oracle(lambda n: False), f, limit=300) == 0.0
+    assert function_coverage(Oracle(lambda n: n % 3 == 0), f, limit=300) == np.mean(np.arange(LOW, LOW + 300) % 3 == 0)
+    ex = coverage_examples(f)
+    assert len(ex) == HIGH - LOW + 1 and (ex.numbers == np.arange(LOW, HIGH + 1)).all()
