@@ -19,13 +19,13 @@ from dataclasses import fields
 import grpc
 import numpy as np
 
+from raremem.proto import kinds
 from raremem.proto import memory_pb2 as pb
 from raremem.proto import memory_pb2_grpc as pb_grpc
 from raremem.proto.tensors import from_tensor, to_tensor
 from raremem.proto.types import (INDEX_KINDS, MAX_MESSAGE_BYTES, STATS_AGE_BINS, STATS_TOP_VALUES, LookupResult,
                                  MemoryInfo, MemoryStats, Neighbors)
 
-_INDEX_TO_PB = {kind: pb.IndexKind.Value(kind.upper()) for kind in INDEX_KINDS}
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 log = logging.getLogger("raremem.client")
 
@@ -215,9 +215,9 @@ class MemoryClient:
     def create_memory(self, name: str, key_dim: int, size: int, *, index: str = "exact",
                       exist_ok: bool = False, device: str = "", **options) -> MemoryInfo:
         """Create a memory; ``options`` are MemoryConfig fields (choose_k, alpha, age_noise, ...)."""
-        if index not in _INDEX_TO_PB:
+        if index not in kinds.TO_PB:
             raise ValueError(f"index must be one of {INDEX_KINDS}")
-        config = pb.MemoryConfig(key_dim=key_dim, size=size, index=_INDEX_TO_PB[index], device=device,
+        config = pb.MemoryConfig(key_dim=key_dim, size=size, index=kinds.TO_PB[index], device=device,
                                  **options)
         req = pb.CreateMemoryRequest(name=name, config=config, exist_ok=exist_ok)
         return _info(self._call("CreateMemory", req, idempotent=exist_ok))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raremem.proto import kinds
 from raremem.proto import memory_pb2 as pb
 from raremem.proto.tensors import from_tensor, optional_tensor, to_tensor
 from raremem.server.config import MemoryConfig
@@ -9,22 +10,20 @@ from raremem.server.errors import InvalidArgument
 from raremem.proto.types import LookupResult, MemoryInfo, MemoryStats
 from raremem.server.store import LookupSpec
 
-_KIND_TO_PB = {"exact": pb.EXACT, "ivf": pb.IVF, "lsh": pb.LSH}
-_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()} | {pb.INDEX_KIND_UNSPECIFIED: "exact"}
 _OPTIONAL = ("choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top",
              "ivf_nlist", "ivf_nprobe", "ivf_retrain", "ivf_rebalance", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "append_only")
 
 
 def config_from_pb(msg: pb.MemoryConfig) -> MemoryConfig:
-    if msg.index not in _PB_TO_KIND:
+    if msg.index not in kinds.FROM_PB:
         raise InvalidArgument(f"unknown index kind {msg.index}")
     kwargs = {name: getattr(msg, name) for name in _OPTIONAL if msg.HasField(name)}
-    return MemoryConfig(key_dim=int(msg.key_dim), size=int(msg.size), index=_PB_TO_KIND[msg.index],
+    return MemoryConfig(key_dim=int(msg.key_dim), size=int(msg.size), index=kinds.FROM_PB[msg.index],
                         device=msg.device, **kwargs)
 
 
 def config_to_pb(config: MemoryConfig) -> pb.MemoryConfig:
-    return pb.MemoryConfig(key_dim=config.key_dim, size=config.size, index=_KIND_TO_PB[config.index],
+    return pb.MemoryConfig(key_dim=config.key_dim, size=config.size, index=kinds.TO_PB[config.index],
                            device=config.device, **{name: getattr(config, name) for name in _OPTIONAL})
 
 

@@ -307,10 +307,7 @@ class MemoryService:
         # validate (and normalise) here, so bad input never fails a merged batch
         spec = dataclasses.replace(spec, queries=m.store.check(spec))
         self._check_rows(len(spec.queries))
-        if spec.update and len(spec.queries) > m.store.config.size:
-            raise InvalidArgument(f"{len(spec.queries)} updating queries exceed the memory size "
-                                  f"{m.store.config.size}")
-        return m.batcher.submit(spec)
+        return m.batcher.submit(spec)   # it merges requests only as far as their updates fit
 
     def write(self, name: str, keys: np.ndarray, labels: np.ndarray, sources: np.ndarray | None = None,
               use_recent: bool = False, request_id: str = "") -> LookupResult:

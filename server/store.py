@@ -102,6 +102,8 @@ class MemoryStore:
             raise InvalidArgument("labels must be >= 0 (-1 marks empty slots)")
         if spec.update and spec.labels is None:
             raise InvalidArgument("update needs labels")
+        if spec.update and b > cfg.size:
+            raise InvalidArgument(f"{b} updating queries exceed the memory size {cfg.size}")
         if spec.sources is not None and not (spec.update or spec.leave_one_out):
             raise InvalidArgument("sources are only stored by updates (or name the queries' own for leave_one_out)")
         if spec.leave_one_out and spec.sources is None:
@@ -125,7 +127,7 @@ class MemoryStore:
         validates each request on arrival, so a merged batch is not validated twice)."""
         queries = [s.queries for s in specs] if checked else [self.check(s) for s in specs]
         n_update = sum(len(q) for s, q in zip(specs, queries) if s.update)
-        if n_update > self.config.size:
+        if n_update > self.config.size:   # each request fits (check); merged ones must fit together
             raise InvalidArgument(
                 f"{n_update} updating queries in one batch exceed the memory size {self.config.size}")
         found = self._search_merged(specs, queries)
