@@ -47,25 +47,41 @@ def status_for(exc: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+class _Measured:
+    """Times one call (or one stream message), counts it under its status code, and says which
+    code an error maps to: what every rpc does around its work, written once."""
+
+    def __init__(self, name: str):
+        self.name, self.code = name, grpc.StatusCode.OK
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def failed(self, exc: Exception, what: str) -> grpc.StatusCode:
+        self.code = status_for(exc)
+        if self.code == grpc.StatusCode.INTERNAL:
+            log.exception("%s failed", what)
+        return self.code
+
+    def __exit__(self, *exc_info):
+        metrics.REQUESTS.labels(self.name, self.code.name).inc()
+        metrics.LATENCY.labels(self.name).observe(time.perf_counter() - self.start)
+
+
 def _rpc(method):
     """Time the call, count it, and turn domain errors into their status codes."""
     name = method.__name__
 
     @functools.wraps(method)
     def wrapper(self, request, context):
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return method(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            code = status_for(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.exception("%s failed", name)
-                context.abort(code, f"internal error: {type(exc).__name__}: {exc}")
-            context.abort(code, str(exc))
-        finally:
-            metrics.REQUESTS.labels(name, code.name).inc()
-            metrics.LATENCY.labels(name).observe(time.perf_counter() - start)
+        with _Measured(name) as call:
+            try:
+                return method(self, request, context)
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                code = call.failed(exc, name)
+                internal = code == grpc.StatusCode.INTERNAL
+                context.abort(code, f"internal error: {type(exc).__name__}: {exc}" if internal else str(exc))
 
     return wrapper
 
@@ -111,19 +127,14 @@ class MemoryServicer(pb_grpc.MemoryServicer):
     def LookupStream(self, requests, context):
         """Lookup per message; a failed message is answered with its error and the stream goes on."""
         for request in requests:
-            start, code = time.perf_counter(), grpc.StatusCode.OK
-            try:
-                if isinstance(request, _Malformed):
-                    raise errors.InvalidArgument(f"malformed request bytes: {request.error}")
-                response = self._lookup(request)
-            except Exception as exc:  # noqa: BLE001 - every error becomes this message's status
-                code = status_for(exc)
-                if code == grpc.StatusCode.INTERNAL:
-                    log.exception("LookupStream message failed")
-                response = pb.LookupResponse(error=pb.StreamError(code=code.value[0], message=str(exc)))
-            finally:
-                metrics.REQUESTS.labels("LookupStream", code.name).inc()
-                metrics.LATENCY.labels("LookupStream").observe(time.perf_counter() - start)
+            with _Measured("LookupStream") as call:
+                try:
+                    if isinstance(request, _Malformed):
+                        raise errors.InvalidArgument(f"malformed request bytes: {request.error}")
+                    response = self._lookup(request)
+                except Exception as exc:  # noqa: BLE001 - every error becomes this message's status
+                    code = call.failed(exc, "LookupStream message")
+                    response = pb.LookupResponse(error=pb.StreamError(code=code.value[0], message=str(exc)))
             yield response
 
     @_rpc
