@@ -65,7 +65,7 @@ class TrainConfig(TrainerFlags):
     head: str = "paper"             # "paper" | "authors" (see model.py)
     dropout: float = 0.3            # drop probability (PyTorch's p; TF's keep_prob is 1 - p)
     channels_last: bool = True
-    # bfloat16 autocast over the embedder (the memory query stays fp32): 1.6x the episode batches
+    # bfloat16 autocast over the embedder (the memory query stays fp32): 1.46x the episode batches
     # per minute at validation accuracy level with fp32 at equal steps (results/omniglot.md)
     bf16: bool = True
     eval_every: int = 50            # steps between validations (the split's val classes, at --width; 0 = none)
