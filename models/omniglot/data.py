@@ -183,7 +183,7 @@ def lake_classes(characters: list[str]) -> dict[str, list[str]]:
     ``characters`` as ``_characters`` orders them (the background zip's first)."""
     background = characters[:SPLITS["images_background"][0]]
     val = [c for c in background if c.split("/")[0] in LAKE_VAL_ALPHABETS]
-    train = [c for c in background if c not in set(val)]
+    train = [c for c in background if c.split("/")[0] not in LAKE_VAL_ALPHABETS]
     test = characters[len(background):]
     return {"train": [f"{c}/{rot}" for rot in ROTATIONS for c in train],   # class r * C + c
             "val": [f"{c}/rot000" for c in val], "test": [f"{c}/rot000" for c in test]}
