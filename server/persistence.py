@@ -16,7 +16,7 @@ import numpy as np
 from raremem.proto.types import snapshot_file
 from raremem.server.errors import InvalidArgument, NotFound, PermissionDenied
 
-SUFFIX = ".npz"
+SUFFIX = snapshot_file("")   # the extension memory.proto names for a memory's own file
 COUNTS_FILE = ".write_counts.json"
 CHECKSUM = "sha256"   # the array holding the checksum of every other array in the file
 _NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*(/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$")
@@ -44,10 +44,6 @@ def resolve(data_dir: Path, relative: str) -> Path:
     if path == root or path.is_dir():
         raise InvalidArgument(f"snapshot path {relative!r} is a directory")
     return path
-
-
-def default_file(name: str) -> str:
-    return snapshot_file(name)
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> np.ndarray:

@@ -23,7 +23,7 @@ from raremem.server.batching import Batcher
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, MemoryServiceError, NotFound,
                                    PermissionDenied, ResourceExhausted)
-from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats
+from raremem.proto.types import Counters, LookupResult, MemoryInfo, MemoryStats, snapshot_file
 from raremem.server.store import LookupSpec, MemoryStore
 
 log = logging.getLogger("raremem.service")
@@ -288,7 +288,7 @@ class MemoryService:
         m.batcher.close()
         metrics.forget_memory(name)
         if self.data_dir:
-            (self.data_dir / persistence.default_file(name)).unlink(missing_ok=True)
+            (self.data_dir / snapshot_file(name)).unlink(missing_ok=True)
         if m.wal:
             m.wal.remove()
         log.info("deleted %s", name)
@@ -362,9 +362,9 @@ class MemoryService:
 
     def _snapshot_one(self, m: Managed, path: str | None) -> tuple[str, int]:
         data_dir = self._need_dir()
-        rel = path or persistence.default_file(m.name)
+        rel = path or snapshot_file(m.name)
         target = persistence.resolve(data_dir, rel)
-        own = target == data_dir.resolve() / persistence.default_file(m.name)
+        own = target == data_dir.resolve() / snapshot_file(m.name)
         with m.lock:  # copy under the lock, write outside it
             state = {k: np.array(v) for k, v in m.store.state().items()}
             state["owner"] = np.frombuffer(m.owner.encode(), np.uint8)
@@ -402,7 +402,7 @@ class MemoryService:
     def restore(self, name: str, path: str = "") -> MemoryInfo:
         persistence.check_name(name)
         data_dir = self._need_dir()
-        target = persistence.resolve(data_dir, path or persistence.default_file(name))
+        target = persistence.resolve(data_dir, path or snapshot_file(name))
         state = persistence.load(target)
         store = MemoryStore.from_state(state)
         with self._admin_lock:

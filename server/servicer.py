@@ -112,7 +112,8 @@ class MemoryServicer(pb_grpc.MemoryServicer):
 
     @_rpc
     def GetStats(self, request, context):
-        stats = self.service.stats(request.name, request.age_bins or STATS_AGE_BINS, request.top_values or STATS_TOP_VALUES,
+        stats = self.service.stats(request.name, request.age_bins or STATS_AGE_BINS,
+                                   request.top_values or STATS_TOP_VALUES,
                                    request.with_hash)
         return convert.stats_to_pb(stats)
 
