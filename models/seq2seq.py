@@ -19,7 +19,10 @@ f) training flattens ``a_t`` until its queries no longer tell inputs apart; the 
 only by the memory, so the memory's losses (and the decoder's through w_t) train it, and the
 output's do not flatten it. (Read through the model's attention instead, it named no digit
 position: this model copies through its LSTM state and its attention stays near uniform —
-results/synthetic.md.)
+results/synthetic.md.) The tower knows the task's alignment, a prior the paper's model lacks;
+its fair twin is the same model without memory whose tower feeds the decoder directly:
+``query_from="tower"`` without the memory layer adds ``k_t`` to the attention vector's inputs,
+``a_t = tanh(W [h_t; c_t; k_t])``, so a row's gain over that twin is the memory's alone.
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ class AttentionSeq2Seq(nn.Module):
         self.decoder = nn.LSTM(u, u, cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.att_q, self.att_k = nn.Linear(u, u, bias=False), nn.Linear(u, u)
         self.att_v = nn.Linear(u, 1, bias=False)
-        self.combine = nn.Linear(2 * u, u)
+        aligned = cfg.query_from == "tower" and not cfg.memory_layer   # the fair twin: k_t joins a_t
+        self.combine = nn.Linear((3 if aligned else 2) * u, u)
         self.out = nn.Linear(u, cfg.tgt_vocab)
         # Created after everything the baseline has, so both draw the same initial weights.
         self.memory = MemoryLayer(u, backend) if cfg.memory_layer else None
@@ -90,8 +94,8 @@ class AttentionSeq2Seq(nn.Module):
         if self.copy_gate is not None:   # zero: the copy term starts switched off
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
-        if cfg.query_from not in ("state", "tower") or (cfg.query_from == "tower" and not cfg.memory_layer):
-            raise ValueError("query_from is 'state' or 'tower' (with the memory layer)")
+        if cfg.query_from not in ("state", "tower"):
+            raise ValueError("query_from is 'state' or 'tower'")
         if cfg.query_from == "tower":   # u/2 each way, like the GNMT encoder's first layer
             self.tower_embed = nn.Embedding(cfg.src_vocab, u)
             self.tower = nn.LSTM(u, u // 2, 1, batch_first=True, bidirectional=True)
@@ -120,17 +124,22 @@ class AttentionSeq2Seq(nn.Module):
         """dec (B, T, U) -> attention vectors (B, T, U) over ``ctx``'s encoding."""
         scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + ctx["keys"][:, None])).squeeze(-1)  # (B, T, S)
         weights = scores.masked_fill(ctx["pad"][:, None], float("-inf")).softmax(-1)
-        return torch.tanh(self.combine(torch.cat([dec, weights @ ctx["enc"]], -1)))
+        parts = [dec, weights @ ctx["enc"]]
+        if "tower" in ctx and self.memory is None:   # the fair twin: the aligned tower feeds a_t
+            parts.append(self._aligned(ctx, dec.shape[1]))
+        return torch.tanh(self.combine(torch.cat(parts, -1)))
+
+    @staticmethod
+    def _aligned(ctx: dict, steps: int) -> torch.Tensor:
+        """The tower's states (B, T, U) at the source positions of the decoder's next ``steps``
+        positions (``ctx["t"]``: the first of them; past the source's end its last position)."""
+        k = ctx["tower"]                                                    # (B, S, U)
+        pos = (ctx["t"] + torch.arange(steps, device=k.device)).clamp(max=k.shape[1] - 1)
+        return k[:, pos]
 
     def _query_input(self, att: torch.Tensor, ctx: dict) -> torch.Tensor:
-        """What the memory layer projects into queries (B, T, U): a_t, or the tower's states at
-        the decoder's positions (``ctx["t"]``: the first of them; T of them from there)."""
-        if "tower" in ctx:
-            k = ctx["tower"]                                                # (B, S, U)
-            pos = (ctx["t"] + torch.arange(att.shape[1], device=att.device)).clamp(max=k.shape[1] - 1)
-            x = k[:, pos]
-        else:
-            x = att
+        """What the memory layer projects into queries (B, T, U): a_t, or the aligned tower's states."""
+        x = self._aligned(ctx, att.shape[1]) if "tower" in ctx else att
         return x.detach() if self.queries_frozen else x
 
     def _with_memory(self, att: torch.Tensor, ctx: dict, labels: torch.Tensor | None, update: bool,

@@ -33,6 +33,15 @@ LOW, HIGH = 2, 16000
 MAX_LENGTH = 40
 PRESETS = {"full": MAX_LENGTH, "short": 16}   # preset -> longest input
 SYMBOLS = "_AB0123"
+# Rows trained before the validation set existed ran their quick evaluations, and so their
+# stopping and recipe choices, on the first 1,000 test examples; final scores read only the
+# test examples after them, which no choice has touched.
+TOUCHED_TEST = 1_000
+
+
+def held_out(test: "Examples") -> "Examples":
+    """The test examples no choice has read: all but the first ``TOUCHED_TEST``."""
+    return test.take(np.arange(TOUCHED_TEST, len(test)))
 
 
 @dataclass
@@ -97,9 +106,32 @@ def make_splits(seed: int = 0, n_train: int = 40_000, n_test: int = 10_000,
         keep = np.array([row.tobytes() not in seen for row in cand.inputs])
         parts.append(cand.take(np.flatnonzero(keep)))
         have += int(keep.sum())
-    test = Examples(*(np.concatenate([getattr(p, k) for p in parts])[:n_test]
+    return train, _concat(parts, n_test), f
+
+
+def validation_set(train: Examples, test: Examples, f: np.ndarray, seed: int = 0, n: int = 1_000,
+                   preset: str = "full") -> Examples:
+    """``n`` examples drawn as the test set is (same preset, same f) from a stream of their own,
+    none equal to a training or test input: what quick evaluations and every choice read, so
+    the test set is read once per reported row. Drawn after ``make_splits`` from its own seed,
+    so the training and test sets stay the ones earlier rows were scored on."""
+    rng = np.random.default_rng([seed, 2])
+    taken = {row.tobytes() for part in (train, test) for row in part.inputs}
+    parts, have = [], 0
+    while have < n:
+        cand = generate(n, f, rng, PRESETS[preset])
+        keep = np.zeros(n, dtype=bool)
+        for i, row in enumerate(cand.inputs):   # and no two validation inputs alike
+            keep[i] = (b := row.tobytes()) not in taken
+            taken.add(b)
+        parts.append(cand.take(np.flatnonzero(keep)))
+        have += int(keep.sum())
+    return _concat(parts, n)
+
+
+def _concat(parts: list[Examples], n: int) -> Examples:
+    return Examples(*(np.concatenate([getattr(p, k) for p in parts])[:n]
                       for k in ("inputs", "targets", "lengths", "numbers", "starts")))
-    return train, test, f
 
 
 def decode(ids) -> str:

@@ -28,7 +28,8 @@ import numpy as np
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
 from raremem.models.neural_gpu.model import ModelConfig, build_model
-from raremem.models.neural_gpu.task import PAD, PRESETS, coverage, fully_correct, make_splits
+from raremem.models.neural_gpu.task import (PAD, PRESETS, coverage, fully_correct, held_out, make_splits,
+                                            validation_set)
 from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
 from raremem.models.checkpoints import initial_weights
 from raremem.models.flags import parse_config
@@ -81,8 +82,11 @@ class TrainConfig(SequenceFlags):
     bf16: bool = False
     task_seed: int = 0              # fixes f and the data sets
     eval_every: int = 500           # steps between quick evaluations (0 = none)
-    eval_examples: int = 1000       # test examples in quick evaluations
-    final_examples: int = 0         # test examples (and numbers of S for coverage) at the end; 0 = all
+    # Quick evaluations (and so every choice: when to stop, the learning-rate decay, recipes)
+    # read a validation set drawn like the test set and disjoint from it (task.validation_set);
+    # the test set is decoded once, at the end.
+    val_examples: int = 1000
+    final_examples: int = 0         # held-out test examples (task.held_out; and numbers of S for coverage) at the end; 0 = all
 
     def validate(self) -> "TrainConfig":
         if self.arch not in ("ngpu", "seq2seq"):
@@ -92,9 +96,15 @@ class TrainConfig(SequenceFlags):
         if self.fixed_queries and not (self.arch == "ngpu" and self.memory_layer):
             raise ValueError("--fixed-queries is a control of the Neural GPU + memory row")
         learned = self.memory_layer and not self.fixed_queries
-        if (self.query_from != "state" or self.query_warmup or self.query_uniformity) and not learned:
-            raise ValueError("--query-from, --query-warmup and --query-uniformity are for a memory row with "
+        if (self.query_warmup or self.query_uniformity or self.leave_one_out) and not learned:
+            raise ValueError("--query-warmup, --query-uniformity and --leave-one-out are for a memory row with "
                              "learned queries")
+        twin = self.arch == "seq2seq" and not self.memory_layer   # the aligned tower feeds the decoder
+        if self.query_from != "state" and not (learned or twin):
+            raise ValueError("--query-from is for a memory row with learned queries, or seq2seq's twin without "
+                             "memory (--query-from tower --no-memory-layer)")
+        if self.val_examples < 1:
+            raise ValueError("--val-examples is >= 1")
         if self.query_from not in (("state", "encoder", "tower") if self.arch == "ngpu" else ("state", "tower")):
             raise ValueError("--query-from: state, encoder or tower for the Neural GPU; state or tower for seq2seq")
         other = {"ngpu": ("units",), "seq2seq": ("channels", "weight_grad", "query_grad")}[self.arch]
@@ -123,7 +133,10 @@ class TrainConfig(SequenceFlags):
         return (self.arch + (" + memory" if self.memory_layer else "") + (", fixed queries" if self.fixed_queries else "")
                 + ("" if self.weight_grad or not self.memory_layer else ", w_1 without decoder gradient")
                 + ("" if self.query_grad or not self.memory_layer else ", queries without gradient into the network")
-                + {"state": "", "encoder": ", queries from the encoder", "tower": ", queries from a key tower"}[self.query_from]
+                + {"state": "", "encoder": ", queries from the encoder",
+                   "tower": (", queries from a key tower" if self.arch == "ngpu" else
+                             ", queries from the key tower aligned to the output" if self.memory_layer else
+                             ", the key tower aligned to the output feeding the decoder")}[self.query_from]
                 + (f", queries held {self.query_warmup:,} steps" if self.query_warmup else "")
                 + (f", uniformity {self.query_uniformity:g}" if self.query_uniformity else "")
                 + (", leave-one-out" if self.leave_one_out and self.memory_layer else ""))
@@ -167,12 +180,12 @@ def decay_on_worse(opt, cfg: TrainConfig, window_ce: float) -> None:
 
 def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
           shared: dict[str, torch.Tensor] | None = None) -> dict:
-    run = Run(cfg, replica, cfg.row, show=("loss", "train_correct", "test_fully_correct"))
+    run = Run(cfg, replica, cfg.row, show=("loss", "train_correct", "val_fully_correct"))
     train_set, test_set, f = make_splits(cfg.task_seed, preset=cfg.preset)
     # Batches of similar length, cut to their longest example: inputs average ~24 symbols
     # instead of 40, and the Neural GPU's cost grows as length^2.
     batches = LengthBuckets(train_set.lengths, cfg.batch)
-    quick = test_set.take(np.arange(min(cfg.eval_examples, len(test_set))))
+    quick = validation_set(train_set, test_set, f, cfg.task_seed, cfg.val_examples, cfg.preset)
 
     model = make_model(cfg, address)
     if shared is not None:
@@ -207,9 +220,9 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
             decay_on_worse(opt, cfg, run.replica.mean(float(np.mean(window))))
             window = []
             if run.replica.main:
-                row |= {f"test_{k}": v for k, v in evaluate(model, quick).items() if k != "examples"}
+                row |= {f"val_{k}": v for k, v in evaluate(model, quick).items() if k != "examples"}
                 run.say(f"step {i + 1:6d}  {run.minutes:6.1f} min  CE {row['ce']:.3f}  lr {row['lr']:.2e}  "
-                        f"test fully correct {100 * row['test_fully_correct']:.2f}%")
+                        f"validation fully correct {100 * row['val_fully_correct']:.2f}%")
         run.log(row)
     summary = run.finish()
     if run.replica.main and not summary["interrupted"]:  # SIGTERM means stop now, not after a long evaluation
@@ -220,10 +233,12 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
 def final_evaluation(cfg, model, train_set, test_set, f, address, summary) -> dict:
     """eval.json: the metric on the whole test set, with the compute it took to get there."""
     t0 = time.perf_counter()
-    n = cfg.final_examples or len(test_set)
-    result = {"row": cfg.row, "preset": cfg.preset, **evaluate(model, test_set.take(np.arange(n)), train=train_set),
+    held = held_out(test_set)
+    n = cfg.final_examples or len(held)
+    result = {"row": cfg.row, "preset": cfg.preset, "test_examples": "held out",
+              **evaluate(model, held.take(np.arange(n)), train=train_set),
               "train_steps": summary["steps"],
-              "train_seconds": summary["wall_seconds"], "test_numbers_seen_in_training": coverage(test_set, train_set)}
+              "train_seconds": summary["wall_seconds"], "test_numbers_seen_in_training": coverage(held, train_set)}
     if cfg.memory_layer:
         result["function_coverage"] = function_coverage(model, f, limit=cfg.final_examples or None)
         if address != "local":

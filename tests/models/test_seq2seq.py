@@ -147,4 +147,33 @@ def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
     model.freeze_queries(False)
     assert model(src, tgt).memory_loss.requires_grad
     with pytest.raises(ValueError, match="query_from"):
-        AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, query_from="tower"))
+        AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, query_from="encoder"))
+
+
+def test_the_fair_twin_reads_the_aligned_tower_in_its_attention_vector():
+    """Without memory, ``query_from="tower"`` feeds the tower's state at source position t into
+    a_t = tanh(W [h_t; c_t; k_t]), teacher-forced and step by step alike (the same alignment the
+    memory row's queries get), and the cross-entropy trains the tower."""
+    torch.manual_seed(0)
+    src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 9))
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, dropout=0.0, query_from="tower"))
+    model.eval()
+    seen = []
+    hook = model.combine.register_forward_hook(lambda _m, args, _out: seen.append(args[0][..., 32:].detach()))
+    with torch.no_grad():
+        forced = model(src, tgt).logits
+        ctx = model.start(src)
+        prev, stepped = torch.full((4, 1), model.go), []
+        for t in range(9):   # fed the gold symbols, step by step gives the teacher-forced logits
+            stepped.append(model.step(prev, ctx, torch.ones(4, dtype=torch.bool))[0])
+            prev = tgt[:, t:t + 1]
+    hook.remove()
+    torch.testing.assert_close(torch.cat(stepped, 1), forced)
+    with torch.no_grad():
+        tower = model.tower(model.tower_embed(src))[0]                       # (4, 7, 16)
+    want = tower[:, [0, 1, 2, 3, 4, 5, 6, 6, 6]]                             # (4, 9, 16)
+    torch.testing.assert_close(seen[0], want)
+    torch.testing.assert_close(torch.cat(seen[1:], 1), want)
+    out = model(src, tgt)
+    torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), tgt.reshape(-1)).backward()
+    assert _reached(model.tower) and _reached(model.tower_embed)

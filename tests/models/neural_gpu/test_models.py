@@ -10,7 +10,7 @@ import torch
 
 from raremem.models.memory_layer import make_backend
 from raremem.models.neural_gpu.model import ModelConfig, build_model
-from raremem.models.neural_gpu.task import VOCAB, make_splits
+from raremem.models.neural_gpu.task import TOUCHED_TEST, VOCAB, make_splits
 from raremem.models.neural_gpu.train import TrainConfig, train
 
 SMALL = {"ngpu": dict(channels=8, height=2, nconv=1), "seq2seq": dict(units=32)}
@@ -58,3 +58,25 @@ def test_short_run_through_a_server_lowers_the_loss(server, tmp_path, arch):
     assert result["fully_correct"] == pytest.approx(sum(b["fully_correct"] * b["examples"] for b in buckets) / 200)
     assert result["memory"]["filled"] > 0 and result["memory"]["lookups"] > 0     # the life-long memory filled
     assert "function_coverage" in result   # its arithmetic: test_scores.py
+
+
+def test_quick_evaluations_never_read_a_test_example(tmp_path, monkeypatch):
+    """Every evaluation during training (what stopping and the learning-rate decay read) gets
+    validation examples; the test set is decoded once, at the end."""
+    from raremem.models.neural_gpu import train as trainer
+
+    read = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda model, ex, **kw: read.append(ex) or real(model, ex, **kw))
+    cfg = TrainConfig(arch="seq2seq", memory_layer=False, preset="short", out=str(tmp_path / "r"), steps=4,
+                      eval_every=2, val_examples=50, final_examples=30, batch=8, units=16, threads=1,
+                      checkpoint_every=1000)
+    train(cfg, "local")
+    _, test, _ = make_splits(cfg.task_seed, preset="short")
+    test_rows = {r.tobytes() for r in test.inputs}
+    quick, final = read[:-1], read[-1]
+    assert len(quick) == 2 and all(len(ex) == 50 for ex in quick)
+    assert not any(r.tobytes() in test_rows for ex in quick for r in ex.inputs)
+    assert len(final) == 30 and all(r.tobytes() in test_rows for r in final.inputs)
+    touched = {r.tobytes() for r in test.inputs[:TOUCHED_TEST]}   # what earlier rows' choices read
+    assert not any(r.tobytes() in touched for r in final.inputs)

@@ -203,9 +203,11 @@ def test_query_sources_are_checked():
         ExtendedNeuralGPU(ModelConfig(channels=8, memory_layer=False, query_from="tower"))
     with pytest.raises(ValueError, match="--query-from"):
         TrainConfig(arch="seq2seq", query_from="encoder").validate()
-
-    with pytest.raises(ValueError, match="--query-from"):
-        TrainConfig(arch="seq2seq", query_from="tower", memory_layer=False).validate()
+    with pytest.raises(ValueError, match="--query-from"):   # the Neural GPU has no twin of the tower
+        TrainConfig(arch="ngpu", query_from="tower", memory_layer=False).validate()
+    with pytest.raises(ValueError, match="--leave-one-out"):
+        TrainConfig(arch="seq2seq", query_from="tower", memory_layer=False, leave_one_out=True).validate()
+    TrainConfig(arch="seq2seq", query_from="tower", memory_layer=False).validate()   # seq2seq's fair twin
 
 
 def test_held_queries_get_no_gradient_until_released():

@@ -6,8 +6,10 @@ import numpy as np
 from hypothesis import given, strategies as st
 
 from raremem.models.neural_gpu.hamming import hamming_nn
-from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, decode, from_base4,
-                                    fully_correct, generate, make_splits, random_function, to_base4)
+from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, PRESETS, decode,
+                                    from_base4,
+                                    fully_correct, generate, make_splits, random_function, to_base4,
+                                    validation_set)
 
 
 @given(st.lists(st.integers(0, 4 ** DIGITS - 1), min_size=1, max_size=50))
@@ -51,6 +53,21 @@ def test_splits_sizes_determinism_and_disjointness():
     # the outputs are consistent with f everywhere
     assert np.array_equal(from_base4(np.take_along_axis(test.targets, test.starts[:, None] + np.arange(7), 1) - DIGIT0),
                           f[test.numbers])
+
+
+def test_the_validation_set_is_drawn_like_the_test_set_and_shares_no_input():
+    train, test, f = make_splits(seed=5, preset="short")
+    val = validation_set(train, test, f, seed=5, n=3_000, preset="short")
+    assert len(val) == 3_000
+    rows = [r.tobytes() for r in val.inputs]
+    assert len(set(rows)) == 3_000                                          # no input twice
+    assert not set(rows) & {r.tobytes() for part in (train, test) for r in part.inputs}
+    assert val.lengths.min() >= DIGITS and val.lengths.max() <= PRESETS["short"]
+    assert np.array_equal(from_base4(np.take_along_axis(val.targets, val.starts[:, None] + np.arange(7), 1) - DIGIT0),
+                          f[val.numbers])
+    again = validation_set(train, test, f, seed=5, n=3_000, preset="short")
+    assert np.array_equal(val.inputs, again.inputs)
+    assert np.array_equal(make_splits(seed=5, preset="short")[1].inputs, test.inputs)   # the test set unchanged
 
 
 def test_fully_correct_ignores_padding_and_hamming_nn_finds_exact_copies():
