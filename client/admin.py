@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from raremem.client.memory_client import MemoryClient
-from raremem.proto.types import INDEX_KINDS, STATS_AGE_BINS, STATS_TOP_VALUES, MemoryStats
+from raremem.proto.types import DEVICE_DTYPES, INDEX_KINDS, STATS_AGE_BINS, STATS_TOP_VALUES, MemoryStats
 
 
 def _load_queries(path: Path) -> np.ndarray:
@@ -65,8 +65,10 @@ def cmd_list(c: MemoryClient, a):
 
 def cmd_create(c: MemoryClient, a):
     options = {k: v for k, v in (("choose_k", a.k), ("age_noise", a.age_noise), ("seed", a.seed),
-                                 ("append_only", a.append_only or None)) if v is not None}
-    info = c.create_memory(a.name, a.key_dim, a.size, index=a.index, exist_ok=a.exist_ok, **options)
+                                 ("append_only", a.append_only or None), ("device_dtype", a.device_dtype))
+               if v is not None}
+    info = c.create_memory(a.name, a.key_dim, a.size, index=a.index, exist_ok=a.exist_ok, device=a.device,
+                           **options)
     return info, f"created {info.name}: {info.config}"
 
 
@@ -222,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, help="choose_k")
     sp.add_argument("--age-noise", type=float)
     sp.add_argument("--seed", type=int)
+    sp.add_argument("--device", default="", help="exact only: cuda or cuda:N keeps the keys and searches there "
+                                                 "[the server's --device]")
+    sp.add_argument("--device-dtype", choices=DEVICE_DTYPES,
+                    help="the device's copy of the keys [float32]")
     sp.add_argument("--append-only", action="store_true",
                     help="every labelled write takes a fresh slot, no averaging (a kNN datastore)")
     sp.add_argument("--exist-ok", action="store_true")

@@ -1,7 +1,7 @@
 """Checkpoints that resume exactly, per replica.
 
 Layout in ``out/``: ``checkpoint.pt`` (model, config, step; rank 0) and ``replica-<rank>.pt``
-(that replica's optimiser, step and RNG states).
+(that replica's optimiser, step and RNG states: numpy's, the CPU's and its GPU's).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raremem.models.devices import rng_state
 from raremem.models.distributed import Replica
 
 
@@ -41,7 +42,7 @@ def initial_weights(model: torch.nn.Module, cfg) -> None:
 def save_checkpoint(out: Path, model, opt, cfg, step: int, rng: np.random.Generator, wall: float,
                     replica: Replica) -> None:
     atomic_save({"optimizer": opt.state_dict(), "step": step, "wall_seconds": wall,
-                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                  "numpy_rng": rng.bit_generator.state, **rng_state(replica.device)},
                  out / f"replica-{replica.rank}.pt")
     if replica.main:
         atomic_save({"model": model.state_dict(), "config": dataclasses.asdict(cfg), "step": step,

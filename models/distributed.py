@@ -63,14 +63,13 @@ class Replica:
             dist.destroy_process_group()
 
 
-def from_env() -> Replica:
-    """A DDP replica when started by torchrun (WORLD_SIZE set), a single process otherwise."""
+def from_env(device: torch.device) -> Replica:
+    """A DDP replica when started by torchrun (WORLD_SIZE set), a single process otherwise; on
+    ``device`` (models/devices.py resolves the flag: under torchrun each process's own GPU)."""
     if "WORLD_SIZE" not in os.environ or "RANK" not in os.environ:
-        return Replica()
-    cuda = torch.cuda.is_available()
-    device = torch.device("cpu")
+        return Replica(device=device)
+    cuda = device.type == "cuda"
     if cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     return Replica(dist.get_rank(), dist.get_world_size(), "ddp", device)

@@ -25,6 +25,10 @@ class TrainerFlags:
     overwrite: bool = False         # start afresh in an --out that holds another run (deleting it)
     init: str = ""                  # start from this checkpoint's weights (fine-tuning)
     hogwild: int = 0                # N > 0: N lock-free replicas on this host share parameters
+    # Where the model, its batches and an in-process memory live: "" = CUDA when there is one
+    # (under torchrun each process's own GPU), else the CPU; "cpu", "cuda", "cuda:N". A run
+    # records the device it resolved to.
+    device: str = ""
     # The memory (design.md §1): the defaults are the memory's own (server/config.py); a trainer
     # changes the ones its task needs.
     memory_size: int = 8192         # slots

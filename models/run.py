@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from raremem.models import runinfo
 from raremem.models.checkpoints import atomic_save, parameters_digest, save_checkpoint
+from raremem.models.devices import set_rng_state
 from raremem.models.distributed import Replica
 from raremem.models.errors import SetupError
 from raremem.models.flags import TrainerFlags
@@ -77,7 +78,7 @@ class Run:
             state = torch.load(own, map_location="cpu", weights_only=False)
             opt.load_state_dict(state["optimizer"])
             self.rng.bit_generator.state = state["numpy_rng"]
-            torch.set_rng_state(state["torch_rng"])
+            set_rng_state(state, self.replica.device)
             self.step, self.wall = state["step"], state["wall_seconds"]
             print(f"replica {self.replica.rank}: resumed from step {self.step}", flush=True)
         self._start = time.perf_counter() - self.wall

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raremem.models.devices import device_of
 from raremem.models.flags import TrainerFlags
 
 
@@ -45,11 +46,15 @@ def sequence_step(model, net, opt, cfg: SequenceFlags, inputs: torch.Tensor, tar
     """One update: ``net(inputs, targets, update=True, **forward)`` under teacher forcing (its
     output has ``logits`` (B, T, V) and ``memory_loss``), label-smoothed CE over the non-pad
     targets + ``memory_loss_weight`` x memory loss, clipped Adam step. ``net`` is the model as
-    replicated (DDP), ``model`` itself otherwise. Returns (metrics row, the forward's output)."""
+    replicated (DDP), ``model`` itself otherwise; the tensors go to the model's device. Returns
+    (metrics row, the forward's output)."""
     model.train()
     memory = getattr(model, "memory", None)
+    device = device_of(model)
+    inputs, targets = inputs.to(device), targets.to(device)
+    forward = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in forward.items()}
     t0, m0 = time.perf_counter(), memory.seconds if memory is not None else 0.0
-    with torch.autocast("cpu", dtype=torch.bfloat16) if cfg.bf16 else nullcontext():
+    with torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext():
         out = net(inputs, targets, update=True, **forward)
     logits = out.logits.float()                                          # (B, T, V)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=pad,

@@ -18,6 +18,7 @@ from rich.console import Console
 from raremem.client import MemoryClient
 from raremem.client.admin import stats_view
 from raremem.models.checkpoints import initial_weights
+from raremem.models.devices import resolve_device
 from raremem.models.distributed import Replica, from_env, hogwild, share
 from raremem.models.errors import SetupError
 from raremem.models.run import prepare_run_folder
@@ -49,13 +50,16 @@ def run_trainer(cfg, train_fn, parameters_only, show_memory: str = "", data_dir:
     a memory whose ``raremem-admin stats`` a spawned server prints before it stops; ``data_dir``:
     where a spawned server keeps its memories (see ``memory_server``); ``lifelong``: the
     life-long memory the run writes, claimed before training (``claim_memory``)."""
-    replica = from_env()
-    if replica.mode == "ddp" and (cfg.hogwild or cfg.server == "spawn"):
-        raise SystemExit("under torchrun: give --server HOST:PORT (raremem-launch starts one) and no --hogwild")
+    replica = Replica()
     try:
+        device = resolve_device(cfg.device, hogwild=bool(cfg.hogwild))
+        cfg = dataclasses.replace(cfg, device=str(device))   # what every part of the run reads
+        replica = from_env(device)
+        if replica.mode == "ddp" and (cfg.hogwild or cfg.server == "spawn"):
+            raise SetupError("under torchrun: give --server HOST:PORT (raremem-launch starts one) and no --hogwild")
         if replica.main:
             prepare_run_folder(cfg)
-        with memory_server(cfg.server, data_dir, cfg.threads) as address:
+        with memory_server(cfg.server, data_dir, cfg.threads, cfg.device) as address:
             if lifelong and replica.main:
                 claim_memory(cfg, address, lifelong)
             if cfg.hogwild:

@@ -40,7 +40,7 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class MemoryConfig(_message.Message):
-    __slots__ = ("key_dim", "size", "choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top", "index", "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "device", "append_only", "ivf_retrain", "ivf_rebalance")
+    __slots__ = ("key_dim", "size", "choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top", "index", "ivf_nlist", "ivf_nprobe", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "device", "append_only", "ivf_retrain", "ivf_rebalance", "device_dtype")
     KEY_DIM_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CHOOSE_K_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,7 @@ class MemoryConfig(_message.Message):
     APPEND_ONLY_FIELD_NUMBER: _ClassVar[int]
     IVF_RETRAIN_FIELD_NUMBER: _ClassVar[int]
     IVF_REBALANCE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_DTYPE_FIELD_NUMBER: _ClassVar[int]
     key_dim: int
     size: int
     choose_k: int
@@ -77,7 +78,8 @@ class MemoryConfig(_message.Message):
     append_only: bool
     ivf_retrain: int
     ivf_rebalance: float
-    def __init__(self, key_dim: _Optional[int] = ..., size: _Optional[int] = ..., choose_k: _Optional[int] = ..., alpha: _Optional[float] = ..., inverse_temperature: _Optional[float] = ..., age_noise: _Optional[float] = ..., correct_in_top: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., ivf_nlist: _Optional[int] = ..., ivf_nprobe: _Optional[int] = ..., lsh_tables: _Optional[int] = ..., lsh_bits: _Optional[int] = ..., lsh_bucket_size: _Optional[int] = ..., seed: _Optional[int] = ..., device: _Optional[str] = ..., append_only: _Optional[bool] = ..., ivf_retrain: _Optional[int] = ..., ivf_rebalance: _Optional[float] = ...) -> None: ...
+    device_dtype: str
+    def __init__(self, key_dim: _Optional[int] = ..., size: _Optional[int] = ..., choose_k: _Optional[int] = ..., alpha: _Optional[float] = ..., inverse_temperature: _Optional[float] = ..., age_noise: _Optional[float] = ..., correct_in_top: _Optional[int] = ..., index: _Optional[_Union[IndexKind, str]] = ..., ivf_nlist: _Optional[int] = ..., ivf_nprobe: _Optional[int] = ..., lsh_tables: _Optional[int] = ..., lsh_bits: _Optional[int] = ..., lsh_bucket_size: _Optional[int] = ..., seed: _Optional[int] = ..., device: _Optional[str] = ..., append_only: _Optional[bool] = ..., ivf_retrain: _Optional[int] = ..., ivf_rebalance: _Optional[float] = ..., device_dtype: _Optional[str] = ...) -> None: ...
 
 class MemoryInfo(_message.Message):
     __slots__ = ("name", "config", "filled", "total_writes")

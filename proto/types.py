@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 INDEX_KINDS = ("exact", "ivf", "lsh")
+DEVICE_DTYPES = ("float32", "float16", "bfloat16")   # a device index's copy of the keys
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024   # gRPC send/receive limit on both sides (a translation
                                         # batch is thousands of queries; b=2048, k=256 ids = 4 MB)
 EMPTY = -1  # value of an empty slot; also "no slot" in id arrays

@@ -6,8 +6,15 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from raremem.proto.types import INDEX_KINDS
+from raremem.proto.types import DEVICE_DTYPES, INDEX_KINDS
 from raremem.server.errors import InvalidArgument
+
+
+def device_format_error(device: str) -> str:
+    """What is wrong with the spelling of ``device`` ("" if nothing)."""
+    if device in ("", "cpu", "cuda") or device.startswith("cuda:") and device[5:].isdigit():
+        return ""
+    return f"device must be '', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
 
 
 @dataclass(frozen=True)
@@ -29,7 +36,8 @@ class MemoryConfig:
     lsh_bits: int = 0                 # LSH hyperplanes per table; 0 = clamp(log2(size/16), 1, 20)
     lsh_bucket_size: int = 16         # LSH slot ids kept per bucket (a ring: newest replace oldest)
     seed: int = 0                     # seeds eviction noise and LSH hyperplanes
-    device: str = ""                  # exact only: "" / "cpu" = FAISS; "cuda[:N]" = torch
+    device: str = ""                  # exact only: "" / "cpu" = FAISS; "cuda[:N]" = the device index
+    device_dtype: str = "float32"     # the device index's copy of the keys: float32, float16 or bfloat16
     append_only: bool = False         # every labelled update writes a fresh slot (no averaging):
                                       # a kNN datastore; nothing is evicted while slots are empty
 
@@ -59,8 +67,12 @@ class MemoryConfig:
         if self.device and self.device != "cpu":
             if self.index != "exact":
                 raise InvalidArgument("device is only supported for the exact index")
-            if not (self.device == "cuda" or self.device.startswith("cuda:")):
-                raise InvalidArgument(f"device must be '', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            if problem := device_format_error(self.device):
+                raise InvalidArgument(problem)
+        if self.device_dtype not in DEVICE_DTYPES:
+            raise InvalidArgument(f"device_dtype is one of {DEVICE_DTYPES}, got {self.device_dtype!r}")
+        if self.device_dtype != "float32" and self.device in ("", "cpu"):
+            raise InvalidArgument("device_dtype other than float32 needs a device (device cuda[:N])")
         nlist = self.ivf_nlist or max(1, round(math.sqrt(self.size)))
         bits = self.lsh_bits or min(20, max(1, int(math.log2(max(self.size / 16, 1)))))
         if bits > 24:

@@ -11,7 +11,8 @@ from raremem.proto.types import LookupResult, MemoryInfo, MemoryStats
 from raremem.server.store import LookupSpec
 
 _OPTIONAL = ("choose_k", "alpha", "inverse_temperature", "age_noise", "correct_in_top",
-             "ivf_nlist", "ivf_nprobe", "ivf_retrain", "ivf_rebalance", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "append_only")
+             "ivf_nlist", "ivf_nprobe", "ivf_retrain", "ivf_rebalance", "lsh_tables", "lsh_bits", "lsh_bucket_size", "seed", "append_only",
+             "device_dtype")
 
 
 def config_from_pb(msg: pb.MemoryConfig) -> MemoryConfig:

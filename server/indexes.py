@@ -19,7 +19,8 @@ import math
 import faiss
 import numpy as np
 
-from raremem.server.config import MemoryConfig
+from raremem.server.config import MemoryConfig, device_format_error
+from raremem.server.errors import InvalidArgument
 
 # design.md §5: faiss-cpu only takes its BLAS path from 1000 queries on; forcing it made exact
 # k=256 search 1.5-4x faster at b = 16..256 with identical results.
@@ -55,7 +56,12 @@ def _check_faiss_input(queries: np.ndarray, d: int) -> np.ndarray:
 
 
 class ExactIndex:
-    """Brute-force inner product with FAISS over the filled prefix; no copy of the keys."""
+    """Brute-force inner product with FAISS over the filled prefix; no copy of the keys.
+
+    Exact means the reference's answer, ties included: a searcher keeps any of the slots that
+    tie across the cut of the k best (FAISS's CPU heap kept slot 30 before slot 2), so each
+    search asks for one neighbour more and finds the rows whose last two tie again, keeping
+    the lower slots there (design.md §1). Subclasses search elsewhere through the same steps."""
 
     sorted = True  # rows come back by decreasing similarity
 
@@ -63,8 +69,43 @@ class ExactIndex:
         self.keys = keys
 
     def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
-        queries = _check_faiss_input(queries, self.keys.shape[1])
-        return faiss.knn(queries, self.keys[:n], k, metric=faiss.METRIC_INNER_PRODUCT)
+        q = self._queries(queries)
+        sims, ids = self._top(q, min(k + 1, n), n)                          # (b, k or k + 1)
+        if sims.shape[1] > k:
+            tied = self._rows(sims[:, k] == sims[:, k - 1])                 # the cut falls inside a tie
+            sims, ids = sims[:, :k], ids[:, :k]
+            if len(tied):
+                sims[tied], ids[tied] = self._settled(q[tied], n, k)
+        return self._host(sims, ids)
+
+    def _queries(self, queries: np.ndarray):
+        return _check_faiss_input(queries, self.keys.shape[1])
+
+    def _top(self, q, k: int, n: int):
+        """(b, k) similarities and slots among the first ``n``, sorted, ties in any order."""
+        return faiss.knn(q, self.keys[:n], k, metric=faiss.METRIC_INNER_PRODUCT)
+
+    @staticmethod
+    def _rows(mask):
+        return np.flatnonzero(mask)
+
+    def _settled(self, q, n: int, k: int):
+        """The k best of the first ``n`` slots for a few queries, found again with every tie
+        going to the lower slot: all above the k-th similarity, then the lowest of those equal
+        to it. (t, k) each, sorted."""
+        s = q @ self.keys[:n].T                                             # (t, n)
+        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1:k]                  # (t, 1)
+        ids = np.empty((len(q), k), np.int64)
+        for r in range(len(q)):
+            above, equal = np.flatnonzero(s[r] > kth[r]), np.flatnonzero(s[r] == kth[r])
+            ids[r] = np.concatenate([above, equal[:k - len(above)]])
+        sims = np.take_along_axis(s, ids, 1)
+        order = np.lexsort((ids, -sims), axis=1)
+        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+
+    @staticmethod
+    def _host(sims, ids):
+        return sims, ids
 
     def on_write(self, slots: np.ndarray, n: int) -> None:
         pass
@@ -82,11 +123,47 @@ class ExactIndex:
         pass
 
 
-class TorchExactIndex(ExactIndex):
-    """Exact search as ``mm + topk`` on a torch device (CUDA), with a mirror of the keys there:
-    a buffer of its own on every device (on the CPU too, where ``from_numpy(...).to("cpu")``
-    would share the store's array and hide a mirror that is not kept in step), updated in place
-    by every write, reset and restore.
+# FAISS's GPU k-selection takes k up to 2048 (GPU_MAX_SELECTION_K, faiss/gpu/utils/DeviceDefs.cuh);
+# a larger k goes through torch's topk, which has no such limit.
+FAISS_GPU_MAX_K = 2048
+
+
+def device_unavailable(device: str) -> str:
+    """Why a memory cannot live on ``device`` here ("" if it can): checked when a server starts
+    and when a memory is created, so a missing GPU is one clear line."""
+    if device in ("", "cpu") or (problem := device_format_error(device)):
+        return "" if device in ("", "cpu") else problem
+    try:
+        import torch  # noqa: PLC0415 - optional dependency
+    except ImportError:
+        return f"device {device!r} needs torch (pip install 'raremem[gpu]')"
+    index = int(device.partition(":")[2] or 0)
+    if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+        return f"device {device!r}: no such CUDA device here ({torch.cuda.device_count()} visible)"
+    return ""
+
+
+def faiss_has_gpu() -> bool:
+    """Whether this FAISS build can search on a GPU (faiss-gpu with a visible device)."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class DeviceExactIndex(ExactIndex):
+    """Exact search on a torch device over a mirror of the keys kept there (design.md §1,
+    "Index kinds"). Writes update the mirror's rows in place: no rebuild per write, which is
+    what FAISS's own GPU indexes cannot do (an added vector cannot be changed, FAISS issues
+    #283, #1021). The mirror is a buffer of its own on every device (on the CPU too, where
+    ``from_numpy(...).to("cpu")`` would share the store's array and hide a mirror that is not
+    kept in step), updated by every write, reset and restore.
+
+    The search is FAISS's GPU brute force (``faiss.knn_gpu`` on the mirror's memory, through
+    ``faiss.contrib.torch_utils``) where faiss-gpu is installed, else torch's ``mm + topk``.
+    Either asks for one neighbour more than needed: where the last two tie, which slots share
+    the cut is the searcher's choice, so those rows are found again by a stable sort of all
+    similarities (ties to the lower slot, as the store and the CPU index answer).
+    ``device_dtype`` float16 / bfloat16 holds the mirror (and casts the queries) in half
+    precision: half the device memory, and similarities rounded to it (bench/gpu_check.py
+    measures top-1 agreement against float32).
 
     torch is imported only when such a memory is created, so the CPU server needs no torch.
     """
@@ -97,18 +174,45 @@ class TorchExactIndex(ExactIndex):
         super().__init__(config, keys)
         self.torch = torch
         self.device = torch.device(config.device)
-        self.mirror = torch.from_numpy(keys).to(self.device, copy=True)  # (size, d), never the store's array
+        if self.device.type == "cuda" and (problem := device_unavailable(config.device)):
+            raise InvalidArgument(problem)
+        self.dtype = getattr(torch, config.device_dtype)
+        self.mirror = torch.from_numpy(keys).to(self.device, self.dtype, copy=True)  # (size, d), never the store's
+        self.gpu_resources = None
+        if self.device.type == "cuda" and faiss_has_gpu():
+            import faiss.contrib.torch_utils  # noqa: F401, PLC0415 - lets faiss.knn_gpu take torch tensors
 
-    def search(self, queries: np.ndarray, k: int, n: int, nprobe: int):
-        torch = self.torch
-        q = torch.from_numpy(_check_faiss_input(queries, self.keys.shape[1])).to(self.device)
-        sims, ids = torch.topk(q @ self.mirror[:n].T, k, dim=1)  # (b, k)
+            self.gpu_resources = faiss.StandardGpuResources()
+        self.searcher = "faiss.knn_gpu" if self.gpu_resources is not None else "torch mm + topk"
+
+    def _queries(self, queries: np.ndarray):
+        return self.torch.from_numpy(super()._queries(queries)).to(self.device, self.dtype)
+
+    def _top(self, q, k: int, n: int):
+        if self.gpu_resources is not None and k <= FAISS_GPU_MAX_K:
+            return faiss.knn_gpu(self.gpu_resources, q, self.mirror[:n], k, metric=faiss.METRIC_INNER_PRODUCT,
+                                 device=self.device.index or 0)
+        sims, ids = self.torch.topk(q @ self.mirror[:n].T, k, dim=1)
+        return sims.float(), ids
+
+    @staticmethod
+    def _rows(mask):
+        return mask.nonzero()[:, 0]
+
+    def _settled(self, q, n: int, k: int):
+        # a stable sort keeps equal similarities in slot order: fast enough on a device for
+        # the few rows that need it
+        sims, ids = self.torch.sort((q @ self.mirror[:n].T).float(), dim=1, descending=True, stable=True)
+        return sims[:, :k], ids[:, :k]
+
+    @staticmethod
+    def _host(sims, ids):
         return sims.cpu().numpy(), ids.cpu().numpy().astype(np.int64)
 
     def on_write(self, slots: np.ndarray, n: int) -> None:
         if len(slots):
             idx = self.torch.from_numpy(slots).to(self.device)
-            self.mirror[idx] = self.torch.from_numpy(self.keys[slots]).to(self.device)
+            self.mirror[idx] = self.torch.from_numpy(self.keys[slots]).to(self.device, self.dtype)
 
     def reset(self) -> None:
         self.mirror.zero_()
@@ -360,5 +464,5 @@ def make_index(config: MemoryConfig, keys: np.ndarray):
     if config.index == "lsh":
         return LSHIndex(config, keys)
     if config.device and config.device != "cpu":
-        return TorchExactIndex(config, keys)
+        return DeviceExactIndex(config, keys)
     return ExactIndex(config, keys)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from raremem.proto.types import MAX_MESSAGE_BYTES
 from raremem.server import metrics
-from raremem.server.indexes import set_threads
+from raremem.server.indexes import device_unavailable, set_threads
 from raremem.server.service import MAX_BATCH, WAL_INTERVAL, MemoryService
 from raremem.server.servicer import create_server
 
@@ -67,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the cores: spinning OpenMP teams on an oversubscribed machine cost more than they win [0]")
     p.add_argument("--max-batch", type=int, default=MAX_BATCH,
                    help=f"queries per request and per merged search [{MAX_BATCH}]")
+    p.add_argument("--device", default=env("RAREMEM_DEVICE", ""),
+                   help="where exact memories created without a device keep their keys and search: cuda or "
+                        "cuda:N (FAISS's GPU search, or torch's) [the CPU, FAISS]")
     p.add_argument("--max-memory-gb", type=float, default=0.0,
                    help="the largest memory a create may ask for [half the machine's RAM]")
     p.add_argument("--max-message-mb", type=int, default=MAX_MESSAGE_BYTES >> 20, help="gRPC message limit")
@@ -106,7 +109,10 @@ def main(argv=None) -> int:
     if args.data_dir and (problem := unwritable(args.data_dir)):
         log.error("data dir %s is not usable: %s", args.data_dir, problem)
         return 2
-    service = MemoryService(args.data_dir, max_batch=args.max_batch,
+    if problem := device_unavailable(args.device):
+        log.error("--device: %s", problem)
+        return 2
+    service = MemoryService(args.data_dir, max_batch=args.max_batch, device=args.device,
                             snapshot_interval=args.snapshot_interval, wal_fsync=args.wal_fsync,
                             wal_interval=args.wal_interval, max_bytes=int(args.max_memory_gb * 2 ** 30))
     server, port, health_servicer = create_server(

@@ -6,14 +6,13 @@ Raises the domain errors of ``server.errors``; knows nothing of gRPC. Each memor
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,13 +66,15 @@ class Managed:
 class MemoryService:
     def __init__(self, data_dir: Path | None = None, max_batch: int = MAX_BATCH,
                  snapshot_interval: float = 0.0, restore: bool = True, wal_fsync: str = "interval",
-                 wal_interval: float = WAL_INTERVAL, max_bytes: int = 0):
+                 wal_interval: float = WAL_INTERVAL, max_bytes: int = 0, device: str = ""):
         """``wal_fsync``: the write-ahead log's policy (``always``, ``interval``, ``none``; ``off``
-        keeps no log: a crash then loses the writes since the last snapshot)."""
+        keeps no log: a crash then loses the writes since the last snapshot). ``device``: where
+        exact memories created without one live (``cuda[:N]``; "" = the CPU)."""
         if wal_fsync not in (*wal.POLICIES, "off"):
             raise InvalidArgument(f"wal_fsync is one of {(*wal.POLICIES, 'off')}, not {wal_fsync!r}")
         self.data_dir = Path(data_dir) if data_dir else None
         self.max_batch = max_batch
+        self.device = device
         # the largest memory one create may ask for: half the machine's RAM unless told
         self.max_bytes = max_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
         self.wal_fsync = wal_fsync if self.data_dir else "off"
@@ -218,9 +219,9 @@ class MemoryService:
                         if rid:
                             first[rid] = i
                         todo.append(i)
-                before = dataclasses.replace(m.store.counters)
+                before = replace(m.store.counters)
                 done = m.store.lookup_many([specs[i] for i in todo], checked=True) if todo else []
-                after = dataclasses.replace(m.store.counters)
+                after = replace(m.store.counters)
                 for i, result in zip(todo, done):
                     results[i] = result
                 updates = [specs[i] for i in todo if specs[i].update]
@@ -262,6 +263,8 @@ class MemoryService:
         """A new memory owned by ``owner``; with ``exist_ok`` an existing one of the same config
         is answered as it is (its owner stays the creator)."""
         persistence.check_name(name)
+        if self.device and not config.device and config.index == "exact":
+            config = replace(config, device=self.device)
         config = config.resolved()
         need = MemoryStore.bytes_needed(config)
         if need > self.max_bytes:
@@ -305,7 +308,7 @@ class MemoryService:
     def lookup(self, name: str, spec: LookupSpec) -> LookupResult:
         m = self._get(name)
         # validate (and normalise) here, so bad input never fails a merged batch
-        spec = dataclasses.replace(spec, queries=m.store.check(spec))
+        spec = replace(spec, queries=m.store.check(spec))
         self._check_rows(len(spec.queries))
         return m.batcher.submit(spec)   # it merges requests only as far as their updates fit
 

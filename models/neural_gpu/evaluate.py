@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import torch
 
+from raremem.models.devices import device_of
 from raremem.models.neural_gpu.hamming import hamming_nn
 from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, PRESETS, Examples,
                                             fully_correct, make_splits, to_base4)
@@ -34,16 +35,17 @@ def _batches(ex: Examples, size: int):
 def predict(model, ex: Examples, batch: int = 256, teacher_forcing: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(predictions (N, 40), memory values (N, 40), -1 where none) for every example."""
     model.eval()
+    device = device_of(model)
     preds = np.full((len(ex), MAX_LENGTH), PAD, dtype=np.int64)
     values = np.full((len(ex), MAX_LENGTH), -1, dtype=np.int64)
     for idx, length in _batches(ex, batch):
-        inputs = torch.from_numpy(ex.inputs[idx, :length])
-        targets = torch.from_numpy(ex.targets[idx, :length]) if teacher_forcing else None
-        out = model(inputs, targets, update=False, numbers=torch.from_numpy(ex.numbers[idx]),
-                    starts=torch.from_numpy(ex.starts[idx]))
-        preds[idx, :length] = out.logits.argmax(-1).numpy()
+        inputs = torch.from_numpy(ex.inputs[idx, :length]).to(device)
+        targets = torch.from_numpy(ex.targets[idx, :length]).to(device) if teacher_forcing else None
+        out = model(inputs, targets, update=False, numbers=torch.from_numpy(ex.numbers[idx]).to(device),
+                    starts=torch.from_numpy(ex.starts[idx]).to(device))
+        preds[idx, :length] = out.logits.argmax(-1).cpu().numpy()
         if out.memory_values is not None:
-            values[idx, :length] = out.memory_values.numpy()
+            values[idx, :length] = out.memory_values.cpu().numpy()
     inside = np.arange(MAX_LENGTH) < ex.lengths[:, None]
     preds[~inside] = PAD
     return preds, values

@@ -187,7 +187,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     batches = LengthBuckets(train_set.lengths, cfg.batch)
     quick = validation_set(train_set, test_set, f, cfg.task_seed, cfg.val_examples, cfg.preset)
 
-    model = make_model(cfg, address)
+    model = make_model(cfg, address).to(run.replica.device)
     if shared is not None:
         bind_shared(model, shared)
     else:
@@ -212,7 +212,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
                                  starts=torch.from_numpy(train_set.starts[idx]),
                                  leave_one_out=cfg.leave_one_out and cfg.memory_layer)
         preds = np.full(train_set.targets[idx].shape, PAD)
-        preds[:, :length] = out.logits.argmax(-1).numpy()
+        preds[:, :length] = out.logits.argmax(-1).cpu().numpy()
         row |= {"train_correct": float(fully_correct(preds, train_set.take(idx)).mean()), "gold": gold,
                 "lr": opt.param_groups[0]["lr"]}
         window.append(row["ce"])

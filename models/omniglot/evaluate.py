@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from raremem.models.devices import device_of
 from raremem.models import runinfo
 from raremem.models.paths import data_dir
 from raremem.models.memory_layer import make_backend
@@ -67,7 +68,7 @@ def model_encoder(model) -> Callable[[np.ndarray], np.ndarray]:
     @torch.no_grad()
     def encode(images: np.ndarray) -> np.ndarray:
         model.eval()
-        return model.queries(torch.from_numpy(images)).numpy()
+        return model.queries(torch.from_numpy(images).to(device_of(model))).cpu().numpy()
     return encode
 
 

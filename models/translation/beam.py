@@ -24,11 +24,12 @@ def beam_search(model, src: torch.Tensor, width: int = 4, max_len: int | None = 
     W, N = width, B * width
     max_len = max_len or 2 * S + 10
     ctx = model.start(src.repeat_interleave(W, 0))                        # every source row W times
-    scores = torch.full((B, W), float("-inf"))
+    dev = src.device
+    scores = torch.full((B, W), float("-inf"), device=dev)
     scores[:, 0] = 0.0                                                    # one live beam to start
-    tokens = torch.empty((N, 0), dtype=torch.long)
-    finished = torch.zeros(N, dtype=torch.bool)
-    prev = torch.full((N, 1), model.go, dtype=torch.long)
+    tokens = torch.empty((N, 0), dtype=torch.long, device=dev)
+    finished = torch.zeros(N, dtype=torch.bool, device=dev)
+    prev = torch.full((N, 1), model.go, dtype=torch.long, device=dev)
     for _ in range(max_len):
         logits, _ = model.step(prev, ctx, ~finished)
         logp = logits[:, 0].float().log_softmax(-1)                        # (N, V)
@@ -37,7 +38,7 @@ def beam_search(model, src: torch.Tensor, width: int = 4, max_len: int | None = 
         logp[finished, cfg.pad] = 0.0
         V = logp.shape[1]
         top, idx = (scores.reshape(N, 1) + logp).reshape(B, W * V).topk(W, -1)   # (B, W)
-        rows = (torch.arange(B)[:, None] * W + idx // V).reshape(N)
+        rows = (torch.arange(B, device=dev)[:, None] * W + idx // V).reshape(N)
         token = (idx % V).reshape(N)
         _select(ctx, rows)
         tokens = torch.cat([tokens[rows], token[:, None]], 1)
@@ -47,7 +48,7 @@ def beam_search(model, src: torch.Tensor, width: int = 4, max_len: int | None = 
             break
     lengths = ((tokens != cfg.pad) & (tokens != cfg.eos)).sum(1) + 1       # counting the EOS
     normed = scores.reshape(N) / ((5.0 + lengths) / 6.0) ** length_penalty
-    best = (torch.arange(B) * W + normed.reshape(B, W).argmax(-1)).tolist()
+    best = (torch.arange(B, device=dev) * W + normed.reshape(B, W).argmax(-1)).tolist()
     out = []
     for row in tokens[best].tolist():
         row = row[:row.index(cfg.eos)] if cfg.eos in row else row

@@ -15,6 +15,7 @@ import numpy as np
 import sacrebleu
 import torch
 
+from raremem.models.devices import device_of
 from raremem.models.translation.beam import beam_search
 from raremem.models.translation.subwords import EOS, PAD, Subwords
 
@@ -43,7 +44,7 @@ def translate(model, subwords: Subwords, lines: list[str], width: int = 4, batch
     ids = [s[:max_tokens] + [EOS] for s in subwords.encode(lines)]
     out: list[str] = [""] * len(lines)
     for idx in _batches([len(s) for s in ids], batch):
-        src = pad_batch([ids[i] for i in idx])
+        src = pad_batch([ids[i] for i in idx]).to(device_of(model))
         limit = min(max_tokens, 2 * src.shape[1] + 10)
         if width > 1:
             hyps = beam_search(model, src, width, limit)
@@ -93,8 +94,9 @@ def context_pass(model, subwords: Subwords, sources: list[str], targets: list[st
     writes = 0
     for _ in range(passes):
         for idx in _batches([len(t) for t in tgt], batch):
-            tgt_batch = pad_batch([tgt[i] for i in idx])
-            model(pad_batch([src[i] for i in idx]), tgt_batch, update=True,
-                  sources=torch.from_numpy(np.asarray(idx, dtype=np.int64)))
+            device = device_of(model)
+            tgt_batch = pad_batch([tgt[i] for i in idx]).to(device)
+            model(pad_batch([src[i] for i in idx]).to(device), tgt_batch, update=True,
+                  sources=torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(device))
             writes += int((tgt_batch != PAD).sum())
     return writes

@@ -126,7 +126,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
     val = data.load("val", Path(cfg.data_dir))
     val_src, val_ref = val.source[:cfg.val_sentences], val.target[:cfg.val_sentences]
 
-    model = make_model(cfg, address, len(sw))
+    model = make_model(cfg, address, len(sw)).to(run.replica.device)
     if shared is not None:
         bind_shared(model, shared)
     else:
@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         real = tgt != subwords.PAD
         row["tokens"] = int(real.sum())
         if out.memory_values is not None:  # how often the memory's nearest value is the next token
-            row["memory_accuracy"] = float((out.memory_values[real] == tgt[real]).float().mean())
+            row["memory_accuracy"] = float((out.memory_values.cpu()[real] == tgt[real]).float().mean())
         if run.replica.main and cfg.val_every and (i + 1) % cfg.val_every == 0:
             row["val_bleu"] = bleu(translate(model, sw, val_src, width=1), val_ref)["bleu"]
             best = run.keep_best(row["val_bleu"], model.memory.backend if model.memory is not None else None)

@@ -1,4 +1,5 @@
-"""Index kinds: the torch path agrees with the reference; IVF and LSH recall on clustered keys."""
+"""Index kinds: the device index agrees with the reference and with FAISS on the CPU (ties and
+all); IVF and LSH recall on clustered keys."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from bench.recall import clustered_memory, recall
 from raremem.server.config import MemoryConfig
 from raremem.server.errors import InvalidArgument
-from raremem.server.indexes import TorchExactIndex
+from raremem.server.indexes import DeviceExactIndex, ExactIndex
 from raremem.server.store import LookupSpec, MemoryStore
 from tests.reference_memory import ReferenceMemory
 from tests.server.test_store_reference import assert_same_answers, assert_same_state, to_spec
@@ -19,9 +20,11 @@ from tests.workloads import clustered_batches
 torch = pytest.importorskip("torch")
 
 
-def torch_store(cfg: MemoryConfig, device: str) -> MemoryStore:
+def torch_store(cfg: MemoryConfig, device: str, dtype: str = "float32") -> MemoryStore:
+    """A store whose index is the device index on ``device`` (the CPU too: the same code)."""
     store = MemoryStore(cfg)
-    store.index = TorchExactIndex(dataclasses.replace(store.config, device=device), store.keys)
+    assert isinstance(store.index, ExactIndex) and not isinstance(store.index, DeviceExactIndex)
+    store.index = DeviceExactIndex(dataclasses.replace(store.config, device=device, device_dtype=dtype), store.keys)
     return store
 
 
@@ -60,6 +63,64 @@ def test_the_device_mirror_follows_every_write_reset_and_restore():
     in_step(restored)
     q = state["keys"][:5]
     assert restored.lookup(LookupSpec(q, k=1, return_neighbors=True)).neighbors.ids[:, 0].tolist() == list(range(5))
+
+
+def test_ties_at_the_cut_go_to_the_lower_slot_as_faiss_on_the_cpu_answers():
+    """Keys of four distinct values, so lists of neighbours end inside a tie: both exact
+    indexes keep the lower slots there, as the reference does (FAISS's CPU heap and torch's
+    topk each keep any)."""
+    cfg = MemoryConfig(key_dim=8, size=64, choose_k=6, age_noise=0.0, seed=3)
+    rng = np.random.default_rng(0)
+    distinct = rng.standard_normal((4, 8)).astype(np.float32)
+    distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)
+    cpu, device = MemoryStore(cfg), torch_store(cfg, "cpu")
+    for store in (cpu, device):   # fill every slot with one of the four keys
+        store.lookup(LookupSpec(distinct[np.arange(64) % 4], labels=np.arange(64), update=True, use_recent=False))
+    assert cpu.filled == device.filled == 64
+    q = distinct[[0, 1, 2, 3, 0]] + 0.01 * rng.standard_normal((5, 8)).astype(np.float32)
+    for k in (1, 6, 17, 64):
+        a = cpu.lookup(LookupSpec(q, k=k, return_neighbors=True)).neighbors
+        b = device.lookup(LookupSpec(q, k=k, return_neighbors=True)).neighbors
+        sims = q @ cpu.keys.T
+        want = np.stack([np.lexsort((np.arange(64), -row))[:k] for row in sims])   # the reference's rule
+        np.testing.assert_array_equal(a.ids, want, err_msg=f"FAISS on the CPU, k={k}")
+        np.testing.assert_array_equal(b.ids, want, err_msg=f"the device index, k={k}")
+        np.testing.assert_allclose(a.similarities, b.similarities, rtol=1e-6, atol=1e-6)
+
+
+def test_k_above_the_filled_count_and_an_empty_memory():
+    store = torch_store(MemoryConfig(key_dim=4, size=32, choose_k=8), "cpu")
+    q = np.eye(4, dtype=np.float32)
+    assert (store.lookup(LookupSpec(q, return_neighbors=True)).neighbors.ids == -1).all()
+    store.lookup(LookupSpec(q[:3], labels=np.arange(3), update=True))
+    ids = store.lookup(LookupSpec(q, k=8, return_neighbors=True)).neighbors.ids
+    assert (ids[:, :3] >= 0).all() and (ids[:, 3:] == -1).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_keys_halve_the_mirror_and_keep_the_nearest_key(dtype):
+    cfg = MemoryConfig(key_dim=32, size=512, choose_k=8)
+    full, half = torch_store(cfg, "cpu"), torch_store(cfg, "cpu", dtype)
+    keys = np.random.default_rng(1).standard_normal((512, 32)).astype(np.float32)
+    for store in (full, half):
+        store.lookup(LookupSpec(keys, labels=np.arange(512), update=True))
+    assert half.index.nbytes() * 2 == full.index.nbytes()
+    q = keys[:100] + 0.05 * np.random.default_rng(2).standard_normal((100, 32)).astype(np.float32)
+    top = [s.lookup(LookupSpec(q, k=1)).result for s in (full, half)]
+    assert (top[0] == top[1]).mean() >= 0.95 and (top[0] == np.arange(100)).all()
+
+
+def test_a_device_that_is_not_here_is_one_clear_error():
+    from raremem.server.indexes import device_unavailable
+
+    assert device_unavailable("") == device_unavailable("cpu") == ""
+    assert "cuda:N" in device_unavailable("gpu0")
+    if not torch.cuda.is_available():
+        assert "no such CUDA device" in device_unavailable("cuda")
+        with pytest.raises(InvalidArgument, match="no such CUDA device"):
+            MemoryStore(MemoryConfig(key_dim=4, size=8, device="cuda:0"))
+    with pytest.raises(InvalidArgument, match="needs a device"):
+        MemoryConfig(key_dim=4, size=8, device_dtype="float16").resolved()
 
 
 def test_ivf_recall_on_clustered_keys():

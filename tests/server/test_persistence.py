@@ -163,3 +163,36 @@ def test_a_busy_metrics_port_or_an_unusable_data_dir_is_one_clear_line(tmp_path)
     (tmp_path / "file").write_text("not a directory")
     code, errors = start("--metrics-port", "-1", "--data-dir", str(tmp_path / "file" / "data"))
     assert code == 2 and len(errors) == 1 and "data dir" in errors[0]
+    code, errors = start("--metrics-port", "-1", "--device", "gpu")
+    assert code == 2 and len(errors) == 1 and "--device" in errors[0] and "cuda:N" in errors[0]
+    if not cuda_here():
+        code, errors = start("--metrics-port", "-1", "--device", "cuda")
+        assert code == 2 and len(errors) == 1 and "no such CUDA device" in errors[0]
+
+
+def cuda_here() -> bool:
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def test_the_servers_device_is_where_memories_without_one_go(tmp_path):
+    """A memory created without a device on a server started with one takes the server's (here
+    a machine without CUDA says so, naming it); ``cpu`` and IVF memories stay on the CPU."""
+    from raremem.server.config import MemoryConfig
+    from raremem.server.errors import InvalidArgument
+    from raremem.server.service import MemoryService
+
+    service = MemoryService(device="cuda:0")
+    try:
+        if cuda_here():
+            assert service.create("a", MemoryConfig(key_dim=4, size=16)).config["device"] == "cuda:0"
+        else:
+            with pytest.raises(InvalidArgument, match="'cuda:0'"):
+                service.create("a", MemoryConfig(key_dim=4, size=16))
+        assert service.create("b", MemoryConfig(key_dim=4, size=16, device="cpu")).config["device"] == "cpu"
+        assert service.create("c", MemoryConfig(key_dim=4, size=64, index="ivf")).config["device"] == ""
+    finally:
+        service.close(snapshot=False)
