@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # The data sets (omniglot/, translation/) for the trainers and the tests; results go to ./results.
 export RAREMEM_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test bench proto docker-test browser-test
+.PHONY: setup demo test bench proto docker-test browser-test gpu-check gpu-bundle
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,19 @@ test: setup
 bench: setup
 	$(PY) -m bench.lookup
 	$(PY) -m bench.recall
+
+# One prepared check on one NVIDIA GPU (bench/gpu_check.py, under 8 minutes): results/gpu.{json,md}.
+# ARGS=--cpu runs the same plumbing at small sizes on the CPU (the suite does too). On a GPU
+# machine without network: `make gpu-bundle` here (wheels for Python 3.12 and the Omniglot
+# zips into .gpu-bundle/), take .gpu-bundle along, and there `make gpu-check PY=python3`.
+gpu-check:
+	if [ -d .gpu-bundle ]; then $(PY) -m pip install -q --no-deps --no-index .gpu-bundle/wheels/*.whl \
+	  && $(PY) -m pip install -q --no-deps --no-build-isolation -e .; fi
+	RAREMEM_DATA=$$([ -d .gpu-bundle/data ] && echo $(CURDIR)/.gpu-bundle/data || echo $(RAREMEM_DATA)) \
+	  $(PY) -m bench.gpu_check $(ARGS)
+
+gpu-bundle: setup
+	sh bench/gpu_bundle.sh .gpu-bundle
 
 proto: setup
 	$(PY) -m raremem.proto.generate

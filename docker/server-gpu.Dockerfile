@@ -1,14 +1,16 @@
-# raremem-server on an NVIDIA GPU: faiss-gpu (CUDA 12) for exact and IVF search.
-#   docker build -f docker/server-gpu.Dockerfile -t raremem/server-gpu .
-#   docker run --gpus all -p 50051:50051 -v raremem-data:/data raremem/server-gpu
-# The CUDA runtime comes from the base image; faiss-gpu-cu12 brings its own CUDA libraries.
-ARG BASE=nvidia/cuda:12.4.1-runtime-ubuntu22.04
-FROM ${BASE}
+# raremem-server on an NVIDIA GPU: exact memories keep their keys on the device and search with
+# FAISS's GPU brute force (faiss-gpu-cu12 over torch's device tensors; server/indexes.py).
+#   docker build -f docker/server-gpu.Dockerfile -t raremem/server-gpu .   (from the repository root)
+#   docker run --gpus all -p 127.0.0.1:50051:50051 -v raremem-data:/data raremem/server-gpu
+# The CUDA libraries come as pip wheels with faiss-gpu-cu12 and torch's CUDA build, so BASE is
+# the same Debian bookworm + python3 as the CPU image; the host needs the NVIDIA driver and the
+# NVIDIA container toolkit. TORCH_INDEX: the CUDA build of torch that matches faiss-gpu-cu12's
+# CUDA 12. PIP_ARGS as in server.Dockerfile (a wheelhouse of the CUDA wheels is several GB).
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE} AS build
 ARG PIP_ARGS=""
-ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/raremem/bin:$PATH \
-    DEBIAN_FRONTEND=noninteractive
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/*
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PATH=/opt/raremem/bin:$PATH
 WORKDIR /src
 COPY docker/wheels/ /wheels/
 COPY pyproject.toml README.md ./
@@ -17,12 +19,18 @@ COPY server server
 COPY client client
 COPY models models
 RUN python3 -m venv /opt/raremem \
- && pip install $PIP_ARGS '.[gpu]' \
- && useradd --system --create-home raremem \
- && mkdir -p /data && chown raremem /data
+ && pip install $PIP_ARGS --extra-index-url "$TORCH_INDEX" torch==2.13.0 \
+ && pip install $PIP_ARGS '.[gpu]'
+
+FROM ${BASE}
+ARG COMMIT=unknown
+# RAREMEM_DEVICE: where memories created without a device go (raremem-server --device)
+ENV PYTHONUNBUFFERED=1 PATH=/opt/raremem/bin:$PATH RAREMEM_COMMIT=${COMMIT} RAREMEM_DEVICE=cuda
+COPY --from=build /opt/raremem /opt/raremem
+RUN useradd --system --create-home raremem && mkdir -p /data && chown raremem /data
 USER raremem
 VOLUME /data
 EXPOSE 50051 9464
 HEALTHCHECK --interval=5s --timeout=5s --start-period=20s --retries=12 \
-  CMD ["raremem-admin", "--memory", "127.0.0.1:50051", "--timeout", "3", "health"]
+  CMD ["raremem-admin", "--server", "127.0.0.1:50051", "--timeout", "3", "health"]
 ENTRYPOINT ["raremem-server", "--host", "0.0.0.0", "--port", "50051", "--data-dir", "/data"]

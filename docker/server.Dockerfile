@@ -25,7 +25,7 @@ USER raremem
 VOLUME /data
 EXPOSE 50051 9464
 HEALTHCHECK --interval=5s --timeout=5s --start-period=10s --retries=12 \
-  CMD ["raremem-admin", "--memory", "127.0.0.1:50051", "--timeout", "3", "health"]
+  CMD ["raremem-admin", "--server", "127.0.0.1:50051", "--timeout", "3", "health"]
 # Configuration by environment: RAREMEM_TOKEN, RAREMEM_ADMIN_TOKEN, RAREMEM_SNAPSHOT_INTERVAL,
 # RAREMEM_LOG_FORMAT, RAREMEM_LOG_LEVEL (see raremem-server --help).
 ENTRYPOINT ["raremem-server", "--host", "0.0.0.0", "--port", "50051", "--data-dir", "/data"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -114,3 +115,27 @@ def test_compose_up_fill_down_and_reload(compose):
     assert set(after) == set(before)
     for name, m in before.items():
         assert (after[name]["filled"], after[name]["total_writes"]) == (m["filled"], m["total_writes"]), name
+
+
+def test_the_gpu_profile_validates_and_reserves_the_gpus():
+    """``docker compose --profile gpu config``: the GPU server and trainers exist only in that
+    profile, each reserves NVIDIA GPUs, and the trainers ask for CUDA and the GPU server. (The
+    GPU images are not built here: no GPU, and their CUDA wheels are several GB.)"""
+    cmd = compose_command()
+    if cmd is None:
+        pytest.skip("neither docker-compose nor docker compose is installed")
+    base = [*cmd, "-f", str(ROOT / "docker" / "docker-compose.yml"), "-p", PROJECT]
+
+    def config(*args: str) -> str:
+        proc = subprocess.run([*base, *args, "config"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    gpu = config("--profile", "gpu")
+    for service in ("server-gpu:", "trainer-gpu:"):
+        block = re.split(r"\n  (?=\S)", gpu[gpu.index("\n  " + service):])[1]   # up to the next service
+        assert "driver: nvidia" in block and "capabilities:\n            - gpu" in block, block
+        assert "profiles:\n    - gpu" in block, block                   # absent from a plain `up`
+    assert "nvidia" not in gpu[:gpu.index("\n  server-gpu:")]             # the CPU services reserve no GPU
+    trainer = gpu[gpu.index("\n  trainer-gpu:"):]
+    assert "RAREMEM_ADDRESS: server-gpu:50051" in trainer and "--device cuda" in trainer
