@@ -28,9 +28,11 @@ def torch_store(cfg: MemoryConfig, device: str, dtype: str = "float32") -> Memor
     return store
 
 
-@pytest.mark.parametrize("device", [
-    "cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="no CUDA device")])])
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_torch_exact_matches_reference(device):
     cfg = MemoryConfig(key_dim=32, size=128, choose_k=16, age_noise=8.0, seed=2)
     store, ref = torch_store(cfg, device), ReferenceMemory(128, 32, 16, age_noise=8.0, seed=2)
@@ -41,16 +43,17 @@ def test_torch_exact_matches_reference(device):
     assert store.lookup(LookupSpec(np.ones((1, 32), np.float32))).result[0] == -1
 
 
-def test_the_device_mirror_follows_every_write_reset_and_restore():
-    """On the CPU the mirror is a buffer of its own: the store's keys and it must agree after
-    every update, a reset and a restore (a no-op on_write, reset or load_state fails here)."""
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_device_mirror_follows_every_write_reset_and_restore(device):
+    """The mirror is a buffer of its own (on the CPU too): the store's keys and it must agree
+    after every update, a reset and a restore (a no-op on_write, reset or load_state fails here)."""
     cfg = MemoryConfig(key_dim=16, size=64, choose_k=8, age_noise=8.0, seed=1)
-    store = torch_store(cfg, "cpu")
+    store = torch_store(cfg, device)
     mirror = store.index.mirror
     assert mirror.data_ptr() != torch.from_numpy(store.keys).data_ptr()
 
     def in_step(s):
-        assert torch.equal(s.index.mirror, torch.from_numpy(s.keys)), "the device mirror fell behind the keys"
+        assert torch.equal(s.index.mirror.cpu(), torch.from_numpy(s.keys)), "the device mirror fell behind the keys"
 
     for req in clustered_batches(3, 16, 150, 8, 40):
         store.lookup(to_spec(req))
@@ -58,14 +61,15 @@ def test_the_device_mirror_follows_every_write_reset_and_restore():
     state = {k: np.array(v) for k, v in store.state().items()}
     store.reset()
     in_step(store)
-    restored = torch_store(cfg, "cpu")
+    restored = torch_store(cfg, device)
     restored.load_state(state)
     in_step(restored)
     q = state["keys"][:5]
     assert restored.lookup(LookupSpec(q, k=1, return_neighbors=True)).neighbors.ids[:, 0].tolist() == list(range(5))
 
 
-def test_ties_at_the_cut_go_to_the_lower_slot_as_faiss_on_the_cpu_answers():
+@pytest.mark.parametrize("device", DEVICES)
+def test_ties_at_the_cut_go_to_the_lower_slot_as_faiss_on_the_cpu_answers(device):
     """Keys of four distinct values, so lists of neighbours end inside a tie: both exact
     indexes keep the lower slots there, as the reference does (FAISS's CPU heap and torch's
     topk each keep any)."""
@@ -73,14 +77,14 @@ def test_ties_at_the_cut_go_to_the_lower_slot_as_faiss_on_the_cpu_answers():
     rng = np.random.default_rng(0)
     distinct = rng.standard_normal((4, 8)).astype(np.float32)
     distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)
-    cpu, device = MemoryStore(cfg), torch_store(cfg, "cpu")
-    for store in (cpu, device):   # fill every slot with one of the four keys
+    cpu, on_device = MemoryStore(cfg), torch_store(cfg, device)
+    for store in (cpu, on_device):   # fill every slot with one of the four keys
         store.lookup(LookupSpec(distinct[np.arange(64) % 4], labels=np.arange(64), update=True, use_recent=False))
-    assert cpu.filled == device.filled == 64
+    assert cpu.filled == on_device.filled == 64
     q = distinct[[0, 1, 2, 3, 0]] + 0.01 * rng.standard_normal((5, 8)).astype(np.float32)
     for k in (1, 6, 17, 64):
         a = cpu.lookup(LookupSpec(q, k=k, return_neighbors=True)).neighbors
-        b = device.lookup(LookupSpec(q, k=k, return_neighbors=True)).neighbors
+        b = on_device.lookup(LookupSpec(q, k=k, return_neighbors=True)).neighbors
         sims = q @ cpu.keys.T
         want = np.stack([np.lexsort((np.arange(64), -row))[:k] for row in sims])   # the reference's rule
         np.testing.assert_array_equal(a.ids, want, err_msg=f"FAISS on the CPU, k={k}")
@@ -97,10 +101,11 @@ def test_k_above_the_filled_count_and_an_empty_memory():
     assert (ids[:, :3] >= 0).all() and (ids[:, 3:] == -1).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_keys_halve_the_mirror_and_keep_the_nearest_key(dtype):
+def test_half_precision_keys_halve_the_mirror_and_keep_the_nearest_key(dtype, device):
     cfg = MemoryConfig(key_dim=32, size=512, choose_k=8)
-    full, half = torch_store(cfg, "cpu"), torch_store(cfg, "cpu", dtype)
+    full, half = torch_store(cfg, device), torch_store(cfg, device, dtype)
     keys = np.random.default_rng(1).standard_normal((512, 32)).astype(np.float32)
     for store in (full, half):
         store.lookup(LookupSpec(keys, labels=np.arange(512), update=True))
