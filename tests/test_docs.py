@@ -43,3 +43,15 @@ def test_the_readme_example_runs_as_written_and_its_memory_answers():
     exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 - the README's own example
     assert scope["out"].correct.float().mean() >= 0.9   # one example of each kind in memory answers it
     assert scope["memory"].backend.store.filled > 10
+
+
+def test_readmes_results_are_what_the_results_files_say(tmp_path):
+    """README's Results section is generated (reports/readme.py): the committed one must match
+    the results files, and a figure typed into it, or a results file changed without
+    regenerating, fails here."""
+    from reports import readme
+
+    assert readme.main(["--check"]) == 0, "run python -m reports.readme"
+    edited = tmp_path / "README.md"
+    edited.write_text((ROOT / "README.md").read_text().replace("| paper | 98.4 |", "| paper | 98.5 |"))
+    assert readme.main(["--check", "--readme", str(edited)]) == 1
