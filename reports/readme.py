@@ -148,13 +148,13 @@ def gpu(results: Path) -> list[str]:
     g = load(results, "gpu")
     if not g:
         return ["No GPU measurement yet: `make gpu-check` writes `results/gpu.md` on one."]
-    rows = [f"On {g['device_name']} ({where(g['machine'])}):", "",
-            "| slots | b | server lookup + update ms | bare search ms | server / bare | CPU server ms |",
-            "|---:|---:|---:|---:|---:|---:|"]
-    for x in g["lookup"]:
-        cpu = f"{x['cpu_server_ms']:.1f}" if "cpu_server_ms" in x else "—"
-        rows.append(f"| {x['slots']:,} | {x['batch']} | {x['server_ms']:.2f} | {x['bare_ms']:.2f} | "
-                    f"{x['server_over_bare']:.2f} | {cpu} |")
+    b = max(x["batch"] for x in g["lookup"])
+    rows = [f"On {g['device_name']} ({where(g['machine'])}; the full tables in `results/gpu.md`), lookup + update "
+            f"through the server at b = {b}:"]
+    rows += [f"- {x['slots']:,} slots: {x['server_ms']:.2f} ms, {x['server_over_bare']:.2f}x the bare search on the "
+             f"same device" + (f", {x['cpu_server_ms'] / x['server_ms']:.0f}x faster than the CPU server"
+                               if "cpu_server_ms" in x else "")
+             for x in g["lookup"] if x["batch"] == b]
     o = g.get("omniglot") or {}
     if o.get("speedup"):
         rows += ["", f"Omniglot on the GPU through a GPU server: {o['speedup']:.1f}x the CPU's episode batches per second."]

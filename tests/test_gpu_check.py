@@ -30,3 +30,7 @@ def test_the_gpu_check_runs_end_to_end_on_the_cpu(tmp_path):
         assert "error" not in run and run["batches"] >= 1 and run["batches_per_second"] > 0
     md = (tmp_path / "gpu.md").read_text()
     assert "| 16,384 | 64 |" in md and "float16" in md
+    from reports.readme import gpu
+
+    said = "\n".join(gpu(tmp_path))   # README's GPU lines read the same file
+    assert "at b = 64" in said and "- 4,096 slots:" in said and "- 16,384 slots:" in said
