@@ -72,14 +72,15 @@ def synthetic(r: dict) -> list[str]:
     rows = ["| synthetic task (`short` preset): memory row − its twin | seed | points, fully correct on seen "
             "numbers | bar | met |", "|---|---:|---:|---:|---|"]
     for g in r["gaps"]:
-        rows.append(f"| {g['row']} − {g['twin']} | {g['seed']} | {g['points']:+.1f} | ≥ {g['bar']:g} | "
-                    f"{'yes' if g['met'] else 'no'} |")
+        points = "twin not trained yet" if g["points"] is None else f"{g['points']:+.1f}"
+        met = "—" if g["met"] is None else "yes" if g["met"] else "no"
+        rows.append(f"| {g['row']} − {g['twin']} | {g['seed']} | {points} | ≥ {g['bar']:g} | {met} |")
     by_key = {(x["key"], x["seed"]): x for x in r["short"]}
     best = max(r["short"], key=lambda x: x["fully_correct"])
     rows += ["", f"Best row: {best['row']}, seed {best['seed']}: {pct(best['fully_correct'], 2)}% of the test "
              f"sequences fully correct ({best['train_steps']:,} steps). Hamming nearest neighbour "
-             f"{pct(r['hamming_short']['fully_correct'], 2)}%. The paper's rows are on the full task (lengths "
-             "7-40), these on lengths 7-16: not comparable."]
+             f"{pct(r['hamming_short']['fully_correct'], 2)}%. The paper's Table 2 is on the full task (lengths "
+             "7-40), these rows on lengths 7-16: the two are not compared."]
     if ("ngpu", 0) in by_key:
         rows[-1] += f" The Neural GPU without memory: {pct(by_key[('ngpu', 0)]['fully_correct'], 2)}% (seed 0)."
     return rows

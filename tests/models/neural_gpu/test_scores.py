@@ -66,3 +66,24 @@ def test_function_coverage_is_the_share_of_numbers_the_memory_maps_right():
     assert function_coverage(Oracle(lambda n: n % 3 == 0), f, limit=300) == np.mean(np.arange(LOW, LOW + 300) % 3 == 0)
     ex = coverage_examples(f)
     assert len(ex) == HIGH - LOW + 1 and (ex.numbers == np.arange(LOW, HIGH + 1)).all()
+
+
+def test_each_memory_row_is_compared_with_its_own_twin_on_the_same_test_examples():
+    """reports.synthetic.gaps: the aligned-tower seq2seq rows against the twin that has the same
+    tower (not the plain seq2seq), the Neural GPU rows against the plain Neural GPU, one bar for
+    all; a pair scored on different test examples is not compared."""
+    from reports.synthetic import gaps
+
+    def row(key, seed, seen, held=True):
+        return {"key": key, "seed": seed, "fully_correct_seen": seen, **({"test_examples": "held out"} if held else {})}
+
+    tower = "seq2seq + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1"
+    rows = [row(tower, 0, 0.80), row("seq2seq", 0, 0.00), row("seq2seq, aligned key tower", 0, 0.75),
+            row(tower, 1, 0.70), row("seq2seq, aligned key tower", 1, 0.10, held=False),
+            row("ngpu + memory", 0, 0.30), row("ngpu", 0, 0.05), row("ngpu + memory, fixed queries", 0, 0.6)]
+    got = {(g["row"], g["seed"]): g for g in gaps(rows)}
+    assert set(got) == {(tower, 0), (tower, 1), ("ngpu + memory", 0)}          # the control has no twin
+    assert got[(tower, 0)]["twin"] == "seq2seq, aligned key tower"
+    assert abs(got[(tower, 0)]["points"] - 5.0) < 1e-9 and got[(tower, 0)]["met"] is False
+    assert got[(tower, 1)]["points"] is None and got[(tower, 1)]["met"] is None   # scored on other examples
+    assert abs(got[("ngpu + memory", 0)]["points"] - 25.0) < 1e-9 and got[("ngpu + memory", 0)]["met"]
