@@ -31,8 +31,10 @@ def resolve_device(flag: str, hogwild: bool = False) -> torch.device:
 
 
 def device_of(model: torch.nn.Module) -> torch.device:
-    """The device of the model's parameters (evaluations move their batches there)."""
-    return next(model.parameters()).device
+    """The device of the model's parameters (evaluations move their batches there); the CPU for
+    a model without any (a scoring oracle in the tests)."""
+    first = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    return torch.device("cpu") if first is None else first.device
 
 
 def rng_state(device: torch.device) -> dict:
