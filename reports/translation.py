@@ -210,8 +210,27 @@ def second_run_alone(run: Path, splits: list[str]) -> dict:
     return out
 
 
-def protocol_sections(found: dict, splits: list[str]) -> list[str]:
-    """The sections of ``protocol_results``, each where it was run."""
+def budget(run: str, trained: dict[str, dict]) -> str:
+    """What a protocol row's model trained for: steps, minutes and best validation BLEU of its run."""
+    t = trained.get(Path(run).name)
+    return (f"{t['steps']:,} steps, {t['train_minutes']:g} min, best val {t['best_val_bleu']}" if t
+            else f"{Path(run).name}")
+
+
+def equal_budgets(rows: dict[str, dict], trained: dict[str, dict]) -> str:
+    """The sentence under a protocol table: which rows share a training budget (the only rows
+    compared with each other); every row's own change is its measurement."""
+    groups: dict[str, list[str]] = {}
+    for label, r in rows.items():
+        groups.setdefault(budget(r["run"], trained), []).append(label)
+    return ("Each row's own change (without → with context) is its measurement. The rows trained for different "
+            "budgets, so across rows compare only those of one budget: "
+            + "; ".join(f"{', '.join(labels)} ({b})" for b, labels in groups.items()) + ".")
+
+
+def protocol_sections(found: dict, splits: list[str], trained: dict[str, dict]) -> list[str]:
+    """The sections of ``protocol_results``, each where it was run; ``trained``: the training
+    record of each run folder, printed beside every row."""
     md = []
     ones = found.get("paired_rare_words", {})
     if ones:
@@ -222,11 +241,12 @@ def protocol_sections(found: dict, splits: list[str]) -> list[str]:
                "line's translation without and with the context line (the memory model: passed through memory "
                "updates, weights unchanged; kNN-MT: its decoder states added to the training datastore), McNemar's "
                "exact test on the paired outcomes.", "",
-               "| row | hits without | hits with | gained | lost | p (one-sided) | run | command |",
-               "|---|---:|---:|---:|---:|---:|---|---|"]
+               "| row | hits without | hits with | gained | lost | p (one-sided) | run | its training | command |",
+               "|---|---:|---:|---:|---:|---:|---|---|---|"]
         md += [f"| {label} | {r['hits_without']} | {r['hits_with']} | {r['gained']} | {r['lost']} | {r['p_one_sided']:.2g} | "
-               f"{r['run']} ({r['train_steps']:,} steps) | `{r['command']}` at `{r['machine']['commit']}` |"
+               f"{r['run']} | {budget(r['run'], trained)} | `{r['command']}` at `{r['machine']['commit']}` |"
                for label, r in ones.items()]
+        md += ["", equal_budgets(ones, trained)]
         ranked = {label: r["lookup_ranks"] for label, r in ones.items() if "lookup_ranks" in r}
         if ranked:
             k = next(iter(ranked.values()))["k"]
@@ -245,13 +265,13 @@ def protocol_sections(found: dict, splits: list[str]) -> list[str]:
                f"{r['words']} words seen 8-30 times held out of training altogether; {r['episodes']} usable episodes, "
                f"{r['evaluations_per_word']} evaluation lines each; hit rate of the word after k context sentences.", "",
                "| row | " + " | ".join(f"{k} context" for k in shots) + f" | {shots[0]} → {shots[-1]}: gained / lost, "
-               "p (McNemar, one-sided) | command |", "|---|" + "---:|" * len(shots) + "---|---|"]
+               "p (McNemar, one-sided) | its training | command |", "|---|" + "---:|" * len(shots) + "---|---|---|"]
         for label, c in curves.items():
             up = c.get("rise")   # files from before the test was kept have none
             test = f"{up['gained']} / {up['lost']}, {up['p_one_sided']:.2g}" if up else "—"
             md.append(f"| {label} | " + " | ".join(f"{100 * c['curve'][k]['hit_rate']:.1f}%" for k in shots)
-                      + f" | {test} | `{c['command']}` at `{c['machine']['commit']}` |")
-        md += ["", "![k-shot](translation_kshot.png)"]
+                      + f" | {test} | {budget(c['run'], trained)} | `{c['command']}` at `{c['machine']['commit']}` |")
+        md += ["", equal_budgets(curves, trained), "", "![k-shot](translation_kshot.png)"]
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for label, c in curves.items():
             ax.plot([int(k) for k in shots], [100 * c["curve"][k]["hit_rate"] for k in shots], marker="o", label=label)
@@ -468,11 +488,12 @@ def main(argv=None) -> int:
         part = json.loads(path.read_text())
         part["examples"], part["intervals"] = worked_examples(part), intervals(part)
         parts.append(part)
-    train_md, train_info = training({"GNMT": a.baseline, "GNMT + memory": a.memory_run,
-                                     **{name: folder / d for name, d in ABLATIONS.items()}}, last.get("training", {}))
+    runs = {"GNMT": a.baseline, "GNMT + memory": a.memory_run, **{name: folder / d for name, d in ABLATIONS.items()}}
+    train_md, train_info = training(runs, last.get("training", {}))
+    trained = {run.name: train_info[name] for name, run in runs.items() if name in train_info}
     extra = protocol_results(folder, a.splits, last)
     ablations = ablation_results(folder, last)
-    md = (tables(parts).splitlines() + interval_table(parts) + protocol_sections(extra, a.splits)
+    md = (tables(parts).splitlines() + interval_table(parts) + protocol_sections(extra, a.splits, trained)
           + ablation_section(ablations, train_info, parts) + train_md
           + notes.splitlines())
     runinfo.write_results("translation", {"training": train_info, "evaluations": [
