@@ -47,29 +47,27 @@ class ModelConfig:
     fixed_queries: bool = False
     # Whether the decoder's loss reaches the queries through the softmax weight w_1 of the
     # memory's suggestion on the tape. Without it only the memory loss reaches the queries and
-    # w_1 is a constant gate for the decoder. (It was suspected of collapsing the queries, mean
-    # cosine 0.9998 at step 2,000; without it they collapse just the same.)
+    # w_1 is a constant gate for the decoder (an experiment: results/synthetic_notes.md).
     weight_grad: bool = True
     # Whether any loss reaches the network through the memory's query (the memory loss, and the
     # decoder's through w_1). Off: the query reads the state detached, so only the query
-    # projection learns from the memory; the cross-entropy alone shapes the state. At
-    # initialisation the state names the number (the probe); this says which loss takes it away.
+    # projection learns from the memory and the cross-entropy alone shapes the state (an
+    # experiment: results/synthetic_notes.md).
     query_grad: bool = True
     # Where the Neural GPU's queries come from. "state": the authors' (the decoder's state
     # before each step, row 0, one column ahead). "encoder": the encoder's final state at that
     # column, which the decoder's steps and their tape do not touch. "tower": a key tower of its
     # own (an embedding and ``nconv`` CGRU cells run over the input as the encoder is, no
-    # dropout), read only by the memory, so only the memory's losses train it: the probes found
-    # the cross-entropy flattens the state the memory reads (mean cosine 0.999), so the
-    # queries lose the number before the memory holds it.
+    # dropout), read only by the memory, so only the memory's losses train it: the cross-entropy
+    # flattens the state the memory reads until its queries no longer name the number
+    # (results/synthetic_notes.md, the probe).
     query_from: str = "state"
     # Weight of a uniformity term on each decoder column's unit queries, added to the memory
     # loss: log mean over pairs of examples of exp(-2 |q_i - q_j|^2) (Wang & Isola, ICML 2020).
     # Under labels the queries cannot predict (a number not yet in memory, any digit as likely),
     # the margin loss is lowest on average when every query is alike (Jensen: its mean is alpha
-    # then, more when spread); probes found even a key tower that starts with 12-78% recall
-    # collapses to mean cosine 0.98 within 500 steps. This term makes the collapsed state
-    # costly. 0 = none (the authors').
+    # then, more when spread), so learned queries drift together (results/synthetic_notes.md);
+    # this term makes that state costly. 0 = none (the authors').
     query_uniformity: float = 0.0
 
     @property

@@ -59,9 +59,8 @@ class TrainConfig(TrainerFlags):
     adam_eps: float = 1e-4          # the authors' code
     clip: float = 5.0               # global gradient-norm clip
     rep_dim: int = 256
-    # The paper's head won the ablation (results/omniglot.md): 25 minutes each, 5-way, validation
-    # 1-shot over 500 episodes 91.0 +- 1.1 (paper head, drop 0.3) vs 89.0 +- 1.2 (authors' head,
-    # drop 0.7, their keep_prob 0.3).
+    # The paper's head won the ablation on the validation classes against the authors' (drop
+    # 0.7, their keep_prob 0.3): results/omniglot.md.
     head: str = "paper"             # "paper" | "authors" (see model.py)
     dropout: float = 0.3            # drop probability (PyTorch's p; TF's keep_prob is 1 - p)
     channels_last: bool = True
