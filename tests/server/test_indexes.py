@@ -322,3 +322,30 @@ def test_many_lists_are_fitted_by_two_level_k_means(monkeypatch):
                                       fitted_store.lookup(LookupSpec(queries)).result)
         back.index._fit(back.filled, warm=True)   # a scheduled refit of a restored memory (warm when one-level)
         assert recall(back, queries, nprobe=8)[0] >= recall(fitted_store, queries, nprobe=8)[0] - 0.03
+
+
+def test_faiss_gpu_search_is_asked_only_for_k_it_can_select(monkeypatch):
+    """Where faiss-gpu is installed the device index searches with faiss.knn_gpu, which selects
+    at most 2,048 neighbours; a larger k goes through torch's topk. (A stand-in for knn_gpu
+    here, answering as torch does, records what it was asked.)"""
+    import faiss
+
+    from raremem.server import indexes
+
+    asked = []
+
+    def knn_gpu(res, q, keys, k, metric, device):
+        asked.append(k)
+        assert metric == faiss.METRIC_INNER_PRODUCT and k <= indexes.FAISS_GPU_MAX_K
+        return torch.topk(q @ keys.T, k, dim=1)
+
+    monkeypatch.setattr(faiss, "knn_gpu", knn_gpu, raising=False)
+    cfg = MemoryConfig(key_dim=8, size=4096, choose_k=8)
+    store = torch_store(cfg, "cpu")
+    store.index.gpu_resources = object()
+    keys = np.random.default_rng(3).standard_normal((4096, 8)).astype(np.float32)
+    store.lookup(LookupSpec(keys, labels=np.arange(4096), update=True))
+    q = keys[:3] / np.linalg.norm(keys[:3], axis=1, keepdims=True)
+    near = store.lookup(LookupSpec(q, k=100, return_neighbors=True)).neighbors.ids
+    far = store.lookup(LookupSpec(q, k=3000, return_neighbors=True)).neighbors.ids
+    assert asked == [101] and (near[:, 0] == np.arange(3)).all() and (far[:, :100] == near).all()
