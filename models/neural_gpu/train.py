@@ -3,6 +3,8 @@
     python -m raremem.models.neural_gpu.train --arch ngpu                         # Neural GPU + memory
     python -m raremem.models.neural_gpu.train --arch ngpu --no-memory-layer       # Neural GPU
     python -m raremem.models.neural_gpu.train --arch seq2seq [--no-memory-layer]  # LSTM + attention
+    python -m raremem.models.neural_gpu.train --arch ngpu --recipe tower-uniform  # a query recipe (recipes.py)
+    python -m raremem.models.neural_gpu.train --arch seq2seq --no-memory-layer --recipe tower   # its fair twin
     python -m raremem.models.neural_gpu.train --server HOST:PORT --hogwild 2 ...  # replicas, one memory
     torchrun --nproc-per-node 2 -m raremem.models.neural_gpu.train --server HOST:PORT ...
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import torch  # noqa: I001 - torch before faiss (design.md §5)
 
+import dataclasses
 import json
 import sys
 import time
@@ -28,6 +31,7 @@ import numpy as np
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
 from raremem.models.neural_gpu.model import ModelConfig, build_model
+from raremem.models.neural_gpu.recipes import SETTINGS, recipe_named
 from raremem.models.neural_gpu.task import (PAD, PRESETS, coverage, fully_correct, held_out, make_splits,
                                             validation_set)
 from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
@@ -44,6 +48,9 @@ class TrainConfig(SequenceFlags):
     arch: str = "ngpu"              # "ngpu" (Extended Neural GPU) | "seq2seq" (2-layer LSTM + attention)
     memory_name: str = ""           # default synthetic/<arch>
     preset: str = "full"            # "full" (lengths 7-40, Table 2) | "short" (7-16; see task.py)
+    # The memory rows' query recipe by name (recipes.py): it sets the query settings below, which
+    # as flags of their own remain only for the commands of earlier results. "" = those flags.
+    recipe: str = ""
     fixed_queries: bool = False     # the control: fixed (number, digit position) queries (model.py)
     weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (model.py)
     query_grad: bool = True         # the memory's losses reach the network through the query (model.py)
@@ -91,6 +98,9 @@ class TrainConfig(SequenceFlags):
     def validate(self) -> "TrainConfig":
         if self.arch not in ("ngpu", "seq2seq"):
             raise ValueError("--arch is ngpu or seq2seq")
+        return (self._with_recipe() if self.recipe else self)._check()
+
+    def _check(self) -> "TrainConfig":
         if self.batch < 1 or self.steps < 0 or self.hogwild < 0 or self.memory_size < self.batch * 40:
             raise ValueError("batch >= 1, steps >= 0, hogwild >= 0, memory_size >= 40 * batch")
         if self.fixed_queries and not (self.arch == "ngpu" and self.memory_layer):
@@ -118,6 +128,17 @@ class TrainConfig(SequenceFlags):
             raise ValueError(f"--preset is one of {sorted(PRESETS)}")
         return self
 
+    def _with_recipe(self) -> "TrainConfig":
+        """This config with its recipe's settings in place; a setting also given as a flag, to
+        another value, is refused."""
+        recipe = recipe_named(self.recipe, self.arch)
+        fields = type(self).__dataclass_fields__
+        given = [n for n in SETTINGS if getattr(self, n) not in (fields[n].default, recipe.settings.get(n))]
+        if given:
+            raise ValueError(f"--recipe {self.recipe} sets the query settings: drop "
+                             + ", ".join("--" + n.replace("_", "-") for n in given))
+        return dataclasses.replace(self, **recipe.settings)
+
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, memory_layer=self.memory_layer, channels=self.channels, units=self.units,
                            dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
@@ -126,7 +147,7 @@ class TrainConfig(SequenceFlags):
 
     def default_out(self) -> str:
         return (f"runs/synthetic/{self.preset}-{self.arch}-{'memory' if self.memory_layer else 'plain'}"
-                f"-seed{self.seed}")
+                + (f"-{self.recipe}" if self.recipe else "") + f"-seed{self.seed}")
 
     @property
     def row(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -281,3 +283,28 @@ def test_flags_of_the_other_architecture_are_refused(arch, flags, capsys):
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert exit_.value.code == 2 and flags[0] in said and f"--arch {arch}" in said
     parse_config(TrainConfig, ["--arch", "ngpu" if arch == "seq2seq" else "seq2seq", *flags])   # the other takes them
+
+
+def test_a_named_recipe_is_the_settings_it_names_and_refuses_others(capsys):
+    from raremem.models.flags import parse_config
+    from raremem.models.neural_gpu.recipes import RECIPES, SETTINGS
+
+    for name, recipe in RECIPES.items():
+        assert recipe.why and recipe.measured and set(recipe.settings) <= set(SETTINGS)
+        for arch in recipe.archs:
+            cfg = parse_config(TrainConfig, ["--arch", arch, "--recipe", name])
+            assert all(getattr(cfg, k) == v for k, v in recipe.settings.items()) and cfg.recipe == name
+    # the command of an earlier row, by its flags and by its recipe: one config but for the name
+    flags = "--arch ngpu --preset short --query-from tower --query-warmup 1500 --leave-one-out --query-uniformity 0.1"
+    by_flags = parse_config(TrainConfig, flags.split())
+    by_name = parse_config(TrainConfig, ["--arch", "ngpu", "--preset", "short", "--recipe", "tower-uniform"])
+    assert dataclasses.replace(by_name, recipe="", out=by_flags.out) == by_flags
+    twin = parse_config(TrainConfig, ["--arch", "seq2seq", "--no-memory-layer", "--recipe", "tower"])
+    assert twin.query_from == "tower" and not twin.memory_layer          # seq2seq's fair twin
+    for argv, said in ((["--recipe", "tower", "--query-uniformity", "0.2"], "drop --query-uniformity"),
+                       (["--recipe", "shiny"], "--recipe is one of"),
+                       (["--arch", "seq2seq", "--recipe", "fixed-queries"], "for --arch ngpu"),
+                       (["--arch", "seq2seq", "--no-memory-layer", "--recipe", "tower-uniform"], "learned queries")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_config(TrainConfig, argv)
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
