@@ -190,7 +190,7 @@ class MemoryService:
                 store.reset()
                 continue
             specs = wal.batch_specs(header, arrays)
-            for spec, result in zip(specs, store.lookup_many(specs, checked=True)):
+            for spec, result in zip(specs, store.lookup_many(specs)):
                 if spec.request_id:
                     answered[spec.request_id] = result
         if records or dropped:
@@ -220,7 +220,7 @@ class MemoryService:
                             first[rid] = i
                         todo.append(i)
                 before = replace(m.store.counters)
-                done = m.store.lookup_many([specs[i] for i in todo], checked=True) if todo else []
+                done = m.store.lookup_many([specs[i] for i in todo]) if todo else []
                 after = replace(m.store.counters)
                 for i, result in zip(todo, done):
                     results[i] = result
@@ -308,7 +308,7 @@ class MemoryService:
     def lookup(self, name: str, spec: LookupSpec) -> LookupResult:
         m = self._get(name)
         # validate (and normalise) here, so bad input never fails a merged batch
-        spec = replace(spec, queries=m.store.check(spec))
+        spec = m.store.checked(spec)
         self._check_rows(len(spec.queries))
         return m.batcher.submit(spec)   # it merges requests only as far as their updates fit
 

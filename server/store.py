@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -119,13 +119,17 @@ class MemoryStore:
         return (q / norms[:, None]).astype(np.float32)
 
     # ------------------------------------------------------------------ lookup
-    def lookup(self, spec: LookupSpec) -> LookupResult:
-        return self.lookup_many([spec])[0]
+    def checked(self, spec: LookupSpec) -> LookupSpec:
+        """``spec`` validated, its queries normalised: what ``lookup_many`` takes."""
+        return replace(spec, queries=self.check(spec))
 
-    def lookup_many(self, specs: list[LookupSpec], checked: bool = False) -> list[LookupResult]:
-        """``checked``: the specs' queries are already what ``check`` returns (the service
-        validates each request on arrival, so a merged batch is not validated twice)."""
-        queries = [s.queries for s in specs] if checked else [self.check(s) for s in specs]
+    def lookup(self, spec: LookupSpec) -> LookupResult:
+        return self.lookup_many([self.checked(spec)])[0]
+
+    def lookup_many(self, specs: list[LookupSpec]) -> list[LookupResult]:
+        """Requests that ``checked`` returned (the service checks each on arrival, the log
+        holds only checked ones), answered from one search; their updates in order."""
+        queries = [s.queries for s in specs]
         n_update = sum(len(q) for s, q in zip(specs, queries) if s.update)
         if n_update > self.config.size:   # each request fits (check); merged ones must fit together
             raise InvalidArgument(

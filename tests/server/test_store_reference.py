@@ -96,7 +96,7 @@ def test_merged_requests_match_reference():
         reqs[1]["update"] = False  # a pure lookup in the middle of a merged call
         reqs[1]["sources"] = None
         reqs[1]["use_recent"] = False
-        results = store.lookup_many([to_spec(r) for r in reqs])
+        results = store.lookup_many([store.checked(to_spec(r)) for r in reqs])
         outs = ref.call([dict(r) for r in reqs])
         for res, out, req in zip(results, outs, reqs):
             if not req["update"]:
@@ -218,7 +218,7 @@ def test_merged_requests_share_one_search():
     rng = np.random.default_rng(0)
     specs = [LookupSpec(rng.standard_normal((b, 8)).astype(np.float32), k=k, return_neighbors=True)
              for b, k in ((3, 2), (5, 8), (1, 4))]
-    results = store.lookup_many(specs)
+    results = store.lookup_many([store.checked(s) for s in specs])
     assert calls == [(9, 8)]
     for spec, res in zip(specs, results):  # each answer equals the one it gets alone
         alone = store.lookup(spec)
