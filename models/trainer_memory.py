@@ -19,11 +19,10 @@ def memory_backend(cfg: TrainerFlags, address: str, name: str, key_dim: int):
                              ("ivf_retrain", cfg.ivf_retrain), ("ivf_rebalance", cfg.ivf_rebalance)) if v}
     # an in-process exact memory sits beside the model (cfg.device, as run_trainer resolved it);
     # a server's memories sit where that server keeps them
-    device = {"device": cfg.device} if address == "local" and cfg.memory_index == "exact" and \
-        cfg.device.startswith("cuda") else {}
+    beside_model = address == "local" and cfg.memory_index == "exact" and cfg.device.startswith("cuda")
     return make_backend(address, name, key_dim, cfg.memory_size, token=cfg.token or None, choose_k=cfg.choose_k,
                         age_noise=cfg.age_noise, alpha=cfg.alpha, seed=cfg.seed, index=cfg.memory_index, **ivf,
-                        **device)
+                        **({"device": cfg.device} if beside_model else {}))
 
 
 def claim_memory(cfg: TrainerFlags, address: str, name: str) -> None:

@@ -131,8 +131,10 @@ FAISS_GPU_MAX_K = 2048
 def device_unavailable(device: str) -> str:
     """Why a memory cannot live on ``device`` here ("" if it can): checked when a server starts
     and when a memory is created, so a missing GPU is one clear line."""
-    if device in ("", "cpu") or (problem := device_format_error(device)):
-        return "" if device in ("", "cpu") else problem
+    if device in ("", "cpu"):
+        return ""
+    if problem := device_format_error(device):
+        return problem
     try:
         import torch  # noqa: PLC0415 - optional dependency
     except ImportError:
