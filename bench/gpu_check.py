@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.scale import timed
 from raremem.client import MemoryClient
 from raremem.models.omniglot.evaluate import DEFAULT_DATA
 from raremem.models.paths import results_dir
@@ -70,15 +70,12 @@ def unit_keys(n: int, device: str, seed: int) -> torch.Tensor:
     return out
 
 
-def median_ms(fn, reps: int, warm: int = 3) -> float:
-    for _ in range(warm):
+def median_ms(fn, reps: int, warm: int = 2) -> float:
+    """Median milliseconds of ``reps`` calls after ``warm`` untimed ones (a GPU's first calls
+    pay for kernel selection and allocations)."""
+    for _ in range(warm - 1):
         fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * timed(fn, reps)   # itself one untimed call first
 
 
 @contextlib.contextmanager
