@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", type=Path, nargs=2, required=True, help="the fp32 run and the bf16 run")
     p.add_argument("--heads", type=Path, nargs=2, required=True, help="the paper-head run and the authors'-head run")
     p.add_argument("--throughput", type=Path, default=results_dir() / "omniglot_throughput.json")
-    p.add_argument("--notes", type=Path, help="markdown kept in the results file and appended as written")
+    p.add_argument("--notes", type=Path, default=results_dir() / "omniglot_notes.md",
+                   help="markdown about the runs' conditions, budget and next legs, appended as written")
     p.add_argument("--out", type=Path, default=results_dir())
     a = p.parse_args(argv)
     five, twenty = load_run(a.five), load_run(a.twenty)
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
         lines += [f"| {name} | {value:.3f} | {value / t['in-process']:.3f} |" for name, value in t.items()]
     last = results_dir() / "omniglot.json"
     kept = json.loads(last.read_text()).get("notes", "") if last.is_file() else ""
-    notes = a.notes.read_text().rstrip() if a.notes else kept   # without --notes: the ones kept last time
+    notes = a.notes.read_text().rstrip() if a.notes.is_file() else kept   # no notes file: the ones kept last time
     if notes:
         lines += ["", notes]
     lines += ["", "![validation curves](omniglot_curve.png)", ""]
