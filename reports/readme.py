@@ -74,7 +74,7 @@ def synthetic(r: dict) -> list[str]:
     rows = ["| synthetic task (`short` preset): memory row − its twin | seed | points, fully correct on seen "
             "numbers | bar | met |", "|---|---:|---:|---:|---|"]
     for g in r["gaps"]:
-        points = "twin not trained yet" if g["points"] is None else f"{g['points']:+.1f}"
+        points = "not yet (the pair is not scored alike)" if g["points"] is None else f"{g['points']:+.1f}"
         met = "—" if g["met"] is None else "yes" if g["met"] else "no"
         rows.append(f"| {g['row']} − {g['twin']} | {g['seed']} | {points} | ≥ {g['bar']:g} | {met} |")
     by_key = {(x["key"], x["seed"]): x for x in r["short"]}

@@ -220,7 +220,8 @@ def short_tables(rows: list[dict], ham: dict | None, gap_rows: list[dict]) -> li
         md += ["", "| memory row − its twin, fully correct on seen numbers | seed | points | bar | met |",
                "|---|---:|---:|---:|---|"]
         md += [f"| {g['row']} − {g['twin']} | {g['seed']} | "
-               + ("twin not trained on these test examples yet | " if g["points"] is None else f"{g['points']:+.2f} | ")
+               + ("not yet: the pair is not scored on the same test examples | " if g["points"] is None
+                  else f"{g['points']:+.2f} | ")
                + f">= {g['bar']:.0f} | {'—' if g['met'] is None else 'yes' if g['met'] else 'no'} |"
                for g in gap_rows]
     return md
