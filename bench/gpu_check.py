@@ -155,7 +155,7 @@ def lookup_bench(device: str, sizes: list[int], batches: list[int], reps: int, c
     return rows
 
 
-def precision(device: str, n: int, queries: int = 4096) -> list[dict]:
+def precision(device: str, n: int, queries: int = 1024) -> list[dict]:
     """Top-1 agreement of half-precision device keys with float32, on queries near stored keys
     (each a key plus noise of norm ~0.3: the answer is usually that key, sometimes a close one)."""
     keys = unit_keys(n, device, seed=7).cpu().numpy()
