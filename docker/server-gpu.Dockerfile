@@ -5,7 +5,8 @@
 # The CUDA libraries come as pip wheels with faiss-gpu-cu12 and torch's CUDA build, so BASE is
 # the same Debian bookworm + python3 as the CPU image; the host needs the NVIDIA driver and the
 # NVIDIA container toolkit. TORCH_INDEX: the CUDA build of torch that matches faiss-gpu-cu12's
-# CUDA 12. PIP_ARGS as in server.Dockerfile (a wheelhouse of the CUDA wheels is several GB).
+# CUDA 12 (PyPI's own torch 2.13.0 is a CUDA 13 build; results/docker.md has the image built
+# from it). PIP_ARGS as in server.Dockerfile (a wheelhouse of the CUDA wheels is 3.3 GB).
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS build
 ARG PIP_ARGS=""
