@@ -160,6 +160,8 @@ def probes(runs: Path, rows: list[dict]) -> list[dict]:
         # (the control's queries are not the state's: nothing to probe)
         if not (m and m.group(1) in SHORT and "memory" in SHORT[m.group(1)] and "fixed" not in SHORT[m.group(1)]):
             continue
+        if not (d / "eval.json").is_file():   # still training: probed once it is scored (its folder may
+            continue                           # carry the name of an earlier run's row)
         steps = {int(p.stem.split("-")[1]): p for p in d.glob("checkpoint-*.pt")}
         if d.name in finished:
             steps[finished[d.name]["train_steps"]] = d / "checkpoint.pt"
@@ -267,7 +269,7 @@ def main(argv=None) -> int:
     full = json.loads(full_path.read_text()) if full_path.is_file() else None
     (results / "synthetic.json").write_text(json.dumps({"short": rows, "hamming_short": ham, "gaps": gap_rows,
                                                         "probe": probe_rows, "paper": PAPER}, indent=2))
-    here = [r for r in rows if (a.runs / r["dir"] / "metrics.jsonl").is_file()]
+    here = [r for r in rows if (a.runs / r["dir"] / "eval.json").is_file()]   # finished here (not a namesake in training)
     if here:   # the curves of the runs whose logs are in this checkout
         curves(a.runs, here, results / "synthetic_curves.png")
     md = ["# Synthetic rare-function task (paper Table 2)", "",
