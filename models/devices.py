@@ -8,13 +8,14 @@ import os
 import torch
 
 from raremem.models.errors import SetupError
+from raremem.server.config import device_format_error
 
 
 def resolve_device(flag: str, hogwild: bool = False) -> torch.device:
     """``flag``: "" (CUDA when there is one, else the CPU), "cpu", "cuda" or "cuda:N". Under
     torchrun "cuda" means this process's GPU (``LOCAL_RANK``). Hogwild replicas share their
     parameters through CPU shared memory, so they run on the CPU."""
-    if flag not in ("", "cpu", "cuda") and not (flag.startswith("cuda:") and flag[5:].isdigit()):
+    if device_format_error(flag):   # the memory's own spelling rule (server/config.py), one place
         raise SetupError(f"--device is cpu, cuda or cuda:N, not {flag!r}")
     if flag == "cpu" or (flag == "" and (hogwild or not torch.cuda.is_available())):
         return torch.device("cpu")
