@@ -117,13 +117,6 @@ def make_backend(server: str, name: str, key_dim: int, size: int, token: str | N
     return RemoteBackend(server, name, key_dim, size, token=token, **config)
 
 
-def uniformity(q: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """(R, d) unit rows -> log mean_{i<j} exp(-t |q_i - q_j|^2): 0 when all alike, about -2t
-    when spread over the sphere (Wang & Isola, ICML 2020). Added to the memory loss it makes
-    queries that all look alike costly (models/neural_gpu/model.py says why they drift there)."""
-    return torch.pdist(q).pow(2).mul(-t).exp().mean().log()
-
-
 @dataclass
 class MemoryOutput:
     result: torch.Tensor   # (B,) int64: value of the nearest key, -1 if memory is empty
@@ -142,6 +135,14 @@ class MemoryLayer(nn.Module):
         self.query_proj = nn.Linear(key_dim, key_dim, bias=False)
         nn.init.trunc_normal_(self.query_proj.weight, std=0.01, a=-0.02, b=0.02)
         self.seconds = 0.0   # wall time spent in the backend's lookups (trainers log its share of a step)
+        self.held = False    # see hold
+
+    def hold(self, held: bool) -> None:
+        """Hold the queries still (a warm-up): the layer reads its input detached and the
+        projection gets no gradient, so no loss moves the queries while ``held`` and the memory
+        fills with keys of the untrained query path first."""
+        self.held = held
+        self.query_proj.weight.requires_grad_(not held)
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """(B, d) activations in any float dtype -> (B, d) unit float32 queries (design.md §3: the
@@ -155,7 +156,7 @@ class MemoryLayer(nn.Module):
         """Look up x (B, d); with labels, the loss terms and (if ``update``) the memory update.
         ``sources`` (B,): provenance of the writes, and with ``leave_one_out`` each query's own
         source, whose slots the lookup skips."""
-        q = self.query(x)                                                   # (B, d) unit rows
+        q = self.query(x.detach() if self.held else x)                      # (B, d) unit rows
         np_labels = labels.detach().cpu().numpy().astype(np.int64) if labels is not None else None
         update = update and labels is not None
         t0 = time.perf_counter()

@@ -11,18 +11,12 @@ held-out or one-shot word) can only reach the output this way. Under teacher for
 steps of a batch go to the memory in one call; greedy decoding makes one call per step, beam
 search (models/translation/beam.py) one per step for all beams.
 
-``query_from="tower"``, for tasks whose output position t answers to source position t (the
-synthetic task): the memory is queried not with ``a_t`` but with ``k_t``, a key tower's state
-at source position t (``k`` a bidirectional LSTM of its own over the source; past the source's
-end its last position). On a task whose outputs the cross-entropy cannot predict (the random
-f) training flattens ``a_t`` until its queries no longer tell inputs apart; the tower is read
-only by the memory, so the memory's losses (and the decoder's through w_t) train it, and the
-output's do not flatten it. (Read through the model's attention instead, it named no digit
-position: this model copies through its LSTM state and its attention stays near uniform —
-results/synthetic.md.) The tower knows the task's alignment, a prior the paper's model lacks;
-its fair twin is the same model without memory whose tower feeds the decoder directly:
-``query_from="tower"`` without the memory layer adds ``k_t`` to the attention vector's inputs,
-``a_t = tanh(W [h_t; c_t; k_t])``, so a row's gain over that twin is the memory's alone.
+``tower``, for tasks whose output position t answers to source position t (the synthetic task;
+a recipe of models/neural_gpu/recipes.py builds it): a module of its own over the source whose
+state at position t (past the source's end, its last position) stands for output position t.
+With the memory layer the memory is queried with it instead of ``a_t``; without, it joins the
+attention vector's inputs, ``a_t = tanh(W [h_t; c_t; k_t])``: the twin with the same prior and
+no memory.
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from raremem.models.memory_layer import MemoryLayer, uniformity
+from raremem.models.memory_layer import MemoryLayer
 
 
 @dataclass
@@ -55,17 +49,12 @@ class Seq2SeqConfig:
     go: int = -1               # the decoder's first input; -1 = an extra embedding row
     eos: int = -1              # greedy decoding stops once every row produced it; -1 = never
     copy: bool = False         # the memory's value also raises its own logit by gate(a_t) * w_t
-    query_from: str = "state"  # "state": a_t queries the memory (the paper's) | "tower" (see above)
-    # Weight of the queries' uniformity term (memory_layer.uniformity over a batch's queries,
-    # at most UNIFORMITY_SAMPLE of them) in the memory loss; 0 = none (the paper's).
-    query_uniformity: float = 0.0
-
-
-UNIFORMITY_SAMPLE = 1024   # pairs grow as n^2: a batch of translation positions holds ~2K queries
 
 
 class AttentionSeq2Seq(nn.Module):
-    def __init__(self, cfg: Seq2SeqConfig, backend=None):
+    def __init__(self, cfg: Seq2SeqConfig, backend=None, tower=None):
+        """``tower``: a function building the aligned source module (src (B, S) -> (B, S, U); see
+        above), called after every other weight is drawn."""
         super().__init__()
         u = cfg.units
         self.cfg = cfg
@@ -82,8 +71,7 @@ class AttentionSeq2Seq(nn.Module):
         self.decoder = nn.LSTM(u, u, cfg.layers, batch_first=True, dropout=cfg.dropout)
         self.att_q, self.att_k = nn.Linear(u, u, bias=False), nn.Linear(u, u)
         self.att_v = nn.Linear(u, 1, bias=False)
-        aligned = cfg.query_from == "tower" and not cfg.memory_layer   # the fair twin: k_t joins a_t
-        self.combine = nn.Linear((3 if aligned else 2) * u, u)
+        self.combine = nn.Linear((3 if tower is not None and not cfg.memory_layer else 2) * u, u)   # k_t joins a_t
         self.out = nn.Linear(u, cfg.tgt_vocab)
         # Created after everything the baseline has, so both draw the same initial weights.
         self.memory = MemoryLayer(u, backend) if cfg.memory_layer else None
@@ -94,21 +82,10 @@ class AttentionSeq2Seq(nn.Module):
         if self.copy_gate is not None:   # zero: the copy term starts switched off
             nn.init.zeros_(self.copy_gate.weight)
             nn.init.zeros_(self.copy_gate.bias)
-        if cfg.query_from not in ("state", "tower"):
-            raise ValueError("query_from is 'state' or 'tower'")
-        if cfg.query_from == "tower":   # u/2 each way, like the GNMT encoder's first layer
-            self.tower_embed = nn.Embedding(cfg.src_vocab, u)
-            self.tower = nn.LSTM(u, u // 2, 1, batch_first=True, bidirectional=True)
-        self.queries_frozen = False   # see freeze_queries
-
-    def freeze_queries(self, frozen: bool) -> None:
-        """Hold the query path still (a warm-up): the memory reads its input detached and the
-        query projection gets no gradient, so the memory first fills with keys of the untrained
-        path (the Neural GPU's key tower: models/neural_gpu/model.py)."""
-        if self.memory is None:
-            raise ValueError("freeze_queries needs the memory layer")
-        self.queries_frozen = frozen
-        self.memory.query_proj.weight.requires_grad_(not frozen)
+        self.tower = tower() if tower is not None else None
+        # An extra term on a memory call's unit queries (n, U) -> (), added to the memory loss
+        # while training (a recipe's; none in the paper).
+        self.query_penalty = None
 
     def encode(self, src: torch.Tensor):
         """src (B, S) -> (states (B, S, U), decoder initial state or None)."""
@@ -125,7 +102,7 @@ class AttentionSeq2Seq(nn.Module):
         scores = self.att_v(torch.tanh(self.att_q(dec)[:, :, None] + ctx["keys"][:, None])).squeeze(-1)  # (B, T, S)
         weights = scores.masked_fill(ctx["pad"][:, None], float("-inf")).softmax(-1)
         parts = [dec, weights @ ctx["enc"]]
-        if "tower" in ctx and self.memory is None:   # the fair twin: the aligned tower feeds a_t
+        if "tower" in ctx and self.memory is None:   # the twin: the aligned tower feeds a_t
             parts.append(self._aligned(ctx, dec.shape[1]))
         return torch.tanh(self.combine(torch.cat(parts, -1)))
 
@@ -137,18 +114,14 @@ class AttentionSeq2Seq(nn.Module):
         pos = (ctx["t"] + torch.arange(steps, device=k.device)).clamp(max=k.shape[1] - 1)
         return k[:, pos]
 
-    def _query_input(self, att: torch.Tensor, ctx: dict) -> torch.Tensor:
-        """What the memory layer projects into queries (B, T, U): a_t, or the aligned tower's states."""
-        x = self._aligned(ctx, att.shape[1]) if "tower" in ctx else att
-        return x.detach() if self.queries_frozen else x
-
     def _with_memory(self, att: torch.Tensor, ctx: dict, labels: torch.Tensor | None, update: bool,
                      mask: torch.Tensor, sources: torch.Tensor | None, leave_one_out: bool = False):
         """att (B, T, U): one memory call for the B*T positions where ``mask`` (B, T) holds.
         Returns (logits (B, T, V), mean memory loss, values (B, T)). The weight's gradient
         terms are asked for only when autograd records (not while decoding)."""
         B, T, U = att.shape
-        flat, keep = self._query_input(att, ctx).reshape(B * T, U), mask.reshape(-1)
+        asked = self._aligned(ctx, T) if "tower" in ctx else att             # (B, T, U)
+        flat, keep = asked.reshape(B * T, U), mask.reshape(-1)
         src = None if sources is None else sources[:, None].expand(B, T).reshape(-1)[keep]
         out = self.memory(flat[keep], labels.reshape(-1)[keep] if labels is not None else None,
                           update=update, weight_grad=torch.is_grad_enabled(), sources=src,
@@ -164,9 +137,8 @@ class AttentionSeq2Seq(nn.Module):
             w = weight.new_zeros(B * T).index_put(rows, weight).reshape(B, T, 1).to(logits.dtype)
             logits = logits.scatter_add(-1, values.reshape(B, T, 1).clamp(min=0), self.copy_gate(att) * w)
         loss = out.loss.mean()
-        if self.cfg.query_uniformity and len(out.query) > 1 and torch.is_grad_enabled():
-            q = out.query[torch.randperm(len(out.query), device=att.device)[:UNIFORMITY_SAMPLE]]
-            loss = loss + self.cfg.query_uniformity * uniformity(q)
+        if self.query_penalty is not None and len(out.query) > 1 and torch.is_grad_enabled():
+            loss = loss + self.query_penalty(out.query)
         return logits, loss, values.reshape(B, T)
 
     def states(self, src: torch.Tensor, tgt: torch.Tensor, ctx: dict | None = None) -> torch.Tensor:
@@ -182,8 +154,8 @@ class AttentionSeq2Seq(nn.Module):
         """Encode src (B, S) once for step-by-step decoding: what ``step`` reads."""
         enc, state = self.encode(src)
         ctx = {"enc": enc, "keys": self.att_k(enc), "pad": src == self.cfg.pad, "state": state, "t": -1}
-        if self.cfg.query_from == "tower":
-            ctx["tower"] = self.tower(self.tower_embed(src))[0]                # (B, S, U)
+        if self.tower is not None:
+            ctx["tower"] = self.tower(src)                                     # (B, S, U)
         return ctx
 
     def step_states(self, prev: torch.Tensor, ctx: dict) -> torch.Tensor:

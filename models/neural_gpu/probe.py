@@ -29,7 +29,8 @@ import numpy as np
 import torch.nn.functional as F
 
 from raremem.models.memory_layer import make_backend
-from raremem.models.neural_gpu.model import QUERY_SOURCES, ModelConfig, build_model
+from raremem.models.neural_gpu.model import ModelConfig
+from raremem.models.neural_gpu.recipes import DEFAULTS, QUERY_SOURCES, build_model
 from raremem.models.neural_gpu.task import A, B, DIGIT0, DIGITS, HIGH, LOW, random_function, to_base4
 
 
@@ -89,9 +90,10 @@ def load_model(checkpoint: str | None, arch: str, seed: int = 0, query_from: str
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         known = {f.name for f in fields(ModelConfig)}
         mc = ModelConfig(**{k: v for k, v in state["config"].items() if k in known} | {"memory_layer": True})
+        settings = {k: v for k, v in state["config"].items() if k in DEFAULTS}
     else:
-        state, mc = None, ModelConfig(arch=arch, memory_layer=True, query_from=query_from)
-    model = build_model(mc, make_backend("local", "probe", mc.key_dim, 64))
+        state, mc, settings = None, ModelConfig(arch=arch, memory_layer=True), {"query_from": query_from}
+    model = build_model(mc, settings, make_backend("local", "probe", mc.key_dim, 64))
     if state is not None:
         model.load_state_dict(state["model"])
     return model
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", nargs="?", help="a trained run's checkpoint.pt (with memory)")
     p.add_argument("--fresh", action="store_true", help="probe a freshly initialised model instead")
     p.add_argument("--arch", default="ngpu", choices=("ngpu", "seq2seq"))
-    p.add_argument("--query-from", default="state", choices=QUERY_SOURCES,
+    p.add_argument("--query-from", default="state", choices=QUERY_SOURCES["ngpu"],
                    help="with --fresh: where the fresh Neural GPU's queries come from")
     p.add_argument("--numbers", type=int, default=1000)
     p.add_argument("--task-seed", type=int, default=0)
@@ -116,8 +118,7 @@ def main(argv=None) -> int:
     if a.state:   # what the network hands the memory, before the learned projection
         with torch.no_grad():
             model.memory.query_proj.weight.copy_(torch.eye(model.memory.query_proj.weight.shape[0]))
-    result = {"model": a.checkpoint or f"fresh {a.arch}", "state": a.state,
-              "query_from": getattr(model.cfg, "query_from", "state"),
+    result = {"model": a.checkpoint or f"fresh {a.arch}, queries from {a.query_from}", "state": a.state,
               **probe(model, random_function(a.task_seed), a.numbers)}
     text = json.dumps(result, indent=2)
     if a.out:

@@ -30,8 +30,8 @@ import numpy as np
 
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
-from raremem.models.neural_gpu.model import ModelConfig, build_model
-from raremem.models.neural_gpu.recipes import SETTINGS, recipe_named
+from raremem.models.neural_gpu.model import ModelConfig
+from raremem.models.neural_gpu.recipes import QUERY_SOURCES, SETTINGS, build_model, recipe_named
 from raremem.models.neural_gpu.task import (PAD, PRESETS, coverage, fully_correct, held_out, make_splits,
                                             validation_set)
 from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
@@ -51,16 +51,16 @@ class TrainConfig(SequenceFlags):
     # The memory rows' query recipe by name (recipes.py): it sets the query settings below, which
     # as flags of their own remain only for the commands of earlier results. "" = those flags.
     recipe: str = ""
-    fixed_queries: bool = False     # the control: fixed (number, digit position) queries (model.py)
-    weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (model.py)
-    query_grad: bool = True         # the memory's losses reach the network through the query (model.py)
+    fixed_queries: bool = False     # the control: fixed (number, digit position) queries (recipes.py)
+    weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (recipes.py)
+    query_grad: bool = True         # the memory's losses reach the network through the query (recipes.py)
     # Where the queries come from: "state" (the authors': the Neural GPU's state, seq2seq's
-    # attention vector), "encoder" (Neural GPU) or "tower" (model.py, models/seq2seq.py)
+    # attention vector), "encoder" (Neural GPU) or "tower" (recipes.py)
     query_from: str = "state"
-    # Steps at the start in which no loss moves the learned queries (model.freeze_queries): the
+    # Steps at the start in which no loss moves the learned queries (MemoryLayer.hold): the
     # memory first fills with keys of every number from other examples. 0 = none.
     query_warmup: int = 0
-    query_uniformity: float = 0.0   # weight of the queries' uniformity term in the memory loss (model.py)
+    query_uniformity: float = 0.0   # weight of the queries' uniformity term in the memory loss (recipes.py)
     # Lookups skip the slots of their own example (its copies from earlier epochs): an example
     # seen again finds its own earlier key, so without this the memory loss is met by telling
     # exact inputs apart, not by a query that names the number in any context (test inputs
@@ -115,7 +115,7 @@ class TrainConfig(SequenceFlags):
                              "memory (--query-from tower --no-memory-layer)")
         if self.val_examples < 1:
             raise ValueError("--val-examples is >= 1")
-        if self.query_from not in (("state", "encoder", "tower") if self.arch == "ngpu" else ("state", "tower")):
+        if self.query_from not in QUERY_SOURCES[self.arch]:
             raise ValueError("--query-from: state, encoder or tower for the Neural GPU; state or tower for seq2seq")
         other = {"ngpu": ("units",), "seq2seq": ("channels", "weight_grad", "query_grad")}[self.arch]
         changed = [name for name in other if getattr(self, name) != type(self).__dataclass_fields__[name].default]
@@ -141,9 +141,10 @@ class TrainConfig(SequenceFlags):
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(arch=self.arch, memory_layer=self.memory_layer, channels=self.channels, units=self.units,
-                           dropout=self.dropout, fixed_queries=self.fixed_queries, weight_grad=self.weight_grad,
-                           query_grad=self.query_grad, query_from=self.query_from,
-                           query_uniformity=self.query_uniformity)
+                           dropout=self.dropout)
+
+    def query_settings(self) -> dict:
+        return {name: getattr(self, name) for name in SETTINGS}
 
     def default_out(self) -> str:
         return (f"runs/synthetic/{self.preset}-{self.arch}-{'memory' if self.memory_layer else 'plain'}"
@@ -173,7 +174,7 @@ def make_model(cfg: TrainConfig, address: str | None):
     backend = None
     if cfg.memory_layer and address:
         backend = memory_backend(cfg, address, memory_name(cfg), mc.key_dim)
-    return build_model(mc, backend)
+    return build_model(mc, cfg.query_settings(), backend)
 
 
 def gold_probability(cfg: TrainConfig, step: int) -> float:
@@ -226,7 +227,7 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         targets = torch.from_numpy(train_set.targets[idx, :length])
         gold = gold_weight(cfg, i, run.rng)
         if cfg.query_warmup:
-            model.freeze_queries(i < cfg.query_warmup)
+            model.memory.hold(i < cfg.query_warmup)
         row, out = sequence_step(model, net, opt, cfg, torch.from_numpy(train_set.inputs[idx, :length]), targets,
                                  PAD, gold_weight=gold, sources=torch.from_numpy(idx),
                                  numbers=torch.from_numpy(train_set.numbers[idx]),

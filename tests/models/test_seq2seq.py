@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from raremem.models.memory_layer import make_backend
+from raremem.models.neural_gpu.recipes import AlignedTower, Uniformity
 from raremem.models.seq2seq import AttentionSeq2Seq, Seq2SeqConfig
+
+
+def _tower():
+    return AlignedTower(20, 16)
 
 
 @pytest.mark.parametrize("memory", [False, True])
@@ -37,8 +42,8 @@ def test_gnmt_shape_gradients_and_memory(memory):
     assert greedy.logits.shape[0] == 5 and greedy.logits.shape[1] <= 9
 
 
-@pytest.mark.parametrize("options", [{}, {"copy": True}, {"query_from": "tower"}])
-def test_memory_model_starts_as_its_baseline(options):
+@pytest.mark.parametrize("options, tower", [({}, None), ({"copy": True}, None), ({}, _tower)])
+def test_memory_model_starts_as_its_baseline(options, tower):
     """The read-out's memory part (and the copy gate) starts at zero and the memory layer's
     weights are drawn after the baseline's: at the same seed, the memory model's logits are the
     baseline's exactly, whatever the memory returns."""
@@ -48,7 +53,8 @@ def test_memory_model_starts_as_its_baseline(options):
     base = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, bidirectional_first=True))
     torch.manual_seed(4)
     backend = make_backend("local", "m", 16, 64, choose_k=8)
-    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, bidirectional_first=True, **options), backend)
+    mem = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, bidirectional_first=True, **options), backend,
+                           tower=tower)
     base.eval(), mem.eval()
     mem(src, tgt, update=True)                               # fill the memory: its answers are non-trivial
     assert backend.store.filled > 0
@@ -83,7 +89,7 @@ def test_the_copy_gate_raises_only_the_memory_values_logit_by_gate_times_weight(
 
 
 def test_the_uniformity_term_adds_the_weighted_spread_of_the_queries_to_the_memory_loss():
-    """With ``query_uniformity`` w the memory loss is the margin loss plus w times
+    """With the uniformity term at weight w the memory loss is the margin loss plus w times
     log mean exp(-2 |q_i - q_j|^2) over the unit queries asked (computed here by hand);
     without gradients (decoding) the term is left out."""
     torch.manual_seed(0)
@@ -92,8 +98,8 @@ def test_the_uniformity_term_adds_the_weighted_spread_of_the_queries_to_the_memo
     for w in (0.0, 0.5):
         torch.manual_seed(1)
         backend = make_backend("local", f"u{w}", 16, 64, choose_k=8)
-        model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, dropout=0.0, query_uniformity=w),
-                                 backend).eval()
+        model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, dropout=0.0), backend).eval()
+        model.query_penalty = Uniformity(w) if w else None
         with torch.no_grad():
             model(src, tgt, update=True)
         losses[w] = model(src, tgt).memory_loss
@@ -122,7 +128,7 @@ def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
     torch.manual_seed(0)
     src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 9))
     backend = make_backend("local", "k", 16, 256, choose_k=8)
-    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, dropout=0.0, query_from="tower"), backend)
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=True, dropout=0.0), backend, tower=_tower)
     asked = []
     hook = model.memory.query_proj.register_forward_hook(lambda _m, args, _out: asked.append(args[0].detach()))
     with torch.no_grad():
@@ -130,33 +136,31 @@ def test_a_key_tower_learns_from_the_memory_only_and_holds_still_while_frozen():
         model(src, max_len=9)
     hook.remove()
     with torch.no_grad():
-        tower = model.tower(model.tower_embed(src))[0]                       # (4, 7, 16)
+        tower = model.tower(src)                                             # (4, 7, 16)
     want = tower[:, [0, 1, 2, 3, 4, 5, 6, 6, 6]]                             # (4, 9, 16)
     torch.testing.assert_close(asked[0], want.reshape(-1, 16))
     torch.testing.assert_close(torch.stack(asked[1:], 1), want)
     model(src, tgt).memory_loss.backward()
-    assert _reached(model.tower) and _reached(model.tower_embed) and _reached(model.memory)
+    assert _reached(model.tower.embed) and _reached(model.tower.lstm) and _reached(model.memory)
     assert not any(_reached(m) for m in (model.encoder, model.decoder, model.embed_in, model.att_q, model.att_k))
     model.zero_grad(set_to_none=True)
     out = model(src, tgt)
     torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), tgt.reshape(-1)).backward()
     assert _reached(model.encoder) and _reached(model.decoder) and not _reached(model.tower)
     model.zero_grad(set_to_none=True)
-    model.freeze_queries(True)
+    model.memory.hold(True)
     assert not model(src, tgt).memory_loss.requires_grad   # no parameter behind the queries while held
-    model.freeze_queries(False)
+    model.memory.hold(False)
     assert model(src, tgt).memory_loss.requires_grad
-    with pytest.raises(ValueError, match="query_from"):
-        AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, query_from="encoder"))
 
 
 def test_the_fair_twin_reads_the_aligned_tower_in_its_attention_vector():
-    """Without memory, ``query_from="tower"`` feeds the tower's state at source position t into
+    """Without memory, the aligned tower feeds its state at source position t into
     a_t = tanh(W [h_t; c_t; k_t]), teacher-forced and step by step alike (the same alignment the
     memory row's queries get), and the cross-entropy trains the tower."""
     torch.manual_seed(0)
     src, tgt = torch.randint(1, 20, (4, 7)), torch.randint(1, 20, (4, 9))
-    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, dropout=0.0, query_from="tower"))
+    model = AttentionSeq2Seq(Seq2SeqConfig(20, 20, units=16, memory_layer=False, dropout=0.0), tower=_tower)
     model.eval()
     seen = []
     hook = model.combine.register_forward_hook(lambda _m, args, _out: seen.append(args[0][..., 32:].detach()))
@@ -170,10 +174,10 @@ def test_the_fair_twin_reads_the_aligned_tower_in_its_attention_vector():
     hook.remove()
     torch.testing.assert_close(torch.cat(stepped, 1), forced)
     with torch.no_grad():
-        tower = model.tower(model.tower_embed(src))[0]                       # (4, 7, 16)
+        tower = model.tower(src)                                             # (4, 7, 16)
     want = tower[:, [0, 1, 2, 3, 4, 5, 6, 6, 6]]                             # (4, 9, 16)
     torch.testing.assert_close(seen[0], want)
     torch.testing.assert_close(torch.cat(seen[1:], 1), want)
     out = model(src, tgt)
     torch.nn.functional.cross_entropy(out.logits.reshape(-1, 20), tgt.reshape(-1)).backward()
-    assert _reached(model.tower) and _reached(model.tower_embed)
+    assert _reached(model.tower.embed) and _reached(model.tower.lstm)

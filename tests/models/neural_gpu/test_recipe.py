@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from raremem.models.memory_layer import make_backend, uniformity
+from raremem.models.memory_layer import make_backend
 from raremem.models.neural_gpu.evaluate import SEEN_BUCKETS, scores
 from raremem.models.neural_gpu.model import CGRU, GATE_BIAS, INIT_GAIN, ExtendedNeuralGPU, ModelConfig, cutoff_sigmoid
+from raremem.models.neural_gpu.recipes import build_model, uniformity
 from raremem.models.neural_gpu.task import DIGITS, MAX_LENGTH, PAD, PRESETS, coverage, make_splits, random_function
 from raremem.models.neural_gpu.train import TrainConfig, decay_on_worse, gold_probability, gold_weight
 
@@ -105,7 +106,7 @@ def test_fixed_query_control_remembers_every_run_it_wrote():
     number's key that happens to hold the right digit; at the model's 32 they do not here.)"""
     torch.manual_seed(0)
     backend = make_backend("local", "c", 32, 4096, choose_k=4, age_noise=0.0)
-    model = ExtendedNeuralGPU(ModelConfig(channels=32, height=2, nconv=1, fixed_queries=True), backend)
+    model = build_model(ModelConfig(channels=32, height=2, nconv=1), {"fixed_queries": True}, backend)
     train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
     idx = np.argsort(train.lengths)[-12:]
     length = int(train.lengths[idx].max())
@@ -130,8 +131,8 @@ def test_decoder_loss_reaches_the_queries_only_through_w1_when_asked(weight_grad
     on the tape; with weight_grad off it does not (the memory loss still does)."""
     torch.manual_seed(0)
     train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
-    model = ExtendedNeuralGPU(ModelConfig(channels=8, dropout=0.0, weight_grad=weight_grad),
-                              make_backend("local", "m", 8, 4096, choose_k=8))
+    model = build_model(ModelConfig(channels=8, dropout=0.0), {"weight_grad": weight_grad},
+                        make_backend("local", "m", 8, 4096, choose_k=8))
     inputs, targets = torch.from_numpy(train.inputs[:32, :12]), torch.from_numpy(train.targets[:32, :12])
     for _ in range(3):   # fill the memory, so suggestions exist
         model(inputs, targets, update=True)
@@ -148,8 +149,8 @@ def test_the_memory_loss_reaches_the_network_only_when_asked(query_grad):
     """With query_grad off the memory loss trains the query projection and nothing else."""
     torch.manual_seed(0)
     train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
-    model = ExtendedNeuralGPU(ModelConfig(channels=8, dropout=0.0, query_grad=query_grad),
-                              make_backend("local", "m", 8, 4096, choose_k=8))
+    model = build_model(ModelConfig(channels=8, dropout=0.0), {"query_grad": query_grad},
+                        make_backend("local", "m", 8, 4096, choose_k=8))
     inputs, targets = torch.from_numpy(train.inputs[:32, :12]), torch.from_numpy(train.targets[:32, :12])
     for _ in range(3):
         model(inputs, targets, update=True)
@@ -159,11 +160,12 @@ def test_the_memory_loss_reaches_the_network_only_when_asked(query_grad):
     assert (reached is not None and reached.abs().sum() > 0) == query_grad
 
 
-def _filled(cfg: ModelConfig):
-    """A small Neural GPU + memory whose memory holds a few batches, and that batch."""
+def _filled(**settings):
+    """A small Neural GPU + memory with the query ``settings``, whose memory holds a few
+    batches, and that batch."""
     torch.manual_seed(0)
     train, _, _ = make_splits(0, n_train=64, n_test=8, preset="short")
-    model = ExtendedNeuralGPU(cfg, make_backend("local", "m", 8, 4096, choose_k=8))
+    model = build_model(ModelConfig(channels=8, dropout=0.0), settings, make_backend("local", "m", 8, 4096, choose_k=8))
     inputs, targets = torch.from_numpy(train.inputs[:32, :12]), torch.from_numpy(train.targets[:32, :12])
     for _ in range(3):
         model(inputs, targets, update=True)
@@ -177,32 +179,34 @@ def _reached(module: torch.nn.Module) -> bool:
 def test_the_key_tower_learns_from_the_memory_only():
     """Queries from the tower: the memory loss trains the tower and not the encoder; the
     cross-entropy reaches the encoder and (with w_1's gradient off) not the tower."""
-    model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="tower", weight_grad=False))
+    model, inputs, targets = _filled(query_from="tower", weight_grad=False)
     out = model(inputs, targets, update=False)
     out.memory_loss.backward()
-    assert _reached(model.tower) and _reached(model.tower_embed) and model.memory.query_proj.weight.grad.abs().sum() > 0
+    assert _reached(model.queries) and model.memory.query_proj.weight.grad.abs().sum() > 0
     assert not _reached(model.encoder) and not _reached(model.decoder)
     model.zero_grad(set_to_none=True)
     out = model(inputs, targets, update=False)
     torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), targets.reshape(-1),
                                       ignore_index=PAD).backward()
     assert _reached(model.encoder) and _reached(model.decoder)
-    assert not _reached(model.tower) and not _reached(model.tower_embed)
+    assert not _reached(model.queries)
 
 
 def test_queries_from_the_encoder_skip_the_decoder():
     """Queries from the encoder's final state: the memory loss reaches the encoder, never the
     decoder's cells (which run after the state the query reads)."""
-    model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="encoder"))
+    model, inputs, targets = _filled(query_from="encoder")
     model(inputs, targets, update=False).memory_loss.backward()
     assert _reached(model.encoder) and not _reached(model.decoder)
 
 
 def test_query_sources_are_checked():
-    with pytest.raises(ValueError, match="query_from is one of"):
-        ExtendedNeuralGPU(ModelConfig(channels=8, query_from="decoder"))
-    with pytest.raises(ValueError, match="learned queries"):
-        ExtendedNeuralGPU(ModelConfig(channels=8, memory_layer=False, query_from="tower"))
+    with pytest.raises(ValueError, match="query_from for ngpu is one of"):
+        build_model(ModelConfig(channels=8), {"query_from": "decoder"})
+    with pytest.raises(ValueError, match="needs the memory layer"):
+        build_model(ModelConfig(channels=8, memory_layer=False), {"query_from": "tower"})
+    with pytest.raises(ValueError, match="seq2seq's queries take no"):
+        build_model(ModelConfig(arch="seq2seq", units=8), {"weight_grad": False})
     with pytest.raises(ValueError, match="--query-from"):
         TrainConfig(arch="seq2seq", query_from="encoder").validate()
     with pytest.raises(ValueError, match="--query-from"):   # the Neural GPU has no twin of the tower
@@ -213,18 +217,16 @@ def test_query_sources_are_checked():
 
 
 def test_held_queries_get_no_gradient_until_released():
-    """freeze_queries: while held, the memory loss reaches neither the tower nor the projection."""
-    model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="tower"))
-    model.freeze_queries(True)
+    """A held memory layer: no loss reaches the tower or the projection until released."""
+    model, inputs, targets = _filled(query_from="tower")
+    model.memory.hold(True)
     out = model(inputs, targets, update=False)
     (out.memory_loss + out.logits.sum()).backward()
-    assert not _reached(model.tower) and model.memory.query_proj.weight.grad is None
+    assert not _reached(model.queries) and model.memory.query_proj.weight.grad is None
     model.zero_grad(set_to_none=True)
-    model.freeze_queries(False)
+    model.memory.hold(False)
     model(inputs, targets, update=False).memory_loss.backward()
-    assert _reached(model.tower) and model.memory.query_proj.weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="learned memory queries"):
-        ExtendedNeuralGPU(ModelConfig(channels=8, memory_layer=False)).freeze_queries(True)
+    assert _reached(model.queries) and model.memory.query_proj.weight.grad.abs().sum() > 0
 
 
 def test_leave_one_out_skips_the_examples_own_slots():
@@ -259,7 +261,7 @@ def test_uniformity_is_zero_when_queries_are_alike_and_falls_as_they_spread():
 def test_the_uniformity_term_enters_the_memory_loss_only_when_weighted():
     losses = {}
     for weight in (0.0, 0.5):
-        model, inputs, targets = _filled(ModelConfig(channels=8, dropout=0.0, query_from="tower", query_uniformity=weight))
+        model, inputs, targets = _filled(query_from="tower", query_uniformity=weight)
         losses[weight] = model(inputs, targets, update=False).memory_loss.item()
         with torch.no_grad():   # decoding asks for no gradient: no term
             assert float(model(inputs, targets, update=False).memory_loss) == pytest.approx(losses[0.0] if weight else
@@ -308,3 +310,23 @@ def test_a_named_recipe_is_the_settings_it_names_and_refuses_others(capsys):
         with pytest.raises(SystemExit) as exit_:
             parse_config(TrainConfig, argv)
         assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch, legacy", [
+    ("ngpu", {"queries.embed.": "tower_embed.", "queries.cells.": "tower."}),
+    ("seq2seq", {"tower.embed.": "tower_embed.", "tower.lstm.": "tower."})])
+def test_checkpoints_from_before_the_query_paths_moved_still_load(arch, legacy):
+    """The key tower's weights were saved on the model itself (``tower_embed.*``, ``tower.*``);
+    such a checkpoint loads into today's model with every tower weight where it belongs."""
+    torch.manual_seed(0)
+    mc = ModelConfig(arch=arch, channels=8, units=16)
+    saved = build_model(mc, {"query_from": "tower"}, make_backend("local", "m", mc.key_dim, 64)).state_dict()
+    old = {}
+    for key, value in saved.items():
+        prefix = next((p for p in legacy if key.startswith(p)), None)
+        old[key if prefix is None else legacy[prefix] + key[len(prefix):]] = value
+    assert set(old) != set(saved) and not any(k.startswith(tuple(legacy)) for k in old)
+    torch.manual_seed(1)
+    fresh = build_model(mc, {"query_from": "tower"}, make_backend("local", "n", mc.key_dim, 64))
+    fresh.load_state_dict(old)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())
