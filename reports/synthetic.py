@@ -241,11 +241,9 @@ def probe_table(rows: list[dict]) -> list[str]:
 
 
 def full_table(full: dict) -> list[str]:
-    md = ["| model | ours % | paper % | steps | train time | machine, commit |", "|---|---:|---:|---:|---:|---|"]
-    for r in full["rows"]:
-        md.append(f"| {NAMES[r['row']]} | {pct(r['fully_correct'])} | {PAPER[r['row']]} | {r['train_steps']:,} | "
-                  f"{r['train_seconds'] / 60:.0f} min | {where(r['machine'])} |")
-    return md
+    return (["| model | ours % | paper % | steps | train time | machine, commit |", "|---|---:|---:|---:|---:|---|"]
+            + [f"| {NAMES[r['row']]} | {pct(r['fully_correct'])} | {PAPER[r['row']]} | {r['train_steps']:,} | "
+               f"{r['train_seconds'] / 60:.0f} min | {where(r['machine'])} |" for r in full["rows"]])
 
 
 def main(argv=None) -> int:
