@@ -25,5 +25,5 @@ def finish(fig, path: Path, *legend_axes, dpi: int = 120, **legend) -> None:
         ax.legend(**legend)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")   # "tight": a legend placed outside the axes stays in
     plt.close(fig)

@@ -191,9 +191,13 @@ def curves(runs: Path, rows: list[dict], out: Path) -> None:
         b.plot([x["step"] for x in ev], [100 * x[quick] for x in ev], marker=".",
                label=label + ("" if quick.startswith("val") else " (test)"))
     a.set(xlabel="step", ylabel="cross-entropy, mean of 100 batches", title="training loss (short preset)")
-    b.set(xlabel="step", ylabel="% fully correct", title="quick evaluations: 1,000 validation examples\n"
-          "(earlier rows, marked: the first 1,000 test examples)")
-    finish(fig, out, a, b, fontsize=8)
+    b.set(xlabel="step", ylabel="% fully correct", title="quick evaluations (1,000 validation examples;\n"
+          "rows marked (test): the first 1,000 test examples)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    # one legend for both panels, below them: the rows' names are long
+    fig.legend(*b.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
+    finish(fig, out)
 
 
 def short_tables(rows: list[dict], ham: dict | None, gap_rows: list[dict]) -> list[str]:
