@@ -58,9 +58,11 @@ RECIPES = {
                             "held 1,500 steps, leave-one-out, uniformity term 0.1", ("ngpu", "seq2seq"),
                             {**TOWER_HELD, "query_uniformity": 0.1}),
 }
-# The settings a recipe may set: the trainer refuses them as flags beside --recipe.
-SETTINGS = ("fixed_queries", "weight_grad", "query_grad", "query_from", "query_warmup", "query_uniformity",
-            "leave_one_out")
+# The settings a recipe may set, at the paper's values (the trainer's flags default to these and
+# are refused beside --recipe).
+DEFAULTS = {"fixed_queries": False, "weight_grad": True, "query_grad": True, "query_from": "state",
+            "query_warmup": 0, "query_uniformity": 0.0, "leave_one_out": False}
+SETTINGS = tuple(DEFAULTS)
 
 
 def recipe_named(name: str, arch: str) -> Recipe:
@@ -73,8 +75,6 @@ def recipe_named(name: str, arch: str) -> Recipe:
 
 
 QUERY_SOURCES = {"ngpu": ("state", "encoder", "tower"), "seq2seq": ("state", "tower")}
-DEFAULTS = {"fixed_queries": False, "weight_grad": True, "query_grad": True, "query_from": "state",
-            "query_warmup": 0, "query_uniformity": 0.0, "leave_one_out": False}   # the paper's: SETTINGS' defaults
 
 
 def build_model(cfg: ModelConfig, settings: dict | None = None, backend=None) -> nn.Module:

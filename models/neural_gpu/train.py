@@ -31,7 +31,7 @@ import numpy as np
 from raremem.models.distributed import Replica, bind_shared
 from raremem.models.neural_gpu.evaluate import evaluate, function_coverage
 from raremem.models.neural_gpu.model import ModelConfig
-from raremem.models.neural_gpu.recipes import QUERY_SOURCES, SETTINGS, build_model, recipe_named
+from raremem.models.neural_gpu.recipes import DEFAULTS, QUERY_SOURCES, SETTINGS, build_model, recipe_named
 from raremem.models.neural_gpu.task import (PAD, PRESETS, coverage, fully_correct, held_out, make_splits,
                                             validation_set)
 from raremem.models.sequence_training import LengthBuckets, SequenceFlags, sequence_step
@@ -51,21 +51,24 @@ class TrainConfig(SequenceFlags):
     # The memory rows' query recipe by name (recipes.py): it sets the query settings below, which
     # as flags of their own remain only for the commands of earlier results. "" = those flags.
     recipe: str = ""
-    fixed_queries: bool = False     # the control: fixed (number, digit position) queries (recipes.py)
-    weight_grad: bool = True        # the decoder's loss reaches the queries through w_1 (recipes.py)
-    query_grad: bool = True         # the memory's losses reach the network through the query (recipes.py)
+    # The query settings (recipes.py; defaults: the paper's, recipes.DEFAULTS): the control's fixed
+    # (number, digit position) queries; whether the decoder's loss reaches the queries through w_1;
+    # whether the memory's losses reach the network through the query.
+    fixed_queries: bool = DEFAULTS["fixed_queries"]
+    weight_grad: bool = DEFAULTS["weight_grad"]
+    query_grad: bool = DEFAULTS["query_grad"]
     # Where the queries come from: "state" (the authors': the Neural GPU's state, seq2seq's
     # attention vector), "encoder" (Neural GPU) or "tower" (recipes.py)
-    query_from: str = "state"
+    query_from: str = DEFAULTS["query_from"]
     # Steps at the start in which no loss moves the learned queries (MemoryLayer.hold): the
     # memory first fills with keys of every number from other examples. 0 = none.
-    query_warmup: int = 0
-    query_uniformity: float = 0.0   # weight of the queries' uniformity term in the memory loss (recipes.py)
+    query_warmup: int = DEFAULTS["query_warmup"]
+    query_uniformity: float = DEFAULTS["query_uniformity"]   # weight of the uniformity term (recipes.py)
     # Lookups skip the slots of their own example (its copies from earlier epochs): an example
     # seen again finds its own earlier key, so without this the memory loss is met by telling
     # exact inputs apart, not by a query that names the number in any context (test inputs
     # are new). Off by default: not in the authors' code.
-    leave_one_out: bool = False
+    leave_one_out: bool = DEFAULTS["leave_one_out"]
     channels: int = 32              # Neural GPU channels: the paper's small model
     units: int = 256                # seq2seq LSTM units
     # The authors' Neural GPU trainer (tensorflow/models research/neural_gpu, neural_gpu_trainer.py
