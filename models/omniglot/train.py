@@ -56,6 +56,11 @@ class TrainConfig(TrainerFlags):
     width: int = 5                  # classes per episode
     shots: int = 6                  # draws per class (episode length = width * shots)
     lr: float = 1e-4
+    # From episode batch lr_drop_step on, the learning rate is lr * lr_drop (0 = never): for the
+    # rest of a budget once the validation curve has flattened (results/omniglot_notes.md). The
+    # rate is a function of the step, so a resumed leg trains as an uninterrupted run would.
+    lr_drop_step: int = 0
+    lr_drop: float = 0.1
     adam_eps: float = 1e-4          # the authors' code
     clip: float = 5.0               # global gradient-norm clip
     rep_dim: int = 256
@@ -84,7 +89,13 @@ class TrainConfig(TrainerFlags):
             raise ValueError(f"--head is one of {HEADS}")
         if self.split not in SPLITS_KNOWN:
             raise ValueError(f"--split is one of {SPLITS_KNOWN}")
+        if self.lr_drop_step < 0 or not 0 < self.lr_drop <= 1:
+            raise ValueError("--lr-drop-step >= 0 and 0 < --lr-drop <= 1")
         return self
+
+    def learning_rate(self, step: int) -> float:
+        """The rate episode batch ``step`` (0-based) trains at."""
+        return self.lr * (self.lr_drop if self.lr_drop_step and step >= self.lr_drop_step else 1.0)
 
     def default_out(self) -> str:
         return f"runs/omniglot/{self.split}-{self.width}way-{self.head}-seed{self.seed}"
@@ -156,9 +167,11 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, run.rng)
         # A life-long shared memory keeps every episode's labels apart, across replicas too.
         offset = (i * replica.world + replica.rank) * cfg.batch * cfg.width if cfg.shared_memory else 0
+        for group in opt.param_groups:
+            group["lr"] = cfg.learning_rate(i)
         loss, correct = train_episodes(model, opt, ep, cfg.clip, net=net, reset=not cfg.shared_memory,
                                        label_offset=offset, device=replica.device, bf16=cfg.bf16)
-        row = {"loss": loss, "updates": (i + 1) * len(correct),
+        row = {"loss": loss, "updates": (i + 1) * len(correct), "lr": cfg.learning_rate(i),
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
         if val_backend and ((i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps):
             v = evaluate(model_encoder(model), val_backend, data.val, cfg.width, cfg.shots, cfg.eval_episodes,

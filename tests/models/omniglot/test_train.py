@@ -97,6 +97,26 @@ def test_resume_is_exact(server, tmp_path):
     assert len(legs) == 2                                                    # the resumed run has two legs
 
 
+def test_the_learning_rate_drops_at_its_step_and_a_resumed_leg_keeps_it(tmp_path):
+    """From --lr-drop-step on the optimiser steps at lr * lr_drop; a leg resumed past the drop
+    trains at the dropped rate (the optimiser's saved state holds the rate of its last step)."""
+    whole = small(tmp_path, steps=4, eval_every=0, lr_drop_step=2, lr_drop=0.1, out=str(tmp_path / "whole"))
+    train(whole, "local")
+    assert [r["lr"] for r in rows(whole)] == pytest.approx([3e-4, 3e-4, 3e-5, 3e-5])
+    legs = dataclasses.replace(whole, steps=3, checkpoint_every=1, out=str(tmp_path / "legs"))
+    train(legs, "local")
+    train(dataclasses.replace(legs, steps=4, resume=True), "local")
+    assert rows(legs)[-1]["loss"] == rows(whole)[-1]["loss"]
+    a = torch.load(f"{whole.out}/checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(f"{legs.out}/checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = small(tmp_path, steps=4, eval_every=0, out=str(tmp_path / "plain"))
+    train(plain, "local")
+    assert rows(plain)[-1]["loss"] != rows(whole)[-1]["loss"]   # the drop changed the training
+    with pytest.raises(ValueError, match="--lr-drop"):
+        small(tmp_path, lr_drop=0.0)
+
+
 def test_config_rejects_unknown_flags_and_bad_values(capsys):
     for argv, said in ((["--no-such-flag", "1"], "unrecognized arguments"),
                        (["--memory-size", "10"], "memory_size must hold a whole episode batch")):
