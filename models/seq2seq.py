@@ -84,7 +84,7 @@ class AttentionSeq2Seq(nn.Module):
             nn.init.zeros_(self.copy_gate.bias)
         self.tower = tower() if tower is not None else None
         # An extra term on a memory call's unit queries (n, U) -> (), added to the memory loss
-        # while training (a recipe's; none in the paper).
+        # (a recipe's; none in the paper).
         self.query_penalty = None
 
     def encode(self, src: torch.Tensor):
@@ -137,7 +137,7 @@ class AttentionSeq2Seq(nn.Module):
             w = weight.new_zeros(B * T).index_put(rows, weight).reshape(B, T, 1).to(logits.dtype)
             logits = logits.scatter_add(-1, values.reshape(B, T, 1).clamp(min=0), self.copy_gate(att) * w)
         loss = out.loss.mean()
-        if self.query_penalty is not None and len(out.query) > 1 and torch.is_grad_enabled():
+        if self.query_penalty is not None:
             loss = loss + self.query_penalty(out.query)
         return logits, loss, values.reshape(B, T)
 

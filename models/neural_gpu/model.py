@@ -129,7 +129,7 @@ class ExtendedNeuralGPU(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.memory = MemoryLayer(c, backend) if cfg.memory_layer else None
         # An extra term on each column's unit queries (R, C) -> (), added to the memory loss
-        # while training (a recipe's; none in the paper).
+        # (a recipe's; none in the paper).
         self.query_penalty = None
 
     def _drop(self, s: torch.Tensor, length: int) -> torch.Tensor:
@@ -163,7 +163,7 @@ class ExtendedNeuralGPU(nn.Module):
                                   leave_one_out=leave_one_out and sources is not None)
                 suggestion = self._suggestion(out, label, gold_weight)      # (R, C)
                 term = out.loss.mean()
-                if self.query_penalty is not None and len(rows) > 1 and torch.is_grad_enabled():
+                if self.query_penalty is not None:
                     term = term + self.query_penalty(out.query)
                 mem_losses.append(term)
                 mem_values.append(torch.full_like(inputs[:, 0], -1).index_put((rows,), out.result))

@@ -87,14 +87,11 @@ def build_model(cfg: ModelConfig, settings: dict | None = None, backend=None) ->
     if cfg.arch == "seq2seq":
         if not (q["weight_grad"] and q["query_grad"] and not q["fixed_queries"]):
             raise ValueError("seq2seq's queries take no weight_grad, query_grad or fixed_queries setting")
-        units = cfg.units
         model = AttentionSeq2Seq(seq2seq_config(cfg), backend,
-                                 tower=(lambda: AlignedTower(VOCAB, units)) if q["query_from"] == "tower" else None)
+                                 tower=(lambda: AlignedTower(VOCAB, cfg.units)) if q["query_from"] == "tower" else None)
     elif q == DEFAULTS:
         model = paper_model(cfg, backend)
-    else:
-        if not cfg.memory_layer:
-            raise ValueError("a query recipe needs the memory layer")
+    else:   # the model refuses a query path without the memory layer
         model = ExtendedNeuralGPU(cfg, backend, queries=lambda: _ngpu_queries(cfg, q))
         if q["fixed_queries"]:
             model.queries.fix(model.memory)
@@ -207,7 +204,10 @@ class Uniformity:
     def __init__(self, weight: float, sample: int = 1024):
         self.weight, self.sample = weight, sample
 
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor) -> torch.Tensor | float:
+        """The term for queries q (n, d): none (0) while decoding or for fewer than two."""
+        if len(q) < 2 or not torch.is_grad_enabled():
+            return 0.0
         if len(q) > self.sample:
             q = q[torch.randperm(len(q), device=q.device)[:self.sample]]
         return self.weight * uniformity(q)
