@@ -167,11 +167,12 @@ def train(cfg: TrainConfig, address: str, replica: Replica | None = None,
         ep = sample_episodes(data.train, cfg.batch, cfg.width, cfg.shots, run.rng)
         # A life-long shared memory keeps every episode's labels apart, across replicas too.
         offset = (i * replica.world + replica.rank) * cfg.batch * cfg.width if cfg.shared_memory else 0
+        lr = cfg.learning_rate(i)
         for group in opt.param_groups:
-            group["lr"] = cfg.learning_rate(i)
+            group["lr"] = lr
         loss, correct = train_episodes(model, opt, ep, cfg.clip, net=net, reset=not cfg.shared_memory,
                                        label_offset=offset, device=replica.device, bf16=cfg.bf16)
-        row = {"loss": loss, "updates": (i + 1) * len(correct), "lr": cfg.learning_rate(i),
+        row = {"loss": loss, "updates": (i + 1) * len(correct), "lr": lr,
                **{f"train_{s}shot": float(correct[ep.shot == s].mean()) for s in (1, 5) if s < cfg.shots}}
         if val_backend and ((i + 1) % cfg.eval_every == 0 or i + 1 == cfg.steps):
             v = evaluate(model_encoder(model), val_backend, data.val, cfg.width, cfg.shots, cfg.eval_episodes,
