@@ -7,9 +7,12 @@ the precision (fp32 against bf16 autocast) and the embedder head, both at equal 
         --precision runs/omniglot/vinyals-5way-fp32 runs/omniglot/vinyals-5way \\
         --heads runs/omniglot/vinyals-5way runs/omniglot/vinyals-5way-authors
 
-Each model's run folder holds the trainer's files and ``eval.json`` from ``python -m
-raremem.models.omniglot.evaluate --checkpoint RUN/best.pt --out RUN/eval.json`` (the test
-classes, read once). A model whose eval.json is missing is reported by its validation curve.
+Each model's run folder holds the trainer's files, the candidate checkpoints' scores on the
+validation classes (``val-*.json``: ``evaluate --checkpoint RUN/best.pt --classes val --out
+RUN/val-best.json``, the same for ``checkpoint.pt``) and ``eval.json``, the test classes read once
+with the candidate that scored higher there (the report refuses any other). A model whose eval.json
+is missing is reported by its validation curve; a model not given is "not trained yet". The
+comparisons and pixel rows not given are kept from the last results/omniglot.json as measured.
 """
 
 from __future__ import annotations
@@ -36,8 +39,36 @@ def load_run(run: Path) -> dict:
 
     def optional(name):
         return json.loads((run / name).read_text()) if (run / name).is_file() else None
-    return {"dir": str(run), "record": record, "eval": optional("eval.json"), "best": optional("best.json"),
-            "val": [r for r in rows if "val_1shot" in r], "last": rows[-1]}
+    loaded = {"dir": str(run), "record": record, "eval": optional("eval.json"), "best": optional("best.json"),
+              "choices": [json.loads(p.read_text()) for p in sorted(run.glob("val-*.json"))],
+              "val": [r for r in rows if "val_1shot" in r], "last": rows[-1]}
+    check_choice(loaded)
+    return loaded
+
+
+def width_of(run: dict) -> str:
+    return f"{run['record']['config']['width']}-way"
+
+
+def check_choice(run: dict) -> None:
+    """The test may only be read with the candidate that scored higher on validation 1-shot."""
+    ev, choices = run["eval"], run["choices"]
+    if not ev:
+        return
+    if not choices or any(c["classes"] != "val" for c in choices):
+        raise SystemExit(f"{run['dir']}: eval.json read the test classes but no val-*.json chose its checkpoint")
+    chosen = max(choices, key=lambda c: c[width_of(run)]["accuracy"][1])
+    if Path(ev["checkpoint"]["path"]).name != Path(chosen["checkpoint"]["path"]).name:
+        raise SystemExit(f"{run['dir']}: eval.json read {ev['checkpoint']['path']}, "
+                         f"but validation chose {chosen['checkpoint']['path']}")
+
+
+def choice(run: dict) -> str:
+    """'Chosen on validation: best.pt (step 2,600) 97.9 ± 0.9, checkpoint.pt (...) ...'."""
+    w = width_of(run)
+    return "; chosen on validation (1-shot, " + ", ".join(
+        f"`{Path(c['checkpoint']['path']).name}` at step {c['checkpoint']['step']:,}: {cell(c, w, 1)}"
+        f" over {c[w]['episodes']:,} episodes" for c in run["choices"]) + ")" if run["choices"] else ""
 
 
 def cell(res: dict | None, width: str, shots: int) -> str:
@@ -73,20 +104,24 @@ def rate(run: dict, step: int) -> float:
     return step / (r["wall"] / 60)
 
 
-def comparison(title: str, note: str, names: tuple[str, str], a: dict, b: dict,
-               side_by_side: bool = True) -> tuple[list[str], dict]:
+def comparison(names: tuple[str, str], a: dict, b: dict) -> dict:
     p = paired(a, b)
+    last = p["steps"][-1]
+    return {**p, "names": names, "runs": [a["dir"], b["dir"]], "rates": [rate(a, last), rate(b, last)]}
+
+
+def render(title: str, note: str, p: dict, side_by_side: bool = True) -> list[str]:
+    names = p["names"]
     lines = [f"## {title}", "", note, "",
              f"| episode batch | {names[0]} | {names[1]} |", "|---:|---:|---:|"]
     lines += [f"| {s:,} | {x:.1f} | {y:.1f} |" for s, x, y in zip(p["steps"], p["a"], p["b"])]
-    last = p["steps"][-1]
-    ra, rb = rate(a, last), rate(b, last)
+    last, (ra, rb) = p["steps"][-1], p["rates"]
     lines += ["", f"{names[1]} - {names[0]}, mean over {len(p['steps'])} paired readings: "
               f"**{p['mean_difference']:+.2f} points** (95% interval ± {p['ci95']:.2f}). Episode batches per "
               f"minute up to batch {last:,}: {ra:.1f} and {rb:.1f} ({rb / ra:.2f}x"
               + (", side by side)." if side_by_side else "; not side by side: the runs shared the cores with "
                  "different neighbours, so the ratio is indicative only).")]
-    return lines, {**p, "names": names, "runs": [a["dir"], b["dir"]], "rates": [ra, rb]}
+    return lines
 
 
 def plot_curves(runs: dict[str, dict], path: Path) -> None:
@@ -109,24 +144,38 @@ def table(title: str, rows: list[tuple[str, dict | None]], paper_rows: list[tupl
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--five", type=Path, required=True, help="the 5-way model's run (Vinyals split)")
-    p.add_argument("--twenty", type=Path, required=True, help="the 20-way model's run (Vinyals split)")
-    p.add_argument("--pixel", type=Path, required=True, help="evaluate --pixel-nn on the Vinyals test classes")
-    p.add_argument("--pixel-lake", type=Path, required=True, help="evaluate --pixel-nn --split lake")
-    p.add_argument("--precision", type=Path, nargs=2, required=True, help="the fp32 run and the bf16 run")
-    p.add_argument("--heads", type=Path, nargs=2, required=True, help="the paper-head run and the authors'-head run")
+    p.add_argument("--five", type=Path, help="the 5-way model's run (Vinyals split)")
+    p.add_argument("--twenty", type=Path, help="the 20-way model's run (Vinyals split)")
+    p.add_argument("--pixel", type=Path, help="evaluate --pixel-nn on the Vinyals test classes")
+    p.add_argument("--pixel-lake", type=Path, help="evaluate --pixel-nn --split lake")
+    p.add_argument("--precision", type=Path, nargs=2, help="the fp32 run and the bf16 run")
+    p.add_argument("--heads", type=Path, nargs=2, help="the paper-head run and the authors'-head run")
     p.add_argument("--throughput", type=Path, default=results_dir() / "omniglot_throughput.json")
     p.add_argument("--notes", type=Path, default=results_dir() / "omniglot_notes.md",
                    help="markdown about the runs' conditions, budget and next legs, appended as written")
     p.add_argument("--out", type=Path, default=results_dir())
     a = p.parse_args(argv)
-    five, twenty = load_run(a.five), load_run(a.twenty)
-    pixel, pixel_lake = json.loads(a.pixel.read_text()), json.loads(a.pixel_lake.read_text())
+    last_json = results_dir() / "omniglot.json"
+    kept = json.loads(last_json.read_text()) if last_json.is_file() else {}
+
+    def given_or_kept(path, key, read):
+        if path:
+            return read(path)
+        if key not in kept:
+            raise SystemExit(f"no --{key.replace('_', '-')} given and none kept in {last_json}")
+        return kept[key]
+
+    five, twenty = (load_run(r) if r else None for r in (a.five, a.twenty))
+    pixel = given_or_kept(a.pixel, "pixel_nn", lambda f: json.loads(f.read_text()))
+    pixel_lake = given_or_kept(a.pixel_lake, "pixel_nn_lake", lambda f: json.loads(f.read_text()))
+    prec = given_or_kept(a.precision, "precision", lambda r: comparison(("fp32", "bf16"), *map(load_run, r)))
+    head = given_or_kept(a.heads, "heads", lambda r: comparison(("paper head", "authors' head"), *map(load_run, r)))
     lake = json.loads(LAKE.read_text())
     a.out.mkdir(parents=True, exist_ok=True)
-    plot_curves({"5-way model, 5-way": five, "20-way model, 20-way": twenty}, a.out / "omniglot_curve.png")
+    plot_curves({name: run for name, run in (("5-way model, 5-way", five), ("20-way model, 20-way", twenty))
+                 if run}, a.out / "omniglot_curve.png")
 
-    models = {"5-way": five["eval"], "20-way": twenty["eval"]}
+    models = {"5-way": five and five["eval"], "20-way": twenty and twenty["eval"]}
     ours = {f"{w} {s}-shot": 100 * models[w][w]["accuracy"][s] for w, s in CELLS if models[w]}
     gaps = {k: PAPER[k.split()[0]][int(k.split()[1][0])] - v for k, v in ours.items()}
     met = len(gaps) == 4 and all(g <= 1.0 for g in gaps.values())
@@ -136,11 +185,12 @@ def main(argv=None) -> int:
              "characters, each in 4 rotations; 1,692 test classes). Every choice below was made on the validation "
              "classes; the test classes were read once per reported number: 1,000 episodes per cell, one at a time "
              "in an emptied memory, no weight changes, accuracy ± 95% interval over episodes. The 5-way columns "
-             "come from a 5-way model, the 20-way columns from a 20-way model, each at its best validation "
-             "reading (`best.pt`). One optimiser update per episode time step, as the authors' `episode_step`; "
-             "memory on a raremem server spawned by each trainer.", ""]
+             "come from a 5-way model, the 20-way columns from a 20-way model, each with the checkpoint that "
+             "scored higher on 1,000 validation episodes (its best single in-training reading, `best.pt`, or its "
+             "last). One optimiser update per episode time step, as the authors' `episode_step`; memory on a "
+             "raremem server spawned by each trainer.", ""]
     lines += table("### Vinyals split (the paper's)", [("memory model (ours, CPU budget)", ours_row),
-                                                        ("5-way model on both widths", five["eval"]),
+                                                        ("5-way model on both widths", models["5-way"]),
                                                         ("pixel NN (ours)", pixel)],
                    [("paper", PAPER), ("pixel NN (paper)", PAPER_PIXEL)])
     lines += ["", "Gap to the paper (points, positive = below it): "
@@ -148,36 +198,40 @@ def main(argv=None) -> int:
               + (". **The bar (every cell within 1 point) is met.**" if met else
                  ". **The bar (every cell within 1 point) is not met on this budget.**"), ""]
     for name, run in (("5-way model", five), ("20-way model", twenty)):
+        if not run:
+            lines.append(f"- {name}: not trained yet (results/omniglot_notes.md says what is planned).")
+            continue
         ev = run["eval"]
         lines.append(f"- {name}: {budget(run)}. Evaluated: "
                      + (f"`{ev['command']}` (checkpoint step {ev['checkpoint']['step']:,})" if ev else "not yet")
                      + (f"; best validation 1-shot {100 * run['best']['score']:.1f} at step {run['best']['step']:,}"
-                        if run["best"] else "") + ".")
+                        if run["best"] else "") + choice(run) + ".")
     lines += ["", "### Lake split (the authors' code) beside it", "",
               "Background characters in 4 rotations for training, the 659 evaluation characters unrotated for "
               "test. The memory-model row is the earlier models' (measured before the split's validation carve-out "
               "existed: their in-training validation and the head choice read these test classes, so treat it as "
-              "optimistic); the pixel NN is measured now.", ""]
+              "optimistic); the pixel NN row is this harness's on the same split.", ""]
     lines += table("", [("memory model (earlier, selected on test)", {w: lake["five" if w == "5-way" else "twenty"]
                                                                        ["eval"][w] for w in PAPER}),
                         ("pixel NN (ours)", pixel_lake)], [])[2:]
-    precision, prec = comparison(
+    precision = render(
         "Precision: fp32 against bf16 autocast (5-way, validation)",
         "The same 5-way recipe and seed twice, side by side, one thread each: the embedder in fp32, and under "
         "bfloat16 autocast (the memory query stays fp32). Validation 1-shot % on the same 200 validation-class "
-        "episodes per reading.", ("fp32", "bf16"), load_run(a.precision[0]), load_run(a.precision[1]))
-    heads, head = comparison(
+        "episodes per reading.", prec)
+    heads = render(
         "Embedder head: the paper's text against the authors' code (5-way, validation)",
         "Paper: FC(256)-ReLU-dropout 0.3-FC(256). Authors' code: one FC to rep_dim, dropout right before the query "
         "projection at their keep_prob 0.3 (drop 0.7). Both bf16, the same seed; validation 1-shot % on the same "
-        "episodes per reading.", ("paper head", "authors' head"), load_run(a.heads[0]), load_run(a.heads[1]),
-        side_by_side=False)
+        "episodes per reading.", head, side_by_side=False)
     verdict = ("the authors' head scored lower, so the paper's stays the default" if head["mean_difference"] < 0
                else "the authors' head did not score lower: the default deserves a second look")
     lines += [""] + precision + [""] + heads + ["", f"On validation {verdict}."]
     lines += ["", "## Validation during training", "",
               "| model | episode batch | minutes | 1-shot | 5-shot |", "|---|---:|---:|---:|---:|"]
     for name, run in (("5-way", five), ("20-way", twenty)):
+        if not run:
+            continue
         v = run["val"]
         picked = v[:: max(1, len(v) // 12)]
         for r in picked + [r for r in v[-1:] if r is not picked[-1]]:
@@ -191,9 +245,7 @@ def main(argv=None) -> int:
                   f"{throughput['threads']} torch threads, nothing else running): episode batches per second.", "",
                   "| memory | episode batches/s | / in-process |", "|---|---:|---:|"]
         lines += [f"| {name} | {value:.3f} | {value / t['in-process']:.3f} |" for name, value in t.items()]
-    last = results_dir() / "omniglot.json"
-    kept = json.loads(last.read_text()).get("notes", "") if last.is_file() else ""
-    notes = a.notes.read_text().rstrip() if a.notes.is_file() else kept   # no notes file: the ones kept last time
+    notes = a.notes.read_text().rstrip() if a.notes.is_file() else kept.get("notes", "")
     if notes:
         lines += ["", notes]
     lines += ["", "![validation curves](omniglot_curve.png)", ""]
