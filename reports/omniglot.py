@@ -64,7 +64,7 @@ def check_choice(run: dict) -> None:
 
 
 def choice(run: dict) -> str:
-    """'Chosen on validation: best.pt (step 2,600) 97.9 ± 0.9, checkpoint.pt (...) ...'."""
+    """The candidates' validation 1-shot scores, for the model's line under the table."""
     w = width_of(run)
     return "; chosen on validation (1-shot, " + ", ".join(
         f"`{Path(c['checkpoint']['path']).name}` at step {c['checkpoint']['step']:,}: {cell(c, w, 1)}"
