@@ -87,3 +87,12 @@ def test_each_memory_row_is_compared_with_its_own_twin_on_the_same_test_examples
     assert abs(got[(tower, 0)]["points"] - 5.0) < 1e-9 and got[(tower, 0)]["met"] is False
     assert got[(tower, 1)]["points"] is None and got[(tower, 1)]["met"] is None   # scored on other examples
     assert abs(got[("ngpu + memory", 0)]["points"] - 25.0) < 1e-9 and got[("ngpu + memory", 0)]["met"]
+
+
+def test_a_run_measured_again_replaces_every_kept_row_of_it():
+    from reports.synthetic import carried
+    old = [{"run": "a", "steps": 7000}, {"run": "a", "steps": 1000, "v": "old"}, {"run": "b", "steps": 5}]
+    new = [{"run": "a", "steps": 1000, "v": "new"}]
+    step = lambda r: (r["run"], r["steps"])  # noqa: E731
+    assert carried(old, new, step) == new + [old[0], old[2]]   # rows of other checkouts are kept
+    assert carried(old, new, step, lambda r: r["run"]) == new + [old[2]]   # but not a retrained run's old ones
