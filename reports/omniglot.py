@@ -50,6 +50,11 @@ def width_of(run: dict) -> str:
     return f"{run['record']['config']['width']}-way"
 
 
+def chosen(run: dict) -> dict | None:
+    """The candidate (a val-*.json) that scored higher on validation 1-shot; None before the choice."""
+    return max(run["choices"], key=lambda c: c[width_of(run)]["accuracy"][1], default=None)
+
+
 def check_choice(run: dict) -> None:
     """The test may only be read with the candidate that scored higher on validation 1-shot."""
     ev, choices = run["eval"], run["choices"]
@@ -57,10 +62,10 @@ def check_choice(run: dict) -> None:
         return
     if not choices or any(c["classes"] != "val" for c in choices):
         raise SystemExit(f"{run['dir']}: eval.json read the test classes but no val-*.json chose its checkpoint")
-    chosen = max(choices, key=lambda c: c[width_of(run)]["accuracy"][1])
-    if Path(ev["checkpoint"]["path"]).name != Path(chosen["checkpoint"]["path"]).name:
+    chosen_one = chosen(run)
+    if Path(ev["checkpoint"]["path"]).name != Path(chosen_one["checkpoint"]["path"]).name:
         raise SystemExit(f"{run['dir']}: eval.json read {ev['checkpoint']['path']}, "
-                         f"but validation chose {chosen['checkpoint']['path']}")
+                         f"but validation chose {chosen_one['checkpoint']['path']}")
 
 
 def choice(run: dict) -> str:

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from reports import omniglot as omniglot_report
 from reports.synthetic import NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,9 @@ def omniglot(r: dict) -> list[str]:
 
     def val_cell(w, s):
         model = dict(widths)[w] or {}
-        if model.get("choices"):   # the candidates scored on 1,000 validation episodes: the chosen one
-            chosen = max(model["choices"], key=lambda c: c[w]["accuracy"][1])
-            return f"{pct(chosen[w]['accuracy'][s])} (batch {chosen['checkpoint']['step']:,})"
+        picked = model.get("choices") and omniglot_report.chosen(model)   # scored on 1,000 validation episodes
+        if picked:
+            return f"{pct(picked[w]['accuracy'][s])} (batch {picked['checkpoint']['step']:,})"
         best = model.get("best")
         row = next((v for v in model.get("val", []) if best and v["step"] == best["step"]), None)
         return f"{pct(row[f'val_{s}shot'])} (batch {row['step']:,})" if row else "—"

@@ -91,14 +91,12 @@ def short_runs(runs: Path) -> list[dict]:
     return out
 
 
-def carried(old: list[dict], new: list[dict], key, run=None) -> list[dict]:
-    """``new`` and then the rows of ``old`` (the last results file) that ``new`` lacks: a run
+def carried(old: list[dict], new: list[dict], key) -> list[dict]:
+    """``new`` and then the rows of ``old`` (the last results file) whose key ``new`` lacks: a run
     measured in another checkout, whose directory is not here, keeps its row, its machine and
-    its commit. With ``run`` (a row's run), a run measured here again replaces all its old rows,
-    not just those at the same key (a retrained run's probes at steps it did not reach go too)."""
+    its commit."""
     have = {key(r) for r in new}
-    redone = {run(r) for r in new} if run else set()
-    return new + [r for r in old if key(r) not in have and not (run and run(r) in redone)]
+    return new + [r for r in old if key(r) not in have]
 
 
 BAR = 10.0   # points on seen numbers a memory row must gain over its twin, every row alike
@@ -267,8 +265,8 @@ def main(argv=None) -> int:
     ham_path = a.runs / "hamming-short.json"
     ham = json.loads(ham_path.read_text()) if ham_path.is_file() else last.get("hamming_short")
     gap_rows = gaps(rows)
-    probe_rows = sorted(carried(last.get("probe", []), probes(a.runs, rows), lambda r: (r["run"], r["steps"]),
-                                 lambda r: r["run"]),
+    # keyed by run: a run probed here again replaces all its old rows (steps it did not reach too)
+    probe_rows = sorted(carried(last.get("probe", []), probes(a.runs, rows), lambda r: r["run"]),
                         key=lambda r: (r["steps"] > 0, r["run"], r["steps"]))
     full_path = results / "synthetic_full.json"
     full = json.loads(full_path.read_text()) if full_path.is_file() else None

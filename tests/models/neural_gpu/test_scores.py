@@ -95,4 +95,4 @@ def test_a_run_measured_again_replaces_every_kept_row_of_it():
     new = [{"run": "a", "steps": 1000, "v": "new"}]
     step = lambda r: (r["run"], r["steps"])  # noqa: E731
     assert carried(old, new, step) == new + [old[0], old[2]]   # rows of other checkouts are kept
-    assert carried(old, new, step, lambda r: r["run"]) == new + [old[2]]   # but not a retrained run's old ones
+    assert carried(old, new, lambda r: r["run"]) == new + [old[2]]   # keyed by run: not a retrained run's old ones
