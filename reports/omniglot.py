@@ -69,10 +69,12 @@ def check_choice(run: dict) -> None:
 
 
 def choice(run: dict) -> str:
-    """The candidates' validation 1-shot scores, for the model's line under the table."""
+    """The candidates' validation 1-shot scores, for the model's line under the table (two
+    decimals: the choice is often closer than the interval)."""
     w = width_of(run)
     return "; chosen on validation (1-shot, " + ", ".join(
-        f"`{Path(c['checkpoint']['path']).name}` at step {c['checkpoint']['step']:,}: {cell(c, w, 1)}"
+        f"`{Path(c['checkpoint']['path']).name}` at step {c['checkpoint']['step']:,}: "
+        f"{100 * c[w]['accuracy'][1]:.2f} ± {100 * c[w]['ci95'][1]:.1f}"
         f" over {c[w]['episodes']:,} episodes" for c in run["choices"]) + ")" if run["choices"] else ""
 
 
