@@ -71,7 +71,8 @@ def test_function_coverage_is_the_share_of_numbers_the_memory_maps_right():
 def test_each_memory_row_is_compared_with_its_own_twin_on_the_same_test_examples():
     """reports.synthetic.gaps: the aligned-tower seq2seq rows against the twin that has the same
     tower (not the plain seq2seq), the Neural GPU rows against the plain Neural GPU, one bar for
-    all; a pair scored on different test examples is not compared."""
+    all; a pair scored on different test examples is not compared, and a pair whose choices read
+    test examples is not held to the bar."""
     from reports.synthetic import gaps
 
     def row(key, seed, seen, held=True):
@@ -80,13 +81,16 @@ def test_each_memory_row_is_compared_with_its_own_twin_on_the_same_test_examples
     tower = "seq2seq + memory, key tower held 1,500 steps, leave-one-out, uniformity 0.1"
     rows = [row(tower, 0, 0.80), row("seq2seq", 0, 0.00), row("seq2seq, aligned key tower", 0, 0.75),
             row(tower, 1, 0.70), row("seq2seq, aligned key tower", 1, 0.10, held=False),
-            row("ngpu + memory", 0, 0.30), row("ngpu", 0, 0.05), row("ngpu + memory, fixed queries", 0, 0.6)]
+            row("ngpu + memory", 0, 0.30), row("ngpu", 0, 0.05), row("ngpu + memory, fixed queries", 0, 0.6),
+            row("ngpu + memory", 1, 0.50, held=False), row("ngpu", 1, 0.00, held=False)]
     got = {(g["row"], g["seed"]): g for g in gaps(rows)}
-    assert set(got) == {(tower, 0), (tower, 1), ("ngpu + memory", 0)}          # the control has no twin
+    assert set(got) == {(tower, 0), (tower, 1), ("ngpu + memory", 0), ("ngpu + memory", 1)}  # the control: no twin
     assert got[(tower, 0)]["twin"] == "seq2seq, aligned key tower"
     assert abs(got[(tower, 0)]["points"] - 5.0) < 1e-9 and got[(tower, 0)]["met"] is False
     assert got[(tower, 1)]["points"] is None and got[(tower, 1)]["met"] is None   # scored on other examples
     assert abs(got[("ngpu + memory", 0)]["points"] - 25.0) < 1e-9 and got[("ngpu + memory", 0)]["met"]
+    # scored alike, but every choice read the first 1,000 test examples: measured, not held to the bar
+    assert abs(got[("ngpu + memory", 1)]["points"] - 50.0) < 1e-9 and got[("ngpu + memory", 1)]["met"] is None
 
 
 def test_a_run_measured_again_replaces_every_kept_row_of_it():
