@@ -73,15 +73,14 @@ def choice(run: dict) -> str:
     decimals: the choice is often closer than the interval)."""
     w = width_of(run)
     return "; chosen on validation (1-shot, " + ", ".join(
-        f"`{Path(c['checkpoint']['path']).name}` at step {c['checkpoint']['step']:,}: "
-        f"{100 * c[w]['accuracy'][1]:.2f} ± {100 * c[w]['ci95'][1]:.1f}"
+        f"`{Path(c['checkpoint']['path']).name}` at step {c['checkpoint']['step']:,}: {cell(c, w, 1, digits=2)}"
         f" over {c[w]['episodes']:,} episodes" for c in run["choices"]) + ")" if run["choices"] else ""
 
 
-def cell(res: dict | None, width: str, shots: int) -> str:
+def cell(res: dict | None, width: str, shots: int, digits: int = 1) -> str:
     if not res:
         return "—"
-    return f"{100 * res[width]['accuracy'][shots]:.1f} ± {100 * res[width]['ci95'][shots]:.1f}"
+    return f"{100 * res[width]['accuracy'][shots]:.{digits}f} ± {100 * res[width]['ci95'][shots]:.1f}"
 
 
 def budget(run: dict) -> str:
