@@ -10,10 +10,11 @@ import pytest
 from raremem.models.omniglot.evaluate import main as evaluate
 from raremem.models.omniglot.train import train
 from reports import omniglot as report
-from tests.models.omniglot.test_train import small
+from tests.models.omniglot.test_train import pytestmark as needs_omniglot_data, small
 
-pytestmark = pytest.mark.skipif(not (report.results_dir() / "omniglot.json").is_file(),
-                                reason="results/omniglot.json (the kept comparisons) not found")
+pytestmark = [needs_omniglot_data,   # the run below trains on the shared zips
+              pytest.mark.skipif(not (report.results_dir() / "omniglot.json").is_file(),
+                                 reason="results/omniglot.json (the kept comparisons) not found")]
 
 
 @pytest.fixture(scope="module")
