@@ -200,7 +200,7 @@ def main(argv=None) -> int:
                                                         ("pixel NN (ours)", pixel)],
                    [("paper", PAPER), ("pixel NN (paper)", PAPER_PIXEL)])
     lines += ["", "Gap to the paper (points, positive = below it): "
-              + (", ".join(f"{k} {v:+.1f}" for k, v in gaps.items()) or "not yet evaluated")
+              + (", ".join(f"{k} {v:+.2f}" for k, v in gaps.items()) or "not yet evaluated")
               + (". **The bar (every cell within 1 point) is met.**" if met else
                  ". **The bar (every cell within 1 point) is not met on this budget.**"), ""]
     for name, run in (("5-way model", five), ("20-way model", twenty)):

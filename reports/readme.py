@@ -70,7 +70,7 @@ def omniglot(r: dict) -> list[str]:
 
     read = all(m and m.get("eval") for _, m in widths)
     machine = next(m["record"]["machine"] for _, m in widths if m)
-    rows += ["", "Training so far: " + ", ".join(spent(w, m) for w, m in widths)
+    rows += ["", "Training: " + ", ".join(spent(w, m) for w, m in widths)
              + f" (the 20-way one starts from the 5-way one); one CPU core each ({where(machine)}). "
              + ("Bar (every test cell within 1 point of the paper): "
                 + ("**met**." if r["bar_met"] else "**not met**.") if read else
