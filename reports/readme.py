@@ -89,7 +89,8 @@ def synthetic(r: dict) -> list[str]:
         points = "not yet (the pair is not scored alike)" if g["points"] is None else f"{g['points']:+.1f}"
         rows.append(f"| {g['row']} − {g['twin']} | {g['seed']} | {points} | ≥ {g['bar']:g} | {met_cell(g)} |")
     by_key = {(x["key"], x["seed"]): x for x in r["short"]}
-    best = max(r["short"], key=lambda x: x["fully_correct"])
+    # the fixed-query control is a ceiling with the right queries handed in, not a model
+    best = max((x for x in r["short"] if "fixed" not in x["key"]), key=lambda x: x["fully_correct"])
     scored = "the 9,000 held-out" if best.get("test_examples") == "held out" else "all 10,000"
     rows += ["", f"Best row: {NAMES[best['key']]}, seed {best['seed']}: {pct(best['fully_correct'], 2)}% of "
              f"{scored} test sequences fully correct ({best['train_steps']:,} steps). Hamming nearest neighbour "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from hypothesis import given, strategies as st
 
+from raremem.models.neural_gpu import evaluate
 from raremem.models.neural_gpu.hamming import hamming_nn
-from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, PRESETS, decode,
-                                    from_base4,
-                                    fully_correct, generate, make_splits, random_function, to_base4,
-                                    validation_set)
+from raremem.models.neural_gpu.task import (A, B, DIGIT0, DIGITS, HIGH, LOW, MAX_LENGTH, PAD, PRESETS, TOUCHED_TEST,
+                                            decode, from_base4, fully_correct, generate, make_splits,
+                                            random_function, to_base4, validation_set)
 
 
 @given(st.lists(st.integers(0, 4 ** DIGITS - 1), min_size=1, max_size=50))
@@ -78,3 +80,13 @@ def test_fully_correct_ignores_padding_and_hamming_nn_finds_exact_copies():
     preds[0, 0] = B if test.targets[0, 0] != B else A
     assert not fully_correct(preds, test)[0]
     assert fully_correct(hamming_nn(train, train.take(np.arange(20))), train.take(np.arange(20))).all()
+
+
+def test_the_hamming_row_is_scored_on_the_test_examples_the_trained_rows_are(tmp_path, monkeypatch):
+    # the sets of the preset, smaller (a 40K x 10K search is not a unit test)
+    monkeypatch.setattr(evaluate, "make_splits", lambda seed, preset: make_splits(
+        seed, n_train=500, n_test=TOUCHED_TEST + 50, preset=preset))
+    out = tmp_path / "hamming.json"
+    evaluate.main(["--hamming", "--preset", "short", "--out", str(out)])
+    row = json.loads(out.read_text())
+    assert row["test_examples"] == "held out" and row["examples"] == 50
