@@ -298,16 +298,11 @@ def main(argv=None) -> int:
           "The task of Table 2 with inputs of 7-16 symbols instead of 7-40 (the same S, the same f, 40K training "
           "and 10K distinct test examples; models/neural_gpu/task.py), about 4x cheaper. Greedy decoding; "
           "\"seen\" = the test example's number occurs in some training example (the rare events the memory must "
-          "remember). "
-          + ("Rows trained since the validation set (1,000 examples drawn like the test set, disjoint from it: "
-             "`task.validation_set`) made every choice on it and are scored on the 9,000 test examples no earlier "
-             "choice read; earlier rows ran their quick evaluations on the first 1,000 test examples and are scored "
-             "on all 10,000: a gap is only taken between rows scored alike" if any(scored_on(r) == "all" for r in rows)
-             else "Every trained row made its choices on a validation set (1,000 examples drawn like the test set, "
-             "disjoint from it: `task.validation_set`) and is scored once on the 9,000 test examples that no choice "
-             "read (the first 1,000 steered the recipes' earlier development)")
-          + ". These rows are on lengths 7-16, the paper's Table 2 on 7-40: the two are not compared. Curves: "
-          "`synthetic_curves.png`.", ""]
+          "remember). A trained row makes its choices on a validation set (1,000 examples drawn like the test "
+          "set, disjoint from it: `task.validation_set`) and is scored once on the 9,000 test examples no choice "
+          "read (the first 1,000 steered the recipes' earlier development); a gap is only taken between rows "
+          "scored on the same examples. These rows are on lengths 7-16, the paper's Table 2 on 7-40: the two are "
+          "not compared. Curves: `synthetic_curves.png`.", ""]
     md += short_tables(rows, ham, gap_rows) if rows or ham else ["(no finished short-preset run yet)"]
     if probe_rows:
         md += ["", "Do the memory queries name the number? The probe (`python -m raremem.models.neural_gpu.probe`: "
