@@ -100,13 +100,14 @@ def carried(old: list[dict], new: list[dict], key) -> list[dict]:
 
 
 BAR = 10.0   # points on seen numbers a memory row must gain over its twin, every row alike
+CONTROL = "ngpu + memory, fixed queries"   # a ceiling with the right queries handed in: no twin, no probe
 
 
 def twin(key: str) -> str | None:
     """A memory row's twin: the same model without memory, with whatever else the row's queries
     get (the aligned key tower of the seq2seq tower rows); the fixed-query control has none (it
     is a ceiling, not a row of the table)."""
-    if "fixed" in key:
+    if key == CONTROL:
         return None
     if key.startswith("ngpu + memory"):
         return "ngpu"
@@ -124,8 +125,7 @@ def scored_on(row: dict) -> str:
 def scored_cell(row: dict) -> str:
     if scored_on(row) == "held out":
         return f"{row['examples']:,} held out"
-    # the Hamming row makes no choice; a trained row scored on all of them made its choices on the first 1,000
-    return f"all {row['examples']:,}" + ("" if row.get("row") == "hamming" else ", the first 1,000 quick-evaluated")
+    return f"all {row['examples']:,}, the first 1,000 quick-evaluated"
 
 
 def gaps(rows: list[dict]) -> list[dict]:
@@ -169,7 +169,7 @@ def probes(runs: Path, rows: list[dict]) -> list[dict]:
     for d in sorted(runs.glob("short-*-s*")):
         m = re.fullmatch(r"short-(.+)-s(\d+)", d.name)
         # (the control's queries are not the state's: nothing to probe)
-        if not (m and m.group(1) in SHORT and "memory" in SHORT[m.group(1)] and "fixed" not in SHORT[m.group(1)]):
+        if not (m and m.group(1) in SHORT and "memory" in SHORT[m.group(1)] and SHORT[m.group(1)] != CONTROL):
             continue
         if not (d / "eval.json").is_file():   # still training: probed once it is scored (its folder may
             continue                           # carry the name of an earlier run's row)
